@@ -1,0 +1,293 @@
+"""Arguments of the recipes: dataclasses parsed with ``HfArgumentParser``.
+
+Every default lives here. A YAML file (``--config``) gives values, command-line flags override them,
+unknown keys and wrong types are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser
+
+from .errors import ConfigError
+
+EMBEDDED_ENCODER = "embedded:all-MiniLM-L6-v2"
+SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+)
+MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
+REPORT_TO = ("none", "tensorboard", "trackio", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive")
+
+
+def _choice(name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not allowed; choose one of: {', '.join(map(str, allowed))}")
+
+
+def _positive(name: str, value: float | None, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+@dataclass
+class TrainingArguments:
+    """The shared training loop's arguments (names of the transformers examples)."""
+
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Run folder; default: $TUNELAB_RUNS_DIR (or ./runs) / <run-id>."}
+    )
+    per_device_train_batch_size: int = 32
+    per_device_eval_batch_size: int = 64
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    num_train_epochs: float = 3.0
+    max_train_steps: int | None = field(
+        default=None, metadata={"help": "Optimizer steps; overrides num_train_epochs."}
+    )
+    gradient_accumulation_steps: int = 1
+    lr_scheduler_type: str = field(default="linear", metadata={"help": f"One of {', '.join(SCHEDULERS)}."})
+    num_warmup_steps: int = 0
+    warmup_ratio: float = field(default=0.0, metadata={"help": "Used when num_warmup_steps is 0."})
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    mixed_precision: str = field(
+        default="auto",
+        metadata={
+            "help": "auto (bf16 where the hardware runs it fast, else fp32; the launcher's "
+            "--mixed_precision fp16/bf16 wins), no, fp16 or bf16."
+        },
+    )
+    torch_compile: bool = False
+    logging_steps: int = 10
+    eval_steps: int | None = field(default=None, metadata={"help": "Evaluate every N steps (and at the end)."})
+    checkpointing_steps: str | None = field(
+        default=None, metadata={"help": "Save a checkpoint every N steps, or 'epoch'."}
+    )
+    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (oldest removed first)."})
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "A checkpoint folder, a run folder, or 'latest' (in output_dir)."}
+    )
+    early_stopping_patience: int | None = field(
+        default=None, metadata={"help": "Stop after N evaluations without improvement."}
+    )
+    metric_for_best_model: str | None = field(
+        default=None, metadata={"help": "e.g. accuracy, f1, loss; default: the task's main metric."}
+    )
+    load_best_model_at_end: bool = True
+    report_to: str = field(default="none", metadata={"help": f"One of {', '.join(REPORT_TO)}."})
+    dataloader_num_workers: int = 0
+    run_name: str | None = None
+
+    def __post_init__(self) -> None:
+        _choice("lr_scheduler_type", self.lr_scheduler_type, SCHEDULERS)
+        _choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
+        _choice("report_to", self.report_to, REPORT_TO)
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                     "logging_steps", "learning_rate", "num_train_epochs"):
+            _positive(name, getattr(self, name))
+        for name in ("max_train_steps", "eval_steps", "early_stopping_patience"):
+            _positive(name, getattr(self, name))
+        for name in ("weight_decay", "max_grad_norm", "num_warmup_steps", "dataloader_num_workers"):
+            _positive(name, getattr(self, name), allow_zero=True)
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.checkpointing_steps is not None:
+            value = str(self.checkpointing_steps)
+            if value != "epoch" and not (value.isdigit() and int(value) > 0):
+                raise ConfigError(f"checkpointing_steps must be a positive integer or 'epoch', got {value!r}")
+            self.checkpointing_steps = value
+        if self.early_stopping_patience and not self.eval_steps:
+            raise ConfigError("early_stopping_patience needs eval_steps (evaluations to count).")
+        if self.metric_for_best_model:
+            self.metric_for_best_model = self.metric_for_best_model.removeprefix("eval_").removeprefix("eval/")
+
+
+@dataclass
+class LoraArguments:
+    """LoRA through peft; the saved model is merged so it loads with plain transformers."""
+
+    use_peft: bool = False
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] | None = field(
+        default=None, metadata={"help": "Module names; default: peft's choice for the architecture."}
+    )
+
+    def __post_init__(self) -> None:
+        _positive("lora_r", self.lora_r)
+        _positive("lora_alpha", self.lora_alpha)
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+
+
+@dataclass
+class ClassificationArguments:
+    """Model and data of ``recipes/bert_cls.py`` (names of transformers' run_glue)."""
+
+    model_name_or_path: str = field(
+        default=EMBEDDED_ENCODER,
+        metadata={"help": "Embedded MiniLM (default), a local folder, a finished TuneLab run or a Hub id."},
+    )
+    train_file: str | None = field(
+        default=None, metadata={"help": "csv/tsv/json/jsonl/parquet file or folder, or a Hub dataset id."}
+    )
+    validation_file: str | None = None
+    test_file: str | None = None
+    dataset_config_name: str | None = None
+    text_column: str | None = field(default=None, metadata={"help": "Detected when unambiguous."})
+    text_pair_column: str | None = None
+    label_column: str | None = field(default=None, metadata={"help": "Detected when unambiguous."})
+    validation_split_percentage: float = field(
+        default=10.0, metadata={"help": "Held-out share of train (stratified, seeded) without validation_file."}
+    )
+    max_length: int = 128
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    group_by_length: bool = field(default=False, metadata={"help": "Batch texts of similar length together."})
+    classifier_dropout: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.train_file:
+            raise ConfigError("train_file is required: a csv/tsv/json/jsonl/parquet file, a folder or a Hub dataset id.")
+        _positive("max_length", self.max_length)
+        _positive("max_train_samples", self.max_train_samples)
+        _positive("max_eval_samples", self.max_eval_samples)
+        if not 0 < self.validation_split_percentage < 100:
+            raise ConfigError(
+                f"validation_split_percentage must be in (0, 100), got {self.validation_split_percentage}"
+            )
+
+
+MODEL_SIZES = ("tiny", "mini", "small", "medium")
+
+
+@dataclass
+class CausalLMArguments:
+    """Model and data of ``recipes/gpt2_clm.py`` (names of transformers' run_clm)."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Continue from a local folder, a finished run or a Hub id; default: from scratch."},
+    )
+    model_size: str = field(default="tiny", metadata={"help": f"From-scratch preset: {', '.join(MODEL_SIZES)}."})
+    config_overrides: str | None = field(
+        default=None, metadata={"help": "GPT2Config overrides, e.g. n_layer=4,n_embd=256,n_head=4."}
+    )
+    tokenizer_name: str | None = field(
+        default=None, metadata={"help": "Tokenizer to use; default: the model's, else a new BPE trained on train."}
+    )
+    tokenizer_vocab_size: int = 8192
+    train_file: str | None = field(
+        default=None, metadata={"help": "txt file/folder, jsonl/csv/parquet with a text column, or a Hub id."}
+    )
+    validation_file: str | None = None
+    dataset_config_name: str | None = None
+    validation_split_percentage: float = 5.0
+    text_column: str | None = None
+    block_size: int = 256
+    max_train_tokens: int | None = field(default=None, metadata={"help": "Stop after this many tokens."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Blocks used per evaluation."})
+    sample_prompts: list[str] | None = field(
+        default=None, metadata={"help": "Prompts whose continuations are logged at each evaluation."}
+    )
+    sample_every: int | None = field(
+        default=None, metadata={"help": "Log samples every N steps (default: at each evaluation)."}
+    )
+    sample_max_new_tokens: int = 64
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "Token cache folder; default: $TUNELAB_CACHE or ~/.cache/tunelab."}
+    )
+
+    def __post_init__(self) -> None:
+        if not self.train_file:
+            raise ConfigError("train_file is required: a text file or folder, a jsonl/csv/parquet file or a Hub id.")
+        _choice("model_size", self.model_size, MODEL_SIZES)
+        _positive("block_size", self.block_size)
+        _positive("tokenizer_vocab_size", self.tokenizer_vocab_size)
+        _positive("max_train_tokens", self.max_train_tokens)
+        if not 0 < self.validation_split_percentage < 100:
+            raise ConfigError(
+                f"validation_split_percentage must be in (0, 100), got {self.validation_split_percentage}"
+            )
+
+
+def _yaml_to_argv(values: dict[str, Any], known: dict[str, dataclasses.Field], source: str) -> list[str]:
+    """Turn YAML values into flags placed before the command line's, so the command line wins."""
+    argv: list[str] = []
+    for key, value in values.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=3)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise ConfigError(f"{source}: unknown key {key!r}.{hint}")
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            value = ",".join(f"{k}={v}" for k, v in value.items())
+        if isinstance(value, list):
+            argv += [f"--{key}", *map(str, value)]
+        else:
+            argv += [f"--{key}", str(value)]
+    return argv
+
+
+def parse_args(types: tuple[type, ...], argv: list[str] | None = None) -> tuple:
+    """Parse ``[--config FILE.yaml] [--key value ...]`` into the dataclasses ``types``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser(types)
+    parser.add_argument("--config", default=None, help="YAML file of arguments; flags given after it win.")
+    known = {f.name: f for t in types for f in dataclasses.fields(t)}
+    config_path = None
+    if "--config" in argv:
+        i = argv.index("--config")
+        if i + 1 >= len(argv):
+            raise ConfigError("--config needs a YAML file path.")
+        config_path = argv[i + 1]
+        del argv[i : i + 2]
+    prefix: list[str] = []
+    if config_path:
+        try:
+            values = yaml.safe_load(Path(config_path).read_text()) or {}
+        except FileNotFoundError as e:
+            raise ConfigError(f"config file {config_path} does not exist.") from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {config_path} is not valid YAML: {e}") from e
+        if not isinstance(values, dict):
+            raise ConfigError(f"config file {config_path} must be a mapping of argument names to values.")
+        prefix = _yaml_to_argv(values, known, config_path)
+    for token in argv:
+        if token.startswith("--") and "=" not in token and token[2:] not in known and token != "--help":
+            close = difflib.get_close_matches(token[2:], known, n=3)
+            hint = f" Did you mean: {', '.join('--' + c for c in close)}?" if close else ""
+            raise ConfigError(f"unknown argument {token}.{hint}")
+    return tuple(parser.parse_args_into_dataclasses(args=prefix + argv))[: len(types)]
+
+
+def to_config(*args_objects: Any) -> dict[str, Any]:
+    """One flat dict of all arguments, for config.yaml (no secrets are ever arguments)."""
+    out: dict[str, Any] = {}
+    for obj in args_objects:
+        out.update(dataclasses.asdict(obj))
+    return out
+
+
+def default_runs_dir() -> Path:
+    return Path(os.environ.get("TUNELAB_RUNS_DIR", "runs"))
