@@ -1,0 +1,1 @@
+"""Data: loading files, folders and Hub ids; preflight validation; tokenization and packing."""

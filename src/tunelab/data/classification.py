@@ -1,0 +1,337 @@
+"""Classification data: column detection, preflight, label maps, tokenization and batching."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import DataError
+from .files import TABLE_FORMATS, DataSource, iter_records, load_source, resolve_source
+
+logger = logging.getLogger(__name__)
+
+TEXT_CANDIDATES = ("text", "sentence", "sentence1", "content", "review", "document", "question", "premise", "query")
+PAIR_CANDIDATES = ("text_pair", "sentence2", "hypothesis", "question2", "passage")
+LABEL_CANDIDATES = ("label", "labels", "class", "category", "target", "sentiment", "intent")
+
+
+@dataclass
+class Columns:
+    text: str
+    label: str
+    text_pair: str | None = None
+
+    def required(self) -> list[str]:
+        return [c for c in (self.text, self.text_pair, self.label) if c]
+
+
+def detect_columns(
+    columns: list[str], where: str, text: str | None = None, pair: str | None = None, label: str | None = None
+) -> Columns:
+    """Pick the text/pair/label columns: the named ones, else the unambiguous well-known names."""
+    listing = ", ".join(columns)
+    for name, value in (("text_column", text), ("text_pair_column", pair), ("label_column", label)):
+        if value is not None and value not in columns:
+            raise DataError(f"{where}: column {value!r} ({name}) does not exist; the columns are: {listing}.")
+    lower = {c.lower(): c for c in columns}
+
+    def find(candidates: tuple[str, ...], what: str, flag: str) -> str | None:
+        found = [lower[c] for c in candidates if c in lower]
+        if len(found) > 1 and what != "text pair":
+            raise DataError(
+                f"{where}: several columns could be the {what} ({', '.join(found)}); choose one with --{flag}."
+            )
+        return found[0] if found else None
+
+    label = label or find(LABEL_CANDIDATES, "label", "label_column")
+    if label is None:
+        raise DataError(f"{where}: no label column found; the columns are: {listing}. Name it with --label_column.")
+    if text is None:
+        text = find(TEXT_CANDIDATES, "text", "text_column")
+        others = [c for c in columns if c != label]
+        if text is None and len(others) == 1:
+            text = others[0]
+        if text is None:
+            raise DataError(f"{where}: no text column found; the columns are: {listing}. Name it with --text_column.")
+    if pair is None and text.lower() in ("sentence1", "question", "premise", "text"):
+        pair = find(PAIR_CANDIDATES, "text pair", "text_pair_column")
+    return Columns(text=text, label=label, text_pair=pair)
+
+
+def label_name(value: Any) -> str:
+    return str(value).strip()
+
+
+def sort_labels(names: set[str]) -> list[str]:
+    """Integer-like labels sort as numbers (so 0..K-1 keep their ids); others alphabetically."""
+    if all(re.fullmatch(r"-?\d+", n) for n in names):
+        return sorted(names, key=int)
+    return sorted(names)
+
+
+@dataclass
+class SplitReport:
+    """What preflight learned about one split."""
+
+    source: str
+    rows: int = 0
+    label_counts: Counter = field(default_factory=Counter)
+
+
+def preflight_split(source: DataSource, columns_hint: dict[str, str | None], split: str = "train"):
+    """Check one split row by row; returns (Columns, SplitReport). Raises DataError naming file, line, column."""
+    if source.is_hub:
+        dataset = load_source(source, split=split)
+        columns_found = list(dataset.column_names)
+        rows = ((i + 1, rec) for i, rec in enumerate(dataset))
+        files = [(source.hub_id, columns_found, rows, "row")]
+    else:
+        files = [(str(p), *iter_records(p)) for p in source.files]
+    report = SplitReport(source.describe())
+    columns: Columns | None = None
+    for where, header, records, unit in files:
+        cols = detect_columns(header, where, columns_hint.get("text"), columns_hint.get("pair"), columns_hint.get("label"))
+        if columns is not None and cols != columns:
+            raise DataError(f"{where}: its columns differ from the other files of {source.spec}.")
+        columns = cols
+        for number, record in records:
+            for column in cols.required():
+                value = record.get(column)
+                if value is None:
+                    raise DataError(f"{where}: {unit} {number}, column {column!r}: the value is missing (null).")
+                if isinstance(value, str) and not value.strip():
+                    raise DataError(f"{where}: {unit} {number}, column {column!r}: the value is empty.")
+                if column != cols.label and not isinstance(value, str):
+                    raise DataError(
+                        f"{where}: {unit} {number}, column {column!r}: expected text, got {type(value).__name__}."
+                    )
+            report.rows += 1
+            report.label_counts[label_name(record[cols.label])] += 1
+    if report.rows == 0:
+        raise DataError(f"{source.describe()}: no rows ({split} split). Add data rows below the header.")
+    assert columns is not None
+    return columns, report
+
+
+def check_labels_seen(source: DataSource, columns: Columns, train_labels: set[str], split: str) -> None:
+    """Find the first row of a validation/test split whose label train never had."""
+    if source.is_hub:
+        dataset = load_source(source, split=split)
+        iterables = [(source.hub_id, ((i + 1, r) for i, r in enumerate(dataset)), "row")]
+    else:
+        iterables = [(str(p), records, unit) for p in source.files for _, records, unit in [iter_records(p)]]
+    known = ", ".join(sort_labels(train_labels))
+    for where, records, unit in iterables:
+        for number, record in records:
+            name = label_name(record[columns.label])
+            if name not in train_labels:
+                raise DataError(
+                    f"{where}: {unit} {number}, column {columns.label!r}: label {name!r} never appears in the "
+                    f"training data (its labels: {known}). Fix the label or add training examples of it."
+                )
+
+
+@dataclass
+class ClassificationData:
+    """Validated, loaded splits ready to tokenize."""
+
+    columns: Columns
+    labels: list[str]
+    train: Any  # datasets.Dataset with columns text[, text_pair], label (ClassLabel)
+    validation: Any
+    test: Any | None
+    validation_source: str
+    train_report: SplitReport
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.labels)}
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.labels))
+
+
+def preflight_classification(
+    train_file: str,
+    validation_file: str | None = None,
+    test_file: str | None = None,
+    text_column: str | None = None,
+    text_pair_column: str | None = None,
+    label_column: str | None = None,
+):
+    """Validate every split without loading a model; returns (sources, Columns, labels, reports)."""
+    hint = {"text": text_column, "pair": text_pair_column, "label": label_column}
+    train_src = resolve_source(train_file, TABLE_FORMATS)
+    columns, train_report = preflight_split(train_src, hint)
+    labels = sort_labels(set(train_report.label_counts))
+    if len(labels) < 2:
+        raise DataError(
+            f"{train_src.describe()}: column {columns.label!r} has only one class ({labels[0]!r}); "
+            "classification needs at least 2."
+        )
+    sources = {"train": train_src}
+    reports = {"train": train_report}
+    for split, spec in (("validation", validation_file), ("test", test_file)):
+        if not spec:
+            continue
+        src = resolve_source(spec, TABLE_FORMATS)
+        hint_split = {"text": columns.text, "pair": columns.text_pair, "label": columns.label}
+        _, reports[split] = preflight_split(src, hint_split, split)
+        check_labels_seen(src, columns, set(labels), split)
+        sources[split] = src
+    return sources, columns, labels, reports
+
+
+def _standardize(dataset, columns: Columns, labels: list[str]):
+    """Rename to text/text_pair/label and encode the labels as a ClassLabel."""
+    from datasets import ClassLabel
+
+    keep = columns.required()
+    dataset = dataset.remove_columns([c for c in dataset.column_names if c not in keep])
+    label2id = {name: i for i, name in enumerate(labels)}
+    dataset = dataset.map(
+        lambda batch: {"label_id": [label2id[label_name(v)] for v in batch[columns.label]]},
+        batched=True,
+        remove_columns=[columns.label],
+        desc="Encoding labels",
+    )
+    renames = {columns.text: "text", "label_id": "label"}
+    if columns.text_pair:
+        renames[columns.text_pair] = "text_pair"
+    dataset = dataset.rename_columns({k: v for k, v in renames.items() if k != v})
+    return dataset.cast_column("label", ClassLabel(names=labels))
+
+
+def load_classification_data(
+    train_file: str,
+    validation_file: str | None = None,
+    test_file: str | None = None,
+    text_column: str | None = None,
+    text_pair_column: str | None = None,
+    label_column: str | None = None,
+    validation_split_percentage: float = 10.0,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+    seed: int = 42,
+    dataset_config_name: str | None = None,
+) -> ClassificationData:
+    """Preflight, then load with ``datasets``; validation is the given file or a stratified held-out share."""
+    sources, columns, labels, reports = preflight_classification(
+        train_file, validation_file, test_file, text_column, text_pair_column, label_column
+    )
+    splits = {name: _standardize(load_source(src, dataset_config_name, name), columns, labels)
+              for name, src in sources.items()}
+    train = splits["train"]
+    if "validation" in splits:
+        validation, validation_source = splits["validation"], str(validation_file)
+    else:
+        counts = reports["train"].label_counts
+        stratify = "label" if min(counts.values()) >= 2 else None
+        held = train.train_test_split(
+            test_size=validation_split_percentage / 100, seed=seed, stratify_by_column=stratify
+        )
+        train, validation = held["train"], held["test"]
+        validation_source = f"{validation_split_percentage:g}% of {train_file} (stratified, seed {seed})"
+    if max_train_samples is not None and max_train_samples < len(train):
+        train = train.shuffle(seed=seed).select(range(max_train_samples))
+    if max_eval_samples is not None and max_eval_samples < len(validation):
+        validation = validation.select(range(max_eval_samples))
+    if len(train) == 0 or len(validation) == 0:
+        raise DataError(f"{train_file}: no rows left for {'training' if len(train) == 0 else 'validation'}.")
+    return ClassificationData(
+        columns=columns,
+        labels=labels,
+        train=train,
+        validation=validation,
+        test=splits.get("test"),
+        validation_source=validation_source,
+        train_report=reports["train"],
+    )
+
+
+def tokenize_classification(dataset, tokenizer, max_length: int, desc: str = "Tokenizing"):
+    """Tokenize once (batched, cached by datasets); returns (dataset, number of truncated examples)."""
+    has_pair = "text_pair" in dataset.column_names
+
+    def encode(batch: dict[str, list]) -> dict[str, list]:
+        pairs = batch["text_pair"] if has_pair else None
+        # Encode untruncated first so truncation can be counted; re-encode only the long ones.
+        full = tokenizer(batch["text"], pairs, truncation=False)
+        long = [i for i, ids in enumerate(full["input_ids"]) if len(ids) > max_length]
+        if long:
+            cut = tokenizer(
+                [batch["text"][i] for i in long], [pairs[i] for i in long] if pairs else None,
+                truncation=True, max_length=max_length,
+            )
+            for key in full:
+                for j, i in enumerate(long):
+                    full[key][i] = cut[key][j]
+        cut_rows = set(long)
+        full["truncated"] = [i in cut_rows for i in range(len(batch["text"]))]
+        return full
+
+    remove = [c for c in ("text", "text_pair") if c in dataset.column_names]
+    encoded = dataset.map(encode, batched=True, remove_columns=remove, desc=desc)
+    truncated = sum(encoded["truncated"])
+    encoded = encoded.remove_columns("truncated")
+    encoded = encoded.map(lambda b: {"length": [len(x) for x in b["input_ids"]]}, batched=True, desc="Lengths")
+    return encoded, truncated
+
+
+def describe_data(data: ClassificationData) -> str:
+    counts = ", ".join(f"{k}: {v}" for k, v in sorted(data.train_report.label_counts.items()))
+    return (
+        f"train {len(data.train)} rows, validation {len(data.validation)} rows ({data.validation_source}); "
+        f"columns text={data.columns.text!r}"
+        + (f", text_pair={data.columns.text_pair!r}" if data.columns.text_pair else "")
+        + f", label={data.columns.label!r}; labels in train file: {counts}"
+    )
+
+
+
+class LengthGroupedSampler:
+    """Shuffled mega-batches sorted by length (transformers' recipe), reshuffled per epoch from the seed,
+    so padding shrinks and resume stays exact."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int):
+        self.lengths, self.batch_size, self.seed, self.epoch = lengths, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        import torch
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
+def classification_dataloaders(train, validation, tokenizer, train_batch_size: int, eval_batch_size: int,
+                               group_by_length: bool, seed: int, on_gpu: bool, num_workers: int = 0):
+    """Dynamically padded batches (to a multiple of 8 on GPU, for tensor cores)."""
+    from torch.utils.data import DataLoader
+    from transformers import DataCollatorWithPadding
+
+    collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if on_gpu else None)
+    columns = [c for c in ("input_ids", "attention_mask", "token_type_ids", "label") if c in train.column_names]
+    lengths = train["length"] if group_by_length else None
+    train = train.with_format(columns=columns)
+    validation = validation.with_format(columns=columns)
+    if group_by_length:
+        sampler = LengthGroupedSampler(lengths, train_batch_size, seed)
+        train_dl = DataLoader(train, batch_size=train_batch_size, sampler=sampler, collate_fn=collate,
+                              num_workers=num_workers, pin_memory=on_gpu)
+    else:
+        train_dl = DataLoader(train, batch_size=train_batch_size, shuffle=True, collate_fn=collate,
+                              num_workers=num_workers, pin_memory=on_gpu)
+    eval_dl = DataLoader(validation, batch_size=eval_batch_size, collate_fn=collate, num_workers=num_workers,
+                         pin_memory=on_gpu)
+    return train_dl, eval_dl

