@@ -1,0 +1,1 @@
+"""TuneLab's Gradio app: a thin view over run folders and the library (see app/ui.py)."""

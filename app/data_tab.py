@@ -1,0 +1,289 @@
+"""Data tab: upload or pick a sample, run the recipes' preflight, preview, map columns, plot labels and lengths."""
+
+from __future__ import annotations
+
+import functools
+import re
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from tunelab.data.classification import preflight_classification
+from tunelab.data.files import iter_records, read_text
+from tunelab.data.samples import SAMPLES, materialize_samples
+from tunelab.errors import TuneLabError
+
+from .state import DATA_SUFFIXES, AppState, clean_message
+
+AUTO = "(auto)"
+NONE = "(none)"
+PREVIEW_ROWS = 50
+LENGTH_SAMPLE = 2000
+PROBLEM_RE = re.compile(
+    r"^(?P<file>[^:]+): (?:(?:line|record|row) (?P<row>\d+)(?:, column (?P<col>\d+|'[^']*'))?: )?(?P<problem>.*)$",
+    re.S,
+)
+
+
+def sanitize_name(name: str) -> str:
+    """A safe file name for the data folder: letters, digits, '.', '-', '_' (no paths, no leading dot)."""
+    stem, suffix = Path(Path(name).name).stem, Path(name).suffix.lower()
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip(".-_") or "dataset"
+    return f"{stem[:80]}{suffix}"
+
+
+def store_upload(state: AppState, uploaded: str | Path) -> Path:
+    src = Path(uploaded)
+    suffix = src.suffix.lower()
+    if suffix not in DATA_SUFFIXES:
+        raise gr.Error(f"Unsupported file type {suffix or '(none)'}: use one of {', '.join(DATA_SUFFIXES)}.")
+    state.data_dir.mkdir(parents=True, exist_ok=True)
+    name = sanitize_name(src.name)
+    dest = state.data_dir / name
+    n = 1
+    while dest.exists() and dest.read_bytes() != src.read_bytes():
+        dest = state.data_dir / f"{Path(name).stem}-{n}{suffix}"
+        n += 1
+    shutil.copyfile(src, dest)
+    return dest
+
+
+@functools.lru_cache(maxsize=1)
+def _length_tokenizer():
+    from transformers import AutoTokenizer
+
+    from tunelab.models import resolve_model_path
+
+    return AutoTokenizer.from_pretrained(resolve_model_path("embedded:all-MiniLM-L6-v2"))
+
+
+def problem_table(message: str) -> pd.DataFrame:
+    """One row (file, row, column, problem) parsed from a DataError message."""
+    m = PROBLEM_RE.match(message)
+    if not m:
+        return pd.DataFrame([{"file": "", "row": "", "column": "", "problem": message}])
+    return pd.DataFrame(
+        [
+            {
+                "file": m["file"],
+                "row": m["row"] or "",
+                "column": (m["col"] or "").strip("'"),
+                "problem": m["problem"],
+            }
+        ]
+    )
+
+
+def read_preview(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    if path.suffix.lower() == ".txt":
+        lines = [line for line in read_text(path).splitlines() if line.strip()][:PREVIEW_ROWS]
+        return ["text"], [{"text": line} for line in lines]
+    header, records, _ = iter_records(path)
+    rows = []
+    for _, record in records:
+        rows.append(record)
+        if len(rows) >= PREVIEW_ROWS:
+            break
+    return header, rows
+
+
+def _column_choice(value: str | None) -> str | None:
+    return None if value in (None, "", AUTO, NONE) else value
+
+
+def token_length_plot(texts: list[str]) -> pd.DataFrame:
+    if not texts:
+        return pd.DataFrame({"tokens": [], "texts": []})
+    tok = _length_tokenizer()
+    lengths = [len(ids) for ids in tok(texts[:LENGTH_SAMPLE], truncation=False)["input_ids"]]
+    top = max(lengths)
+    width = max(1, int(round(top / 20 + 0.5)))
+    counts = Counter((n // width) * width for n in lengths)
+    return pd.DataFrame(
+        {
+            "tokens": [f"{b}-{b + width - 1}" for b in sorted(counts)],
+            "texts": [counts[b] for b in sorted(counts)],
+        }
+    )
+
+
+def inspect_dataset(
+    state: AppState, name: str, text_col: str | None, pair_col: str | None, label_col: str | None
+):
+    """(report, problems, preview, label plot, length plot, text/pair/label dropdown updates)."""
+    empty_labels = pd.DataFrame({"label": [], "count": []})
+    path = state.dataset_path(name)
+    try:
+        header, rows = read_preview(path)
+    except TuneLabError as e:
+        msg = clean_message(str(e))
+        no = gr.update(choices=[AUTO], value=AUTO)
+        return (
+            f"### ✗ {path.name} cannot be read\n{msg}",
+            problem_table(msg),
+            pd.DataFrame(),
+            empty_labels,
+            token_length_plot([]),
+            no,
+            gr.update(choices=[NONE], value=NONE),
+            no,
+        )
+    preview = pd.DataFrame(rows, columns=header)
+    if path.suffix.lower() == ".txt":
+        text = read_text(path)
+        paragraphs = [p for p in re.split(r"\n\s*\n", text) if p.strip()]
+        report = (
+            f"### ✓ {path.name}: plain text for causal-LM pretraining\n"
+            f"{len(text):,} characters, {len(text.splitlines()):,} lines, {len(paragraphs):,} paragraphs. "
+            "Use it in the Train tab with the task *causal-lm*."
+        )
+        no = gr.update(choices=[AUTO], value=AUTO)
+        return (
+            report,
+            pd.DataFrame(columns=["file", "row", "column", "problem"]),
+            preview,
+            empty_labels,
+            token_length_plot(paragraphs),
+            no,
+            gr.update(choices=[NONE], value=NONE),
+            no,
+        )
+    text_choices = [AUTO, *header]
+    pair_choices = [NONE, *header]
+    try:
+        _, columns, labels, reports = preflight_classification(
+            str(path),
+            text_column=_column_choice(text_col),
+            text_pair_column=_column_choice(pair_col),
+            label_column=_column_choice(label_col),
+        )
+    except TuneLabError as e:
+        msg = clean_message(str(e))
+        return (
+            f"### ✗ {path.name} does not pass the checks\n{msg}",
+            problem_table(msg),
+            preview,
+            empty_labels,
+            token_length_plot([]),
+            gr.update(choices=text_choices, value=text_col or AUTO),
+            gr.update(choices=pair_choices, value=pair_col or NONE),
+            gr.update(choices=text_choices, value=label_col or AUTO),
+        )
+    counts = reports["train"].label_counts
+    report = (
+        f"### ✓ {path.name} passes the checks\n"
+        f"{reports['train'].rows:,} rows · text column **{columns.text}**"
+        + (f" · pair column **{columns.text_pair}**" if columns.text_pair else "")
+        + f" · label column **{columns.label}** · {len(labels)} labels: "
+        + ", ".join(f"{k} ({counts[k]})" for k in labels)
+        + "\n\nUse it in the Train tab with the task *classification* (or *causal-lm* on its text column)."
+    )
+    label_df = pd.DataFrame({"label": labels, "count": [counts[k] for k in labels]})
+    texts = [str(r.get(columns.text, "")) for r in _first_records(path, LENGTH_SAMPLE)]
+    return (
+        report,
+        pd.DataFrame(columns=["file", "row", "column", "problem"]),
+        preview,
+        label_df,
+        token_length_plot(texts),
+        gr.update(choices=text_choices, value=columns.text),
+        gr.update(choices=pair_choices, value=columns.text_pair or NONE),
+        gr.update(choices=text_choices, value=columns.label),
+    )
+
+
+def _first_records(path: Path, n: int) -> list[dict[str, Any]]:
+    _, records, _ = iter_records(path)
+    out = []
+    for _, record in records:
+        out.append(record)
+        if len(out) >= n:
+            break
+    return out
+
+
+def build(state: AppState) -> dict[str, Any]:
+    with gr.Tab("Data", id="data") as tab:
+        gr.Markdown(
+            "Upload a dataset or start from a sample that ships with TuneLab. The same checks as the "
+            "recipes run here; datasets are kept in the app's data folder for later runs."
+        )
+        with gr.Row():
+            with gr.Column(scale=1):
+                upload = gr.File(
+                    label="Upload csv / tsv / json / jsonl / parquet / txt",
+                    file_types=list(DATA_SUFFIXES),
+                    type="filepath",
+                    elem_id="data-upload",
+                )
+                sample = gr.Dropdown(
+                    label="…or a sample dataset",
+                    choices=[(f"{n} — {s.description}", n) for n, s in SAMPLES.items()],
+                    value="sample-sentiment.csv",
+                )
+                use_sample = gr.Button("Use sample", elem_id="use-sample")
+            with gr.Column(scale=1):
+                dataset = gr.Dropdown(
+                    label="Dataset in the data folder",
+                    choices=state.datasets(),
+                    allow_custom_value=True,
+                    elem_id="data-dataset",
+                )
+                with gr.Row():
+                    text_col = gr.Dropdown(
+                        label="Text column", choices=[AUTO], value=AUTO, allow_custom_value=True
+                    )
+                    pair_col = gr.Dropdown(
+                        label="Text pair column", choices=[NONE], value=NONE, allow_custom_value=True
+                    )
+                    label_col = gr.Dropdown(
+                        label="Label column", choices=[AUTO], value=AUTO, allow_custom_value=True
+                    )
+                check = gr.Button("Check with these columns", variant="primary", elem_id="data-check")
+        report = gr.Markdown(elem_id="data-report")
+        problems = gr.Dataframe(label="Problems (file, row, column, problem)", interactive=False)
+        preview = gr.Dataframe(
+            label=f"Preview (first {PREVIEW_ROWS} rows)",
+            interactive=False,
+            max_height=300,
+            elem_id="data-preview",
+        )
+        with gr.Row():
+            label_plot = gr.BarPlot(x="label", y="count", title="Label distribution", height=260)
+            length_plot = gr.BarPlot(
+                x="tokens", y="texts", title="Token lengths (MiniLM tokenizer)", height=260, sort=None
+            )
+        outputs = [report, problems, preview, label_plot, length_plot, text_col, pair_col, label_col]
+
+        def do_inspect(name, t, p, lab):
+            return inspect_dataset(state, name, t, p, lab)
+
+        def do_upload(file):
+            if not file:
+                raise gr.Error("Choose a file to upload.")
+            dest = store_upload(state, file)
+            result = inspect_dataset(state, dest.name, AUTO, NONE, AUTO)
+            return gr.update(choices=state.datasets(), value=dest.name), *result
+
+        def do_sample(name):
+            if name not in SAMPLES:
+                raise gr.Error("Unknown sample.")
+            materialize_samples(state.data_dir)
+            result = inspect_dataset(state, name, AUTO, NONE, AUTO)
+            return gr.update(choices=state.datasets(), value=name), *result
+
+        def do_select(name):
+            if not name:
+                return gr.skip()
+            return inspect_dataset(state, name, AUTO, NONE, AUTO)
+
+        upload.upload(do_upload, [upload], [dataset, *outputs], api_name="upload_dataset")
+        use_sample.click(do_sample, [sample], [dataset, *outputs], api_name="use_sample")
+        check.click(do_inspect, [dataset, text_col, pair_col, label_col], outputs, api_name="check_dataset")
+        dataset.input(do_select, [dataset], outputs, api_name=False)
+        tab.select(lambda: gr.update(choices=state.datasets()), None, [dataset], api_name=False)
+    return {"dataset": dataset}

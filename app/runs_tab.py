@@ -1,0 +1,338 @@
+"""Runs tab: every run in the runs folder (app or command line), live progress, log, curves and actions."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from tunelab.runs import Run
+
+from .queue import PROCESS_LOG, RECIPES
+from .state import TASK_NAMES, AppState, age, clean_message, failure_advice, format_seconds, run_progress
+
+REFRESH_S = 2.0
+FINAL_MODEL = "final model"
+RUN_COLUMNS = ["run", "task", "state", "stage", "progress", "ETA", "created", "result"]
+
+
+def main_result(status: dict[str, Any]) -> str:
+    metrics = status.get("metrics") or {}
+    for key in ("eval/accuracy", "eval/perplexity", "eval/loss"):
+        if key in metrics:
+            return f"{key.removeprefix('eval/')} {metrics[key]:.4g}"
+    return (status.get("reason") or "")[:60]
+
+
+def runs_table(state: AppState) -> pd.DataFrame:
+    rows = []
+    for run in state.runs():
+        status = run.status()
+        fraction, eta = run_progress(run, status)
+        rows.append(
+            {
+                "run": run.id,
+                "task": TASK_NAMES.get(status.get("task"), status.get("task", "")),
+                "state": status.get("state", "unknown"),
+                "stage": status.get("stage", ""),
+                "progress": f"{fraction * 100:.0f}%",
+                "ETA": eta,
+                "created": age(status.get("created")),
+                "result": main_result(status),
+            }
+        )
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def progress_html(fraction: float, label: str) -> str:
+    pct = max(0.0, min(fraction, 1.0)) * 100
+    return (
+        f'<div class="tl-progress" role="progressbar" aria-valuenow="{pct:.0f}" aria-valuemin="0" '
+        f'aria-valuemax="100"><div style="width:{pct:.1f}%"></div></div><div>{pct:.0f}% {label}</div>'
+    )
+
+
+def curves(run: Run | None, prefix: str = "") -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(loss, lr, eval metrics) as long tables (step, value, series) for gr.LinePlot."""
+    loss, lr, evals = [], [], []
+    for event in run.events() if run else []:
+        step = event.get("step")
+        if step is None:
+            continue
+        if event.get("kind") == "train":
+            if "train/loss" in event:
+                loss.append({"step": step, "value": event["train/loss"], "series": f"{prefix}train/loss"})
+            if "train/lr" in event:
+                lr.append({"step": step, "value": event["train/lr"], "series": f"{prefix}train/lr"})
+        elif event.get("kind") == "eval":
+            for key, value in event.items():
+                if key.startswith("eval/") and isinstance(value, (int, float)) and math.isfinite(value):
+                    target = loss if key == "eval/loss" else evals
+                    target.append({"step": step, "value": value, "series": f"{prefix}{key}"})
+    columns = ["step", "value", "series"]
+    return (
+        pd.DataFrame(loss, columns=columns),
+        pd.DataFrame(lr, columns=columns),
+        pd.DataFrame(evals, columns=columns),
+    )
+
+
+def throughput(run: Run) -> str:
+    train = run.events("train")
+    if not train:
+        return ""
+    last = train[-1]
+    parts = []
+    for key, unit in (("train/samples_per_s", "samples/s"), ("train/tokens_per_s", "tokens/s")):
+        if isinstance(last.get(key), (int, float)):
+            parts.append(f"{last[key]:,.0f} {unit}")
+    if isinstance(last.get("perf/peak_mem_gb"), (int, float)):
+        parts.append(f"peak memory {last['perf/peak_mem_gb']:.2f} GB")
+    return "Throughput: " + " · ".join(parts) if parts else ""
+
+
+def log_tail(run: Run, lines: int = 40) -> str:
+    text = run.log_tail(lines)
+    status = run.status()
+    if not text or status.get("state") == "failed":
+        try:
+            extra = (run.path / PROCESS_LOG).read_text(errors="replace").splitlines()[-lines:]
+        except FileNotFoundError:
+            extra = []
+        if extra:
+            text = (text + "\n--- process output ---\n" if text else "") + "\n".join(extra)
+    return clean_message(text) if text else "(no log yet)"
+
+
+def describe(run: Run) -> str:
+    status = run.status()
+    state = status.get("state", "unknown")
+    icon = {"queued": "⏳", "running": "▶", "finished": "✓", "failed": "✗", "stopped": "■"}.get(state, "?")
+    lines = [
+        f"### {icon} {run.id}: {state}",
+        f"Stage: **{status.get('stage', '—')}**"
+        + (f" · step {status.get('step', 0)}/{status['max_steps']}" if status.get("max_steps") else ""),
+    ]
+    if state == "queued":
+        ahead = [r for r in run.path.parent.iterdir() if (r / "status.json").exists()]
+        lines.append(f"Waiting for a free slot ({len(ahead)} runs in the folder).")
+    if status.get("reason") and state in ("failed", "stopped"):
+        lines.append(f"**Why:** {clean_message(status['reason'])}")
+        lines.append(f"**What to try:** {failure_advice(status['reason'])}")
+    if status.get("metrics"):
+        lines.append(
+            "Final: "
+            + ", ".join(
+                f"{k.removeprefix('eval/')} {v:.4g}"
+                for k, v in status["metrics"].items()
+                if isinstance(v, (int, float))
+            )
+        )
+    checkpoints = run.checkpoints()
+    if checkpoints:
+        lines.append(f"Checkpoints: {', '.join(c.name for c in checkpoints)}")
+    if status.get("started") and status.get("ended") and state != "running":
+        lines.append(f"Took {format_seconds(status['ended'] - status['started'])}.")
+    tp = throughput(run)
+    if tp:
+        lines.append(tp)
+    return "\n\n".join(lines)
+
+
+def run_details(state: AppState, run_id: str | None):
+    """(progress, description, log, loss plot, lr plot, eval plot, status json, checkpoint choices)."""
+    empty = curves(None)
+    if not run_id:
+        return (progress_html(0, ""), "Choose a run.", "", *empty, {}, gr.update(choices=[FINAL_MODEL]))
+    try:
+        run = state.run(run_id)
+    except gr.Error:
+        return (progress_html(0, ""), "This run no longer exists.", "", *empty, {}, gr.update())
+    status = run.status()
+    fraction, eta = run_progress(run, status)
+    safe_status = {k: v for k, v in status.items() if k not in ("pid", "pgid")}
+    choices = [FINAL_MODEL, *[c.name for c in run.checkpoints()]]
+    return (
+        progress_html(fraction, eta),
+        describe(run),
+        log_tail(run),
+        *curves(run),
+        safe_status,
+        gr.update(choices=choices),
+    )
+
+
+def task_of(run: Run) -> str:
+    return TASK_NAMES.get(run.status().get("task"), "classification")
+
+
+def derived_run(
+    state: AppState, run: Run, config: dict[str, Any], origin: str, resume_from: str | None = None
+) -> Run:
+    command = run.command()
+    processes = 1
+    if "--num_processes" in command:
+        parts = command.split()
+        processes = int(parts[parts.index("--num_processes") + 1])
+    precision = config.get("mixed_precision") if config.get("mixed_precision") in ("fp16", "bf16") else "no"
+    config = {
+        k: v for k, v in config.items() if k not in ("output_dir", "resume_from_checkpoint", "run_name")
+    }
+    if resume_from:
+        config["resume_from_checkpoint"] = resume_from
+    return state.queue.submit(task_of(run), config, processes, precision, origin=origin)
+
+
+def continue_run(state: AppState, run_id: str, epochs: float) -> str:
+    """A new run training N more epochs: from the final model (finished) or the last checkpoint (stopped)."""
+    run = state.run(run_id)
+    epochs = float(epochs or 1)
+    config = {k: v for k, v in run.config().items() if v is not None}
+    config.pop("max_train_steps", None)
+    if run.has_model():
+        config.update(model_name_or_path=str(run.path), num_train_epochs=epochs)
+    elif run.checkpoints():
+        last = run.checkpoints()[-1]
+        done = json.loads((last / "trainer_state.json").read_text()).get("epoch", 0)
+        config.update(num_train_epochs=float(done) + epochs)
+        new = derived_run(state, run, config, origin=f"{run.id}/{last.name}", resume_from=str(last))
+        return f"Queued **{new.id}**: {epochs:g} more epochs from {run.id}/{last.name}."
+    else:
+        raise gr.Error("This run has neither a final model nor a checkpoint to continue from.")
+    new = derived_run(state, run, config, origin=run.id)
+    return f"Queued **{new.id}**: {epochs:g} more epochs from {run.id}."
+
+
+def fork_run(
+    state: AppState, run_id: str, source: str, epochs: float, learning_rate: float, max_steps: int
+) -> str:
+    """A new run from the final model (fresh optimizer, new settings) or a checkpoint (its state, new length)."""
+    run = state.run(run_id)
+    config = {k: v for k, v in run.config().items() if v is not None}
+    config.update(num_train_epochs=float(epochs or 1), learning_rate=float(learning_rate))
+    config.pop("max_train_steps", None)
+    if max_steps and int(max_steps) > 0:
+        config["max_train_steps"] = int(max_steps)
+    if source in (None, "", FINAL_MODEL):
+        if not run.has_model():
+            raise gr.Error("This run has no final model; fork from one of its checkpoints.")
+        config["model_name_or_path"] = str(run.path)
+        new = derived_run(state, run, config, origin=run.id)
+        return f"Queued **{new.id}** from {run.id}'s final model."
+    checkpoint = next((c for c in run.checkpoints() if c.name == source), None)
+    if checkpoint is None:
+        raise gr.Error("That checkpoint does not exist.")
+    new = derived_run(state, run, config, origin=f"{run.id}/{checkpoint.name}", resume_from=str(checkpoint))
+    return (
+        f"Queued **{new.id}** from {run.id}/{checkpoint.name} (optimizer and schedule continue from the "
+        "checkpoint; the new length applies)."
+    )
+
+
+def build(state: AppState) -> dict[str, Any]:
+    with gr.Tab("Runs", id="runs") as tab:
+        timer = gr.Timer(REFRESH_S)
+        with gr.Row():
+            table = gr.Dataframe(
+                runs_table(state),
+                label="Runs (also those started from the command line)",
+                interactive=False,
+                max_height=260,
+                elem_id="runs-table",
+            )
+        with gr.Row():
+            run_id = gr.Dropdown(
+                state.run_choices(), label="Run", allow_custom_value=True, scale=3, elem_id="runs-select"
+            )
+            stop_btn = gr.Button("Stop", variant="stop", scale=1)
+            resume_btn = gr.Button("Resume", scale=1)
+            delete_btn = gr.Button("Delete", scale=1)
+        action_msg = gr.Markdown()
+        progress = gr.HTML(progress_html(0, ""))
+        info = gr.Markdown(elem_id="runs-info")
+        with gr.Row():
+            loss_plot = gr.LinePlot(x="step", y="value", color="series", title="Loss", height=240)
+            lr_plot = gr.LinePlot(x="step", y="value", color="series", title="Learning rate", height=240)
+            eval_plot = gr.LinePlot(x="step", y="value", color="series", title="Eval metrics", height=240)
+        log = gr.Textbox(label="Log (last lines)", lines=12, max_lines=12, interactive=False, autoscroll=True)
+        with gr.Accordion("Continue or fork", open=False):
+            with gr.Row():
+                more_epochs = gr.Number(1, label="More epochs", minimum=0.1)
+                continue_btn = gr.Button("Continue for N more epochs")
+            with gr.Row():
+                fork_source = gr.Dropdown(
+                    [FINAL_MODEL], value=FINAL_MODEL, label="Fork from", allow_custom_value=True
+                )
+                fork_epochs = gr.Number(1, label="Epochs", minimum=0.1)
+                fork_lr = gr.Number(5e-5, label="Learning rate", minimum=0)
+                fork_steps = gr.Number(0, label="Max steps (0: by epochs)", precision=0, minimum=0)
+                fork_btn = gr.Button("Fork with these settings")
+        with gr.Accordion("status.json", open=False):
+            status_json = gr.JSON()
+
+        details = [progress, info, log, loss_plot, lr_plot, eval_plot, status_json, fork_source]
+
+        def refresh(selected):
+            choices = state.run_choices()
+            value = selected if selected in choices else (choices[0] if choices else None)
+            return (runs_table(state), gr.update(choices=choices, value=value), *run_details(state, value))
+
+        def status_of(rid: str) -> dict:
+            """status.json of a run (pid/pgid left out)."""
+            return {k: v for k, v in state.run(rid).status().items() if k not in ("pid", "pgid")}
+
+        def list_runs_api() -> list[dict]:
+            """Every run with its status (pid/pgid left out)."""
+            return [
+                {
+                    "id": r.id,
+                    **{k: v for k, v in r.status().items() if k not in ("pid", "pgid")},
+                    "checkpoints": [c.name for c in r.checkpoints()],
+                }
+                for r in state.runs()
+            ]
+
+        def stop(rid):
+            return state.queue.stop(state.run(rid))
+
+        def resume(rid):
+            run = state.run(rid)
+            if RECIPES.get(task_of(run)) and not state.queue.recipe_path(task_of(run)).exists():
+                raise gr.Error("The recipe of this run is not installed.")
+            try:
+                state.queue.resume(run)
+            except ValueError as e:
+                raise gr.Error(str(e)) from None
+            return f"Resuming **{run.id}** from its last checkpoint (queued)."
+
+        def delete(rid):
+            try:
+                state.queue.delete(state.run(rid))
+            except ValueError as e:
+                raise gr.Error(str(e)) from None
+            return f"Deleted {rid}."
+
+        timer.tick(refresh, [run_id], [table, run_id, *details], api_name=False, show_progress="hidden")
+        tab.select(refresh, [run_id], [table, run_id, *details], api_name=False)
+        run_id.input(lambda r: run_details(state, r), [run_id], details, api_name="run_details")
+        stop_btn.click(stop, [run_id], [action_msg], api_name="stop_run")
+        resume_btn.click(resume, [run_id], [action_msg], api_name="resume_run")
+        delete_btn.click(delete, [run_id], [action_msg], api_name="delete_run")
+        continue_btn.click(
+            lambda r, n: continue_run(state, r, n),
+            [run_id, more_epochs],
+            [action_msg],
+            api_name="continue_run",
+        )
+        fork_btn.click(
+            lambda r, s, e, lr_, m: fork_run(state, r, s, e, lr_, m),
+            [run_id, fork_source, fork_epochs, fork_lr, fork_steps],
+            [action_msg],
+            api_name="fork_run",
+        )
+        gr.api(status_of, api_name="run_status")
+        gr.api(list_runs_api, api_name="list_runs")
+    return {"run_id": run_id}

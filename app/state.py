@@ -1,0 +1,143 @@
+"""What every tab shares: the app's folders, the run queue, and small helpers over run folders."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from tunelab.runs import Run, list_runs
+
+from .queue import RunQueue
+
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+DATA_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt")
+TASK_NAMES = {"cls": "classification", "clm": "causal-lm"}
+_ABS_PATH_RE = re.compile(r"(?<![\w.])(?:/[^\s/:'\"(),]+)+/")
+
+
+@dataclass
+class AppState:
+    runs_dir: Path
+    data_dir: Path
+    queue: RunQueue
+
+    # ---- runs ----------------------------------------------------------------------------------
+    def run(self, run_id: str | None) -> Run:
+        """The run named ``run_id`` inside the runs folder (names only: no paths, no traversal)."""
+        run_id = (run_id or "").strip()
+        if not run_id:
+            raise gr.Error("Choose a run first.")
+        if not RUN_ID_RE.match(run_id) or ".." in run_id:
+            raise gr.Error("That is not a run name.")
+        path = self.runs_dir / run_id
+        if not (path / "status.json").exists():
+            raise gr.Error(f"Run {run_id} does not exist (was it deleted?).")
+        return Run(path)
+
+    def runs(self) -> list[Run]:
+        return list_runs(self.runs_dir)
+
+    def run_choices(self, task: str | None = None, with_model: bool = False) -> list[str]:
+        out = []
+        for run in self.runs():
+            status = run.status()
+            if task and TASK_NAMES.get(status.get("task"), status.get("task")) != task:
+                continue
+            if with_model and not run.has_model():
+                continue
+            out.append(run.id)
+        return out
+
+    # ---- data ----------------------------------------------------------------------------------
+    def dataset_path(self, name: str | None) -> Path:
+        name = (name or "").strip()
+        if not name:
+            raise gr.Error("Choose a dataset first (Data tab: upload one or pick a sample).")
+        if not RUN_ID_RE.match(name) or ".." in name or Path(name).suffix.lower() not in DATA_SUFFIXES:
+            raise gr.Error("That is not a dataset name.")
+        path = self.data_dir / name
+        if not path.is_file():
+            raise gr.Error(f"Dataset {name} is not in the data folder any more.")
+        return path
+
+    def datasets(self) -> list[str]:
+        if not self.data_dir.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.data_dir.iterdir() if p.is_file() and p.suffix.lower() in DATA_SUFFIXES
+        )
+
+
+def clean_message(message: str) -> str:
+    """A user-facing message without folder paths (file names stay) and without tokens."""
+    from tunelab.hub import redact
+
+    text = _ABS_PATH_RE.sub("", str(message))
+    return redact(text).strip()
+
+
+def run_progress(run: Run, status: dict[str, Any] | None = None) -> tuple[float, str]:
+    """(fraction done, "ETA ..." text) from status step/max_steps and the pace of recent train events."""
+    status = status or run.status()
+    step, max_steps = status.get("step") or 0, status.get("max_steps") or 0
+    state = status.get("state")
+    if state == "finished":
+        return 1.0, "done"
+    if not max_steps:
+        return 0.0, ""
+    fraction = min(step / max_steps, 1.0)
+    if state != "running":
+        return fraction, ""
+    events = [e for e in run.events("train") if "step" in e and "time" in e][-20:]
+    if len(events) >= 2 and events[-1]["step"] > events[0]["step"]:
+        pace = (events[-1]["time"] - events[0]["time"]) / (events[-1]["step"] - events[0]["step"])
+        left = max(max_steps - step, 0) * pace
+        return fraction, f"ETA {format_seconds(left)}"
+    return fraction, "ETA: measuring"
+
+
+def format_seconds(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds // 3600}h {(seconds % 3600) // 60:02d}m"
+
+
+def failure_advice(reason: str | None) -> str:
+    """What to try for the usual ways a run fails."""
+    text = (reason or "").lower()
+    if "out of memory" in text:
+        return (
+            "Lower the batch size (raise gradient accumulation to keep the effective batch), lower "
+            "max length / block size, or use bf16."
+        )
+    if "nan" in text or "non-finite" in text or "inf" in text.split():
+        return "Lower the learning rate, add warmup, or train in fp32 (precision: no)."
+    if any(word in text for word in ("column", "line ", "label", "file", "row", "utf-8", "json")):
+        return "Fix the data (the Data tab shows the same report), then start a new run."
+    if "unexpectedly" in text:
+        return (
+            "The training process disappeared (killed, out of memory for the whole machine, or the app "
+            "host restarted). Resume from the last checkpoint if one exists."
+        )
+    if "disk" in text:
+        return "Free disk space (delete old runs) and resume."
+    if "stopped" in text or "queue" in text:
+        return "Resume continues from the last checkpoint."
+    return "Read the log below; fix the setting it names and start again."
+
+
+def age(stamp: float | None) -> str:
+    if not stamp:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp))

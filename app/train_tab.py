@@ -1,0 +1,518 @@
+"""Train tab: task, dataset, base model and hyperparameters -> the exact config.yaml and `accelerate launch`
+command, an estimate from a measured step, a full data check, and a queued run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import yaml
+
+from tunelab.args import (
+    EMBEDDED_ENCODER,
+    MODEL_SIZES,
+    SCHEDULERS,
+    CausalLMArguments,
+    ClassificationArguments,
+    LoraArguments,
+    TrainingArguments,
+)
+from tunelab.data.classification import preflight_classification
+from tunelab.data.files import iter_records, read_text
+from tunelab.errors import TuneLabError
+
+from .queue import RECIPES, QueueFullError
+from .state import AppState, clean_message
+
+TASKS = ("classification", "causal-lm")
+BASE_KINDS = ("default", "finished run", "local folder", "Hub id")
+
+# Fast first-run defaults on a 2-core CPU (about a minute end to end); the recipe's own defaults apply
+# to everything not set here.
+DEFAULTS: dict[str, Any] = {
+    "task": "classification",
+    "dataset": "sample-sentiment.csv",
+    "base_kind": "default",
+    "base_run": "",
+    "base_path": "",
+    "num_train_epochs": 1.0,
+    "learning_rate": 5e-5,
+    "per_device_train_batch_size": 16,
+    "max_length": 64,
+    "block_size": 128,
+    "max_train_samples": 400,
+    "max_train_steps": 0,
+    "model_size": "tiny",
+    "tokenizer_vocab_size": 4096,
+    "text_column": "",
+    "text_pair_column": "",
+    "label_column": "",
+    "mixed_precision": "auto",
+    "num_processes": 1,
+    "gradient_accumulation_steps": 1,
+    "use_peft": False,
+    "lora_r": 8,
+    "lora_alpha": 16,
+    "lr_scheduler_type": "linear",
+    "warmup_ratio": 0.0,
+    "checkpointing_steps": "",
+    "save_total_limit": 2,
+    "eval_steps": 0,
+    "logging_steps": 5,
+    "seed": 42,
+}
+TASK_DEFAULTS = {
+    "classification": {
+        "learning_rate": 5e-5,
+        "per_device_train_batch_size": 16,
+        "dataset": "sample-sentiment.csv",
+        "max_train_steps": 0,
+    },
+    "causal-lm": {
+        "learning_rate": 1e-3,
+        "per_device_train_batch_size": 8,
+        "dataset": "sample-python-docs.txt",
+        "max_train_steps": 200,
+    },
+}
+FIELDS = list(DEFAULTS)
+
+
+def _none_if_blank(value: Any) -> Any:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return value.strip() if isinstance(value, str) else value
+
+
+def _positive_or_none(value: Any) -> int | None:
+    return int(value) if value not in (None, "") and float(value) > 0 else None
+
+
+def base_model(state: AppState, s: dict[str, Any]) -> str | None:
+    kind = s.get("base_kind") or "default"
+    if kind == "default":
+        return EMBEDDED_ENCODER if s["task"] == "classification" else None
+    if kind == "finished run":
+        run = state.run(s.get("base_run"))
+        if not run.has_model():
+            raise gr.Error(f"Run {run.id} has no final model (it is {run.state}); pick a finished run.")
+        return str(run.path)
+    value = _none_if_blank(s.get("base_path"))
+    if not value:
+        raise gr.Error(f"Enter the {kind} of the base model.")
+    if kind == "local folder":
+        path = Path(value).expanduser()
+        if not (path / "config.json").is_file():
+            raise gr.Error("That folder holds no model (config.json is missing).")
+        return str(path.resolve())
+    return value
+
+
+def settings_to_config(state: AppState, settings: dict[str, Any]) -> tuple[str, dict[str, Any], int, str]:
+    """(task, config for config.yaml, processes, launcher precision); wrong values raise gr.Error."""
+    s = {**DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
+    unknown = set(settings) - set(DEFAULTS)
+    if unknown:
+        raise gr.Error(f"Unknown setting(s): {', '.join(sorted(unknown))}.")
+    task = s["task"]
+    if task not in TASKS:
+        raise gr.Error(f"Task must be one of {', '.join(TASKS)}.")
+    train_file = str(state.dataset_path(s["dataset"]))
+    checkpointing = _none_if_blank(str(s["checkpointing_steps"] or ""))
+    training = {
+        "per_device_train_batch_size": int(s["per_device_train_batch_size"]),
+        "learning_rate": float(s["learning_rate"]),
+        "num_train_epochs": float(s["num_train_epochs"]),
+        "max_train_steps": _positive_or_none(s["max_train_steps"]),
+        "gradient_accumulation_steps": int(s["gradient_accumulation_steps"]),
+        "lr_scheduler_type": s["lr_scheduler_type"],
+        "warmup_ratio": float(s["warmup_ratio"]),
+        "mixed_precision": s["mixed_precision"],
+        "checkpointing_steps": checkpointing,
+        "save_total_limit": int(s["save_total_limit"]),
+        "eval_steps": _positive_or_none(s["eval_steps"]),
+        "logging_steps": int(s["logging_steps"]),
+        "seed": int(s["seed"]),
+    }
+    lora = {"use_peft": bool(s["use_peft"]), "lora_r": int(s["lora_r"]), "lora_alpha": int(s["lora_alpha"])}
+    if task == "classification":
+        data = {
+            "model_name_or_path": base_model(state, s),
+            "train_file": train_file,
+            "text_column": _none_if_blank(s["text_column"]),
+            "text_pair_column": _none_if_blank(s["text_pair_column"]),
+            "label_column": _none_if_blank(s["label_column"]),
+            "max_length": int(s["max_length"]),
+            "max_train_samples": _positive_or_none(s["max_train_samples"]),
+        }
+        types = (ClassificationArguments, TrainingArguments, LoraArguments)
+    else:
+        data = {
+            "model_name_or_path": base_model(state, s),
+            "model_size": s["model_size"],
+            "tokenizer_vocab_size": int(s["tokenizer_vocab_size"]),
+            "train_file": train_file,
+            "text_column": _none_if_blank(s["text_column"]),
+            "block_size": int(s["block_size"]),
+            "sample_prompts": ["The "],
+        }
+        types = (CausalLMArguments, TrainingArguments, LoraArguments)
+    config = {k: v for part in (data, training, lora) for k, v in part.items() if v is not None}
+    if not lora["use_peft"]:
+        for key in ("lora_r", "lora_alpha"):
+            config.pop(key)
+    try:  # the recipe's own validation, before anything is written
+        known = {t: {f.name for f in dataclasses.fields(t)} for t in types}
+        for t in types:
+            t(**{k: v for k, v in config.items() if k in known[t]})
+    except TuneLabError as e:
+        raise gr.Error(clean_message(str(e))) from None
+    except (TypeError, ValueError) as e:
+        raise gr.Error(f"Invalid setting: {clean_message(str(e))}") from None
+    processes = max(1, int(s["num_processes"]))
+    launcher_precision = s["mixed_precision"] if s["mixed_precision"] in ("fp16", "bf16") else "no"
+    return task, config, processes, launcher_precision
+
+
+def preview(state: AppState, settings: dict[str, Any]) -> tuple[str, str]:
+    """The config.yaml and the command exactly as a new run would get them (run folder shown as <run>)."""
+    try:
+        task, config, processes, precision = settings_to_config(state, settings)
+    except gr.Error as e:
+        return f"# {e.message}", ""
+    run_dir, config, command = state.queue.plan(task, config, processes, precision, run_id="RUN-ID")
+    shown_dir = f"{state.runs_dir.name}/<run-id>"
+    text = yaml.safe_dump(config, sort_keys=False).replace(str(run_dir), shown_dir)
+    return text.replace(str(state.data_dir) + "/", "<data>/"), command.replace(str(run_dir), shown_dir)
+
+
+def check_data(state: AppState, settings: dict[str, Any]) -> str:
+    """The whole preflight of the chosen task, without training."""
+    task, config, _, _ = settings_to_config(state, settings)
+    path = Path(config["train_file"])
+    try:
+        if task == "classification":
+            _, columns, labels, reports = preflight_classification(
+                str(path),
+                text_column=config.get("text_column"),
+                text_pair_column=config.get("text_pair_column"),
+                label_column=config.get("label_column"),
+            )
+            counts = reports["train"].label_counts
+            return (
+                f"✓ **{path.name}**: {reports['train'].rows} rows, text column `{columns.text}`, "
+                f"label column `{columns.label}`, labels " + ", ".join(f"{k} ({counts[k]})" for k in labels)
+            )
+        if path.suffix.lower() == ".txt":
+            text = read_text(path)
+            if not text.strip():
+                return f"✗ **{path.name}** is empty."
+            return f"✓ **{path.name}**: {len(text):,} characters of text for pretraining."
+        header, records, unit = iter_records(path)
+        column = config.get("text_column") or ("text" if "text" in header else None)
+        if column is None or column not in header:
+            return f"✗ **{path.name}**: name the text column (columns: {', '.join(header)})."
+        rows = 0
+        for number, record in records:
+            if not isinstance(record.get(column), str):
+                return f"✗ **{path.name}**: {unit} {number}, column '{column}': expected text."
+            rows += 1
+        return f"✓ **{path.name}**: {rows} rows of text in column `{column}`."
+    except TuneLabError as e:
+        return f"✗ {clean_message(str(e))}"
+
+
+def estimate(state: AppState, settings: dict[str, Any]) -> str:
+    from tunelab import estimate as est
+
+    task, config, processes, _ = settings_to_config(state, settings)
+    path = Path(config["train_file"])
+    accumulation = config.get("gradient_accumulation_steps", 1)
+    try:
+        if task == "classification":
+            _, columns, labels, reports = preflight_classification(
+                str(path),
+                text_column=config.get("text_column"),
+                text_pair_column=config.get("text_pair_column"),
+                label_column=config.get("label_column"),
+            )
+            _, records, _ = iter_records(path)
+            texts = [str(r[columns.text]) for _, r in zip(range(64), (r for _, r in records), strict=False)]
+            rows = int(reports["train"].rows * 0.9)
+            if config.get("max_train_samples"):
+                rows = min(rows, config["max_train_samples"])
+            result = est.estimate_classification(
+                config["model_name_or_path"],
+                texts,
+                labels,
+                rows,
+                config["per_device_train_batch_size"],
+                config.get("max_length", 128),
+                config["mixed_precision"],
+                processes,
+                accumulation,
+            )
+        else:
+            chars = len(read_text(path)) if path.suffix.lower() == ".txt" else path.stat().st_size
+            result = est.estimate_causal_lm(
+                config["model_size"],
+                config["tokenizer_vocab_size"],
+                config["block_size"],
+                chars,
+                config["per_device_train_batch_size"],
+                config["mixed_precision"],
+                processes,
+                config.get("model_name_or_path"),
+                accumulation,
+            )
+    except TuneLabError as e:
+        raise gr.Error(clean_message(str(e))) from None
+    text = result.describe()
+    if config.get("max_train_steps"):
+        text += (
+            f"\n\nThis run stops after {config['max_train_steps']} steps ≈ "
+            f"{est._fmt(result.step_seconds * config['max_train_steps'])}."
+        )
+    return text
+
+
+def submit(state: AppState, settings: dict[str, Any]) -> tuple[str, str]:
+    """Queue a run; returns (message, run id)."""
+    task, config, processes, precision = settings_to_config(state, settings)
+    if not state.queue.recipe_path(task).exists():
+        raise gr.Error(f"The {task} recipe ({RECIPES[task]}) is not installed in this checkout.")
+    try:
+        run = state.queue.submit(task, config, processes, precision)
+    except QueueFullError as e:
+        raise gr.Error(str(e)) from None
+    waiting = len(state.queue.queued())
+    note = "it starts in a moment" if waiting <= 1 else f"{waiting} runs are waiting"
+    return f"Queued **{run.id}** ({note}). Follow it in the Runs tab.", run.id
+
+
+def build(state: AppState) -> dict[str, Any]:
+    with gr.Tab("Train", id="train") as tab:
+        with gr.Row():
+            with gr.Column(scale=3):
+                with gr.Row():
+                    task = gr.Radio(
+                        list(TASKS),
+                        value=DEFAULTS["task"],
+                        label="Task",
+                        info="classification: fine-tune an encoder · causal-lm: pretrain a small GPT-2",
+                    )
+                    dataset = gr.Dropdown(
+                        state.datasets(), value=DEFAULTS["dataset"], label="Dataset", allow_custom_value=True
+                    )
+                with gr.Row():
+                    base_kind = gr.Radio(
+                        list(BASE_KINDS),
+                        value="default",
+                        label="Base model",
+                        info="default: the embedded MiniLM (classification) or a new GPT-2 (causal-lm)",
+                    )
+                    base_run = gr.Dropdown(
+                        state.run_choices(with_model=True),
+                        label="Finished run",
+                        value=None,
+                        allow_custom_value=True,
+                    )
+                    base_path = gr.Textbox(
+                        label="Local folder or Hub id", placeholder="e.g. /models/bert or bert-base-uncased"
+                    )
+                with gr.Row():
+                    epochs = gr.Number(DEFAULTS["num_train_epochs"], label="Epochs", minimum=0.01)
+                    lr = gr.Number(DEFAULTS["learning_rate"], label="Learning rate", minimum=0)
+                    batch = gr.Number(
+                        DEFAULTS["per_device_train_batch_size"],
+                        label="Batch size per device",
+                        precision=0,
+                        minimum=1,
+                    )
+                    max_steps = gr.Number(
+                        DEFAULTS["max_train_steps"], label="Max steps (0: by epochs)", precision=0, minimum=0
+                    )
+                with gr.Row():
+                    max_length = gr.Number(
+                        DEFAULTS["max_length"], label="Max length (classification)", precision=0, minimum=8
+                    )
+                    max_samples = gr.Number(
+                        DEFAULTS["max_train_samples"],
+                        label="Max train samples (0: all)",
+                        precision=0,
+                        minimum=0,
+                    )
+                    block_size = gr.Number(
+                        DEFAULTS["block_size"], label="Block size (causal-lm)", precision=0, minimum=8
+                    )
+                    model_size = gr.Dropdown(
+                        list(MODEL_SIZES), value="tiny", label="GPT-2 size (from scratch)"
+                    )
+                    vocab = gr.Number(
+                        DEFAULTS["tokenizer_vocab_size"],
+                        label="BPE vocabulary (from scratch)",
+                        precision=0,
+                        minimum=256,
+                    )
+                with gr.Row():
+                    text_column = gr.Textbox(label="Text column (blank: detect)")
+                    pair_column = gr.Textbox(label="Text pair column (optional)")
+                    label_column = gr.Textbox(label="Label column (blank: detect)")
+                with gr.Accordion("Advanced", open=False):
+                    with gr.Row():
+                        precision = gr.Dropdown(
+                            ["auto", "no", "bf16", "fp16"],
+                            value="auto",
+                            label="Precision",
+                            info="auto: bf16 where the hardware is fast at it",
+                        )
+                        processes = gr.Number(1, label="Processes", precision=0, minimum=1, maximum=8)
+                        accumulation = gr.Number(1, label="Gradient accumulation", precision=0, minimum=1)
+                        seed = gr.Number(42, label="Seed", precision=0)
+                    with gr.Row():
+                        scheduler = gr.Dropdown(list(SCHEDULERS), value="linear", label="LR schedule")
+                        warmup = gr.Number(0.0, label="Warmup ratio", minimum=0, maximum=0.99)
+                        logging_steps = gr.Number(
+                            DEFAULTS["logging_steps"], label="Log every N steps", precision=0, minimum=1
+                        )
+                        eval_steps = gr.Number(
+                            0, label="Evaluate every N steps (0: at the end)", precision=0, minimum=0
+                        )
+                    with gr.Row():
+                        checkpointing = gr.Textbox(
+                            "", label="Checkpoint every N steps or 'epoch'", placeholder="blank: only on stop"
+                        )
+                        save_limit = gr.Number(2, label="Checkpoints kept", precision=0, minimum=1)
+                        use_peft = gr.Checkbox(False, label="LoRA (peft)")
+                        lora_r = gr.Number(8, label="LoRA r", precision=0, minimum=1)
+                        lora_alpha = gr.Number(16, label="LoRA alpha", precision=0, minimum=1)
+            with gr.Column(scale=2):
+                with gr.Row():
+                    check_btn = gr.Button("Check data", elem_id="train-check")
+                    estimate_btn = gr.Button("Estimate", elem_id="train-estimate")
+                    train_btn = gr.Button("Train", variant="primary", elem_id="train-start")
+                status = gr.Markdown(elem_id="train-status")
+                run_id = gr.Textbox(label="Queued run", interactive=False, visible=False)
+                estimate_md = gr.Markdown(elem_id="train-estimate-text")
+                command = gr.Code(
+                    label="accelerate launch command",
+                    language="shell",
+                    interactive=False,
+                    elem_id="train-command",
+                )
+                config_yaml = gr.Code(
+                    label="config.yaml", language="yaml", interactive=False, elem_id="train-yaml"
+                )
+        components = {
+            "task": task,
+            "dataset": dataset,
+            "base_kind": base_kind,
+            "base_run": base_run,
+            "base_path": base_path,
+            "num_train_epochs": epochs,
+            "learning_rate": lr,
+            "per_device_train_batch_size": batch,
+            "max_length": max_length,
+            "block_size": block_size,
+            "max_train_samples": max_samples,
+            "max_train_steps": max_steps,
+            "model_size": model_size,
+            "tokenizer_vocab_size": vocab,
+            "text_column": text_column,
+            "text_pair_column": pair_column,
+            "label_column": label_column,
+            "mixed_precision": precision,
+            "num_processes": processes,
+            "gradient_accumulation_steps": accumulation,
+            "use_peft": use_peft,
+            "lora_r": lora_r,
+            "lora_alpha": lora_alpha,
+            "lr_scheduler_type": scheduler,
+            "warmup_ratio": warmup,
+            "checkpointing_steps": checkpointing,
+            "save_total_limit": save_limit,
+            "eval_steps": eval_steps,
+            "logging_steps": logging_steps,
+            "seed": seed,
+        }
+        assert list(components) == FIELDS
+        inputs = list(components.values())
+
+        def settings(values: tuple) -> dict[str, Any]:
+            return dict(zip(FIELDS, values, strict=True))
+
+        def json_settings(text: str) -> dict[str, Any]:
+            try:
+                value = json.loads(text or "{}")
+            except json.JSONDecodeError as e:
+                raise gr.Error(f"settings are not valid JSON: {e.msg}") from None
+            if not isinstance(value, dict):
+                raise gr.Error("settings must be a JSON object of setting names to values")
+            return value
+
+        def on_task(new_task):
+            d = TASK_DEFAULTS[new_task]
+            return (
+                gr.update(value=d["learning_rate"]),
+                gr.update(value=d["per_device_train_batch_size"]),
+                gr.update(value=d["dataset"]),
+                gr.update(value=d["max_train_steps"]),
+                gr.update(choices=state.run_choices(task=new_task, with_model=True)),
+            )
+
+        task.input(on_task, [task], [lr, batch, dataset, max_steps, base_run], api_name=False)
+        preview_event = dict(
+            fn=lambda *v: preview(state, settings(v)),
+            inputs=inputs,
+            outputs=[config_yaml, command],
+            api_name=False,
+            show_progress="hidden",
+        )
+        for comp in inputs:
+            comp.change(**preview_event)
+        tab.select(
+            lambda: (
+                gr.update(choices=state.datasets()),
+                gr.update(choices=state.run_choices(with_model=True)),
+            ),
+            None,
+            [dataset, base_run],
+            api_name=False,
+        ).then(**preview_event)
+        check_btn.click(lambda *v: check_data(state, settings(v)), inputs, [status], api_name="check_data")
+        estimate_btn.click(
+            lambda *v: estimate(state, settings(v)),
+            inputs,
+            [estimate_md],
+            api_name="estimate",
+            concurrency_limit=1,
+        )
+        train_btn.click(
+            lambda *v: submit(state, settings(v)), inputs, [status, run_id], api_name="start_training"
+        )
+
+        # Automation API (gradio_client): the same settings as one JSON object of the names in FIELDS.
+        def submit_run(settings_json: str) -> tuple[str, str]:
+            """Queue a run from a JSON object of settings; returns (message, run id)."""
+            return submit(state, json_settings(settings_json))
+
+        def preview_run(settings_json: str) -> tuple[str, str]:
+            """(config.yaml, command) a run with these settings would get."""
+            return preview(state, json_settings(settings_json))
+
+        def check_data_json(settings_json: str) -> str:
+            """The data check for these settings."""
+            return check_data(state, json_settings(settings_json))
+
+        def estimate_json(settings_json: str) -> str:
+            """The estimate for these settings."""
+            return estimate(state, json_settings(settings_json))
+
+        gr.api(submit_run, api_name="submit_run")
+        gr.api(preview_run, api_name="preview_run")
+        gr.api(check_data_json, api_name="check_data_json")
+        gr.api(estimate_json, api_name="estimate_json", concurrency_limit=1)
+    return {"dataset": dataset, "base_run": base_run, "preview": preview_event}
