@@ -84,10 +84,13 @@ def read_preview(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
         return ["text"], [{"text": line} for line in lines]
     header, records, _ = iter_records(path)
     rows = []
-    for _, record in records:
-        rows.append(record)
-        if len(rows) >= PREVIEW_ROWS:
-            break
+    try:
+        for _, record in records:
+            rows.append(record)
+            if len(rows) >= PREVIEW_ROWS:
+                break
+    except TuneLabError:
+        pass  # the rows before a broken one still preview; the checks below report the problem
     return header, rows
 
 
