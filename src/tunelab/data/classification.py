@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -13,7 +14,17 @@ from .files import TABLE_FORMATS, DataSource, iter_records, load_source, resolve
 
 logger = logging.getLogger(__name__)
 
-TEXT_CANDIDATES = ("text", "sentence", "sentence1", "content", "review", "document", "question", "premise", "query")
+TEXT_CANDIDATES = (
+    "text",
+    "sentence",
+    "sentence1",
+    "content",
+    "review",
+    "document",
+    "question",
+    "premise",
+    "query",
+)
 PAIR_CANDIDATES = ("text_pair", "sentence2", "hypothesis", "question2", "passage")
 LABEL_CANDIDATES = ("label", "labels", "class", "category", "target", "sentiment", "intent")
 
@@ -48,14 +59,18 @@ def detect_columns(
 
     label = label or find(LABEL_CANDIDATES, "label", "label_column")
     if label is None:
-        raise DataError(f"{where}: no label column found; the columns are: {listing}. Name it with --label_column.")
+        raise DataError(
+            f"{where}: no label column found; the columns are: {listing}. Name it with --label_column."
+        )
     if text is None:
         text = find(TEXT_CANDIDATES, "text", "text_column")
         others = [c for c in columns if c != label]
         if text is None and len(others) == 1:
             text = others[0]
         if text is None:
-            raise DataError(f"{where}: no text column found; the columns are: {listing}. Name it with --text_column.")
+            raise DataError(
+                f"{where}: no text column found; the columns are: {listing}. Name it with --text_column."
+            )
     if pair is None and text.lower() in ("sentence1", "question", "premise", "text"):
         pair = find(PAIR_CANDIDATES, "text pair", "text_pair_column")
     return Columns(text=text, label=label, text_pair=pair)
@@ -65,10 +80,15 @@ def label_name(value: Any) -> str:
     return str(value).strip()
 
 
+def is_integer_label(name: str) -> bool:
+    return re.fullmatch(r"-?\d+", name) is not None
+
+
 def sort_labels(names: set[str]) -> list[str]:
     """Integer-like labels sort as numbers (so 0..K-1 keep their ids); others alphabetically."""
-    if all(re.fullmatch(r"-?\d+", n) for n in names):
-        return sorted(names, key=int)
+    if all(is_integer_label(n) for n in names):
+        # The name breaks ties ("07" vs "7"), so the order never depends on set iteration order.
+        return sorted(names, key=lambda n: (int(n), n))
     return sorted(names)
 
 
@@ -79,6 +99,25 @@ class SplitReport:
     source: str
     rows: int = 0
     label_counts: Counter = field(default_factory=Counter)
+    label_first_seen: dict[str, str] = field(default_factory=dict)  # label -> "file: line N"
+
+
+def check_label_value(
+    value: Any, position: str, column: str, first: tuple[str, str] | None
+) -> tuple[str, str]:
+    """A label is a class name or an integer id, all of one kind; returns (kind, position) of the first."""
+    if isinstance(value, float) or not isinstance(value, (str, int)):
+        raise DataError(
+            f"{position}, column {column!r}: expected a class name or an integer class id, got "
+            f"{type(value).__name__} {value!r}. Write the labels as text or as integers 0..K-1."
+        )
+    kind = "text" if isinstance(value, str) else "an integer"
+    if first is not None and kind != first[0]:
+        raise DataError(
+            f"{position}, column {column!r}: label {value!r} is {kind}, but the label at {first[1]} is "
+            f"{first[0]}; write every label the same way (all text or all integers)."
+        )
+    return first or (kind, position)
 
 
 def preflight_split(source: DataSource, columns_hint: dict[str, str | None], split: str = "train"):
@@ -92,28 +131,59 @@ def preflight_split(source: DataSource, columns_hint: dict[str, str | None], spl
         files = [(str(p), *iter_records(p)) for p in source.files]
     report = SplitReport(source.describe())
     columns: Columns | None = None
+    first_file: tuple[str, list[str]] | None = None
+    label_kind: tuple[str, str] | None = None
     for where, header, records, unit in files:
-        cols = detect_columns(header, where, columns_hint.get("text"), columns_hint.get("pair"), columns_hint.get("label"))
-        if columns is not None and cols != columns:
-            raise DataError(f"{where}: its columns differ from the other files of {source.spec}.")
-        columns = cols
+        cols = detect_columns(
+            header, where, columns_hint.get("text"), columns_hint.get("pair"), columns_hint.get("label")
+        )
+        # csv files of a folder are read with the first file's column names, so the headers must match.
+        csv_file = where.lower().endswith((".csv", ".tsv"))
+        if first_file is not None and (cols != columns or (csv_file and header != first_file[1])):
+            raise DataError(
+                f"{where}: its columns ({', '.join(header)}) differ from those of {first_file[0]} "
+                f"({', '.join(first_file[1])}); every file of {source.spec} needs the same columns."
+            )
+        columns, first_file = cols, first_file or (where, header)
         for number, record in records:
             for column in cols.required():
                 value = record.get(column)
                 if value is None:
-                    raise DataError(f"{where}: {unit} {number}, column {column!r}: the value is missing (null).")
+                    raise DataError(
+                        f"{where}: {unit} {number}, column {column!r}: the value is missing (null)."
+                    )
                 if isinstance(value, str) and not value.strip():
                     raise DataError(f"{where}: {unit} {number}, column {column!r}: the value is empty.")
                 if column != cols.label and not isinstance(value, str):
                     raise DataError(
                         f"{where}: {unit} {number}, column {column!r}: expected text, got {type(value).__name__}."
                     )
+            position = f"{where}: {unit} {number}"
+            label_kind = check_label_value(record[cols.label], position, cols.label, label_kind)
+            name = label_name(record[cols.label])
             report.rows += 1
-            report.label_counts[label_name(record[cols.label])] += 1
+            report.label_counts[name] += 1
+            report.label_first_seen.setdefault(name, position)
     if report.rows == 0:
         raise DataError(f"{source.describe()}: no rows ({split} split). Add data rows below the header.")
     assert columns is not None
     return columns, report
+
+
+def check_label_spellings(report: SplitReport, column: str) -> None:
+    """Reject "7" next to "007": they would silently be two classes, and usually a spreadsheet mangled one."""
+    by_number: dict[int, list[str]] = {}
+    for name in report.label_counts:  # in order of first appearance
+        if is_integer_label(name):
+            by_number.setdefault(int(name), []).append(name)
+    for names in by_number.values():
+        if len(names) > 1:
+            first, second = names[:2]
+            raise DataError(
+                f"{report.label_first_seen[second]}, column {column!r}: label {second!r} is the same number as "
+                f"label {first!r} ({report.label_first_seen[first]}) written another way; write it one way "
+                "so they are one class."
+            )
 
 
 def check_labels_seen(source: DataSource, columns: Columns, train_labels: set[str], split: str) -> None:
@@ -167,6 +237,7 @@ def preflight_classification(
     hint = {"text": text_column, "pair": text_pair_column, "label": label_column}
     train_src = resolve_source(train_file, TABLE_FORMATS)
     columns, train_report = preflight_split(train_src, hint)
+    check_label_spellings(train_report, columns.label)
     labels = sort_labels(set(train_report.label_counts))
     if len(labels) < 2:
         raise DataError(
@@ -223,19 +294,17 @@ def load_classification_data(
     sources, columns, labels, reports = preflight_classification(
         train_file, validation_file, test_file, text_column, text_pair_column, label_column
     )
-    splits = {name: _standardize(load_source(src, dataset_config_name, name), columns, labels)
-              for name, src in sources.items()}
+    splits = {
+        name: _standardize(load_source(src, dataset_config_name, name), columns, labels)
+        for name, src in sources.items()
+    }
     train = splits["train"]
     if "validation" in splits:
         validation, validation_source = splits["validation"], str(validation_file)
     else:
-        counts = reports["train"].label_counts
-        stratify = "label" if min(counts.values()) >= 2 else None
-        held = train.train_test_split(
-            test_size=validation_split_percentage / 100, seed=seed, stratify_by_column=stratify
+        train, validation, validation_source = hold_out_validation(
+            train, reports["train"].label_counts, validation_split_percentage, seed, train_file
         )
-        train, validation = held["train"], held["test"]
-        validation_source = f"{validation_split_percentage:g}% of {train_file} (stratified, seed {seed})"
     if max_train_samples is not None and max_train_samples < len(train):
         train = train.shuffle(seed=seed).select(range(max_train_samples))
     if max_eval_samples is not None and max_eval_samples < len(validation):
@@ -253,6 +322,28 @@ def load_classification_data(
     )
 
 
+def hold_out_validation(train, label_counts: Counter, percentage: float, seed: int, train_file: str):
+    """A seeded validation share of train, stratified by label when every class can be in both parts."""
+    rows = len(train)
+    held = math.ceil(rows * percentage / 100)  # as datasets rounds; passed as a count so both agree
+    if rows - held < 1:
+        raise DataError(
+            f"{train_file}: {rows} rows leave none for training after holding out {percentage:g}% for "
+            "validation; add rows, lower --validation_split_percentage or pass --validation_file."
+        )
+    classes = len(label_counts)
+    stratified = min(label_counts.values()) >= 2 and held >= classes and rows - held >= classes
+    if not stratified:
+        logger.warning(
+            "Too few rows per class to stratify the %g%% validation share; it is drawn at random.", percentage
+        )
+    split = train.train_test_split(
+        test_size=held, seed=seed, stratify_by_column="label" if stratified else None
+    )
+    kind = "stratified" if stratified else "not stratified: too few rows per class"
+    return split["train"], split["test"], f"{percentage:g}% of {train_file} ({kind}, seed {seed})"
+
+
 def tokenize_classification(dataset, tokenizer, max_length: int, desc: str = "Tokenizing"):
     """Tokenize once (batched, cached by datasets); returns (dataset, number of truncated examples)."""
     has_pair = "text_pair" in dataset.column_names
@@ -264,8 +355,10 @@ def tokenize_classification(dataset, tokenizer, max_length: int, desc: str = "To
         long = [i for i, ids in enumerate(full["input_ids"]) if len(ids) > max_length]
         if long:
             cut = tokenizer(
-                [batch["text"][i] for i in long], [pairs[i] for i in long] if pairs else None,
-                truncation=True, max_length=max_length,
+                [batch["text"][i] for i in long],
+                [pairs[i] for i in long] if pairs else None,
+                truncation=True,
+                max_length=max_length,
             )
             for key in full:
                 for j, i in enumerate(long):
@@ -278,7 +371,9 @@ def tokenize_classification(dataset, tokenizer, max_length: int, desc: str = "To
     encoded = dataset.map(encode, batched=True, remove_columns=remove, desc=desc)
     truncated = sum(encoded["truncated"])
     encoded = encoded.remove_columns("truncated")
-    encoded = encoded.map(lambda b: {"length": [len(x) for x in b["input_ids"]]}, batched=True, desc="Lengths")
+    encoded = encoded.map(
+        lambda b: {"length": [len(x) for x in b["input_ids"]]}, batched=True, desc="Lengths"
+    )
     return encoded, truncated
 
 
@@ -290,7 +385,6 @@ def describe_data(data: ClassificationData) -> str:
         + (f", text_pair={data.columns.text_pair!r}" if data.columns.text_pair else "")
         + f", label={data.columns.label!r}; labels in train file: {counts}"
     )
-
 
 
 class LengthGroupedSampler:
@@ -314,24 +408,48 @@ class LengthGroupedSampler:
         return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
 
 
-def classification_dataloaders(train, validation, tokenizer, train_batch_size: int, eval_batch_size: int,
-                               group_by_length: bool, seed: int, on_gpu: bool, num_workers: int = 0):
+def classification_dataloaders(
+    train,
+    validation,
+    tokenizer,
+    train_batch_size: int,
+    eval_batch_size: int,
+    group_by_length: bool,
+    seed: int,
+    on_gpu: bool,
+    num_workers: int = 0,
+):
     """Dynamically padded batches (to a multiple of 8 on GPU, for tensor cores)."""
     from torch.utils.data import DataLoader
     from transformers import DataCollatorWithPadding
 
     collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if on_gpu else None)
-    columns = [c for c in ("input_ids", "attention_mask", "token_type_ids", "label") if c in train.column_names]
+    columns = [
+        c for c in ("input_ids", "attention_mask", "token_type_ids", "label") if c in train.column_names
+    ]
     lengths = train["length"] if group_by_length else None
     train = train.with_format(columns=columns)
     validation = validation.with_format(columns=columns)
     if group_by_length:
         sampler = LengthGroupedSampler(lengths, train_batch_size, seed)
-        train_dl = DataLoader(train, batch_size=train_batch_size, sampler=sampler, collate_fn=collate,
-                              num_workers=num_workers, pin_memory=on_gpu)
+        train_dl = DataLoader(
+            train,
+            batch_size=train_batch_size,
+            sampler=sampler,
+            collate_fn=collate,
+            num_workers=num_workers,
+            pin_memory=on_gpu,
+        )
     else:
-        train_dl = DataLoader(train, batch_size=train_batch_size, shuffle=True, collate_fn=collate,
-                              num_workers=num_workers, pin_memory=on_gpu)
-    eval_dl = DataLoader(validation, batch_size=eval_batch_size, collate_fn=collate, num_workers=num_workers,
-                         pin_memory=on_gpu)
+        train_dl = DataLoader(
+            train,
+            batch_size=train_batch_size,
+            shuffle=True,
+            collate_fn=collate,
+            num_workers=num_workers,
+            pin_memory=on_gpu,
+        )
+    eval_dl = DataLoader(
+        validation, batch_size=eval_batch_size, collate_fn=collate, num_workers=num_workers, pin_memory=on_gpu
+    )
     return train_dl, eval_dl

@@ -1,0 +1,332 @@
+"""Bad input for the classification recipe fails before training with one clear message naming the file,
+the line and the column; valid edge cases (quoted multi-line fields, GLUE-style TSVs, JSON layouts,
+Parquet, folders) load exactly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, launch, sentiment_rows, shared_file
+
+from tunelab.data.classification import load_classification_data, preflight_classification
+from tunelab.errors import DataError
+
+BAD = FIXTURES / "bad"
+GOOD = FIXTURES / "good"
+
+# (fixture, extra arguments, fragments the message must contain, caught by preflight before any loading)
+BAD_CASES = [
+    ("cls_ragged_row.csv", {}, ["line 4", "3 fields", "header has 2", "text, label"], True),
+    ("cls_bad_utf8.csv", {}, ["line 3", "column 4", "0xe9", "not valid UTF-8", "iconv"], True),
+    (
+        "cls_missing_label_column.csv",
+        {},
+        ["no label column", "the columns are: text, score", "--label_column"],
+        True,
+    ),
+    (
+        "cls_missing_label_column.csv",
+        {"label_column": "stars"},
+        ["column 'stars' (label_column) does not exist", "the columns are: text, score"],
+        True,
+    ),
+    ("cls_empty_text.tsv", {}, ["line 3", "column 'sentence'", "empty"], True),
+    ("cls_null_text.jsonl", {}, ["line 3", "column 'text'", "missing (null)"], True),
+    ("cls_missing_key.jsonl", {}, ["line 2", "column 'text'", "missing"], True),
+    ("cls_empty_label.csv", {}, ["line 3", "column 'label'", "empty"], True),
+    ("cls_one_class.csv", {}, ["column 'label'", "only one class ('pos')", "at least 2"], True),
+    (
+        "cls_unseen_label_validation.csv",
+        {"validation_file": "self", "train_file": GOOD / "cls_unseen_label_train.csv"},
+        ["line 4", "column 'label'", "'neutral' never appears in the training data", "neg, pos"],
+        True,
+    ),
+    ("cls_header_only.csv", {}, ["no rows", "train split"], True),
+    (
+        "cls_header_only.csv",
+        {"validation_file": "self", "train_file": GOOD / "cls_unseen_label_train.csv"},
+        ["no rows", "validation split"],
+        True,
+    ),
+    ("cls_empty_file.csv", {}, ["the file is empty"], True),
+    ("cls_blank_lines_only.csv", {}, ["the file is empty"], True),
+    ("cls_invalid_json.jsonl", {}, ["line 2", "column 32", "invalid JSON"], True),
+    ("cls_invalid_json_array.json", {}, ["line 3", "column 35", "invalid JSON"], True),
+    ("cls_json_not_records.json", {}, ["expected a list of records", "keys texts, labels"], True),
+    ("cls_not_an_object.jsonl", {}, ["line 2", "expected a JSON object, got list"], True),
+    ("cls_corrupt.parquet", {}, ["not a readable Parquet file"], True),
+    ("cls_unknown_extension.xlsx", {}, ["unsupported file type '.xlsx'", ".csv", ".parquet"], True),
+    (
+        "cls_ambiguous_columns.csv",
+        {},
+        ["several columns could be the text (text, sentence)", "--text_column"],
+        True,
+    ),
+    ("cls_mixed_folder", {}, ["mixes formats (.csv, .json)"], True),
+    ("cls_folder_different_columns", {}, ["b.csv", "(label, text) differ from those of", "a.csv"], True),
+    ("cls_unterminated_quote.csv", {}, ["line 3", "cannot parse the row", "quotes"], True),
+    ("cls_text_not_a_string.jsonl", {}, ["line 2", "column 'text'", "expected text, got int"], True),
+    ("cls_float_label.jsonl", {}, ["line 2", "column 'label'", "got float 0.5"], True),
+    (
+        "cls_mixed_label_types.jsonl",
+        {},
+        ["line 3", "column 'label'", "label '1' is text", "line 1 is an integer"],
+        True,
+    ),
+    (
+        "cls_leading_zero_labels.csv",
+        {},
+        ["line 4", "column 'label'", "'007' is the same number as label '7'", "line 2"],
+        True,
+    ),
+    ("cls_empty_column_name.csv", {}, ["line 1", "empty column name"], True),
+    ("cls_duplicate_columns.csv", {}, ["line 1", "repeats the column name(s) label"], True),
+    # Valid on its own; nothing is left to train on once 60% of 2 rows (rounded up) is held out.
+    ("cls_too_few_rows.csv", {"validation_split_percentage": 60}, ["2 rows leave none for training"], False),
+]
+
+
+def call_args(name: str, extra: dict) -> dict:
+    args = {
+        "train_file": str(BAD / name),
+        **{k: str(v) if isinstance(v, Path) else v for k, v in extra.items()},
+    }
+    if args.get("validation_file") == "self":
+        args["validation_file"] = str(BAD / name)
+    return args
+
+
+@pytest.mark.parametrize(
+    ("name", "extra", "fragments", "in_preflight"),
+    BAD_CASES,
+    ids=[f"{c[0]}{'+' + ','.join(c[1]) if c[1] else ''}" for c in BAD_CASES],
+)
+def test_bad_input_gets_one_clear_message_naming_file_line_and_column(name, extra, fragments, in_preflight):
+    args = call_args(name, extra)
+    preflight_args = {k: v for k, v in args.items() if k != "validation_split_percentage"}
+    with pytest.raises(DataError) as error:
+        load_classification_data(**args)
+    message = str(error.value)
+    if in_preflight:  # the check runs before anything is loaded with datasets
+        with pytest.raises(DataError) as preflight_error:
+            preflight_classification(**preflight_args)
+        assert str(preflight_error.value) == message
+    assert name in message
+    for fragment in fragments:
+        assert fragment in message
+    assert "\n" not in message
+
+
+def test_every_bad_fixture_has_a_case():
+    assert {p.name for p in BAD.iterdir()} == {case[0] for case in BAD_CASES}
+
+
+def load_all(path: Path, **kwargs):
+    """Load a file as both train and validation, so validation holds every row in file order."""
+    return load_classification_data(str(path), validation_file=str(path), **kwargs)
+
+
+def test_quoted_multiline_csv_fields_with_commas_and_quotes_load_intact():
+    data = load_all(GOOD / "cls_multiline_quoted.csv")
+    assert data.validation["text"] == [
+        'A film, in short,\r\nthat "works" on two lines',
+        "plain text",
+        "ends with a newline\n",
+        "commas, commas",
+    ]
+    assert data.labels == ["neg", "pos"]
+    assert data.validation["label"] == [1, 0, 0, 1]
+    assert data.train_report.rows == 4
+
+
+def test_tsv_written_with_quotes_is_read_with_quotes():
+    data = load_all(GOOD / "cls_quoted.tsv")
+    assert data.validation["text"] == ['He said "hi"\tand left', "two\nlines", "plain", "also plain"]
+
+
+def test_glue_style_tsv_keeps_its_double_quotes_verbatim():
+    # SST-2/GLUE TSVs have no quoting: a text may open a quote it never closes. Read as quoted, this file
+    # would fail on line 2 (or silently merge lines 4-5); read verbatim, every line is one row, as written.
+    data = load_all(GOOD / "cls_sst2_style.tsv")
+    assert data.validation["text"] == [
+        '" frailty " offers chills',
+        'it \'s a "charming" film',
+        '"unbalanced opening quote',
+        'ends with a quote"',
+        "plain words",
+    ]
+    assert data.validation["label"] == [1, 1, 0, 0, 1]
+
+
+def test_folder_of_quoted_and_verbatim_tsv_files_loads_each_its_own_way():
+    data = load_all(GOOD / "cls_tsv_folder")
+    assert len(data.validation) == 9
+    assert 'He said "hi"\tand left' in data.validation["text"]
+    assert '"unbalanced opening quote' in data.validation["text"]
+
+
+def test_glue_style_tsv_with_a_ragged_row_says_it_was_read_without_quoting(tmp_path):
+    path = tmp_path / "glue.tsv"
+    path.write_text('sentence\tlabel\n"a quote\t1\nno label here\nfine\t0\n')
+    with pytest.raises(DataError, match=r"glue.tsv: line 3: the row has 1 fields .* read without quoting"):
+        preflight_classification(str(path))
+
+
+def test_line_and_paragraph_separators_inside_a_text_do_not_split_the_row():
+    data = load_all(GOOD / "cls_line_separator_in_text.csv")
+    assert data.validation["text"] == [
+        "first\u2028still the first row",
+        "form\x0cfeed inside",
+        "nel\x85inside",
+    ]
+
+
+def test_integer_labels_keep_their_ids():
+    data = load_all(GOOD / "cls_int_labels.jsonl")
+    assert data.labels == ["0", "1", "2"]
+    assert data.validation["label"] == [i % 3 for i in range(12)]
+
+
+def test_string_labels_map_in_sorted_order_whatever_the_row_order(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text("text,label\na,zebra\nb,apple\nc,mango\nd,apple\n")
+    data = load_all(path)
+    assert data.labels == ["apple", "mango", "zebra"]
+    assert data.label2id == {"apple": 0, "mango": 1, "zebra": 2}
+    assert data.validation["label"] == [2, 0, 1, 0]
+
+
+@pytest.mark.parametrize("name", ["cls_records.json", "cls_data_field.json"])
+def test_json_arrays_and_wrapped_records_load(name):
+    data = load_all(GOOD / name)
+    expected = json.loads((GOOD / name).read_text())
+    records = expected["data"] if isinstance(expected, dict) else expected
+    assert data.validation["text"] == [r["text"] for r in records]
+
+
+def test_parquet_file_loads_with_its_types(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "reviews.parquet"
+    pq.write_table(pa.table({"review": ["great", "dull", "fine", "awful"], "stars": [1, 0, 1, 0]}), path)
+    data = load_all(path, text_column="review", label_column="stars")
+    assert data.validation["text"] == ["great", "dull", "fine", "awful"]
+    assert data.labels == ["0", "1"] and data.validation["label"] == [1, 0, 1, 0]
+
+
+def test_parquet_null_text_names_the_row(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "reviews.parquet"
+    pq.write_table(pa.table({"text": ["great", None], "label": ["pos", "neg"]}), path)
+    with pytest.raises(DataError, match=r"reviews.parquet: row 2, column 'text': the value is missing"):
+        preflight_classification(str(path))
+
+
+def test_text_pair_columns_are_detected():
+    data = load_all(GOOD / "cls_pair.csv")
+    assert (data.columns.text, data.columns.text_pair, data.columns.label) == (
+        "sentence1",
+        "sentence2",
+        "label",
+    )
+    assert data.validation["text_pair"][1] == "A man runs."
+    assert data.labels == ["contradiction", "entailment"]
+
+
+def test_folder_of_csv_files_loads_every_row():
+    data = load_all(GOOD / "cls_folder")
+    assert data.train_report.rows == 5
+    assert sorted(data.validation["text"]) == ["boring", "dull plot", "great film", "lovely", "superb"]
+
+
+def test_missing_file_and_empty_folder_are_named(tmp_path):
+    with pytest.raises(DataError, match=r"nope.csv: file not found"):
+        preflight_classification(str(tmp_path / "nope.csv"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"empty: the folder has no data files"):
+        preflight_classification(str(tmp_path / "empty"))
+
+
+def test_held_out_validation_is_stratified_and_seeded(tmp_path):
+    import csv
+
+    path = tmp_path / "reviews.csv"
+    rows = sentiment_rows(60)
+    rows = [r for r in rows if r[1] == "pos"][:30] + [r for r in rows if r[1] == "neg"][:10]
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([("text", "label"), *rows])
+    first = load_classification_data(str(path), validation_split_percentage=20, seed=7)
+    again = load_classification_data(str(path), validation_split_percentage=20, seed=7)
+    other = load_classification_data(str(path), validation_split_percentage=20, seed=8)
+    assert first.validation["text"] == again.validation["text"]
+    assert first.validation["text"] != other.validation["text"]
+    assert sorted(first.validation["label"]) == [0, 0, 1, 1, 1, 1, 1, 1]  # 20% of 30 pos and of 10 neg
+    assert len(first.train) == 32
+    assert "stratified, seed 7" in first.validation_source
+
+
+def test_too_few_rows_per_class_to_stratify_still_splits():
+    data = load_classification_data(str(GOOD / "cls_pair.csv"), validation_split_percentage=10)
+    assert (len(data.train), len(data.validation)) == (3, 1)
+    assert "not stratified" in data.validation_source
+
+
+def test_real_sst2_tsv_passes_preflight():
+    path = shared_file("sst2", "validation.tsv")
+    _, columns, labels, reports = preflight_classification(str(path), validation_file=str(path))
+    assert (columns.text, columns.label, labels) == ("sentence", "label", ["0", "1"])
+    assert reports["train"].rows == sum(1 for _ in path.open()) - 1
+
+
+def recipe_stderr(stderr: str) -> str:
+    """The recipe's own stderr: conftest's ``launch`` runs without ``--quiet`` (which the tunelab CLI passes),
+    so ``accelerate launch`` adds its own CalledProcessError traceback after a non-zero exit; only that one
+    may follow."""
+    recipe, marker, launcher = stderr.partition("Traceback (most recent call last):")
+    if marker:
+        frames = [line for line in launcher.splitlines() if line.startswith('  File "')]
+        assert all("accelerate" in f or "<frozen runpy>" in f for f in frames), launcher
+        assert "CalledProcessError" in launcher and "returned non-zero exit status 1" in launcher, launcher
+    return recipe
+
+
+@pytest.mark.parametrize(
+    ("train", "extra", "fragment"),
+    [
+        (BAD / "cls_ragged_row.csv", [], "cls_ragged_row.csv: line 4: the row has 3 fields"),
+        (
+            GOOD / "cls_unseen_label_train.csv",
+            ["--validation_file", str(BAD / "cls_unseen_label_validation.csv")],
+            "cls_unseen_label_validation.csv: line 4, column 'label': label 'neutral' never appears",
+        ),
+    ],
+    ids=["ragged_row", "unseen_validation_label"],
+)
+def test_recipe_rejects_bad_input_with_exit_1_and_no_traceback(tmp_path, tiny_bert, train, extra, fragment):
+    output_dir = tmp_path / "run"
+    proc = launch(
+        "bert_cls.py",
+        "--train_file",
+        str(train),
+        *extra,
+        "--model_name_or_path",
+        str(tiny_bert),
+        "--output_dir",
+        str(output_dir),
+        "--max_train_steps",
+        "2",
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    stderr = recipe_stderr(proc.stderr)
+    assert fragment in stderr
+    assert "Traceback" not in stderr
+    status = json.loads((output_dir / "status.json").read_text())
+    assert status["state"] == "failed"
+    assert fragment in status["reason"]
+    assert not (output_dir / "model.safetensors").exists()
