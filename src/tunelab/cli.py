@@ -1,0 +1,1175 @@
+"""The ``tunelab`` command: the web app, training, run folders, inference and the Hub from a shell.
+
+A thin layer over the library: recipes run through ``accelerate launch`` (never imported), runs are read
+through ``tunelab.runs``, inference goes through ``tunelab.infer`` and pushes through ``tunelab.hub``.
+Heavy imports (torch, transformers, gradio) happen inside the subcommand that needs them, so ``--help``
+and ``tunelab runs list`` answer at once.
+
+Errors a user can cause print one line (``error: ...``) and exit non-zero; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import tunelab
+from tunelab.errors import ConfigError, TuneLabError
+
+RECIPES = {"cls": "bert_cls.py", "clm": "gpt2_clm.py"}
+RECIPE_TITLES = {"cls": "text classification (recipes/bert_cls.py)", "clm": "causal LM (recipes/gpt2_clm.py)"}
+ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+# Metrics that name "best" in `runs list`, in order of preference, with their direction.
+BEST_METRICS = {"accuracy": max, "f1": max, "perplexity": min, "loss": min}
+STOP_GRACE_S = 60.0
+
+
+class CliError(TuneLabError):
+    """A wrong use of the command itself (unknown run, missing file, ...)."""
+
+
+# ---- small helpers -------------------------------------------------------------------------------
+
+
+def info(args: argparse.Namespace, message: str) -> None:
+    """Progress and status lines go to stderr (stdout stays clean for pipes); --quiet hides them."""
+    if not getattr(args, "quiet", False):
+        print(message, file=sys.stderr, flush=True)
+
+
+def project_root(needs: str) -> Path:
+    """The source tree that holds ``recipes/`` and ``app/``: they sit beside the package, not inside it.
+
+    An editable/source install finds it from the package's own location; a plain ``pip install .``
+    needs ``TUNELAB_ROOT`` (the Docker images use an editable install, so neither is needed there).
+    """
+    candidates = [os.environ.get("TUNELAB_ROOT"), Path(tunelab.__file__).resolve().parents[2], Path.cwd()]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / needs).exists():
+            return Path(candidate)
+    raise CliError(
+        f"cannot find TuneLab's {needs} (it lives in the source tree, not in the installed package): "
+        "install from a checkout with `pip install -e .`, or set TUNELAB_ROOT to the checkout"
+    )
+
+
+def runs_dir_of(args: argparse.Namespace) -> Path:
+    from tunelab.args import default_runs_dir
+
+    return Path(args.runs_dir) if getattr(args, "runs_dir", None) else default_runs_dir()
+
+
+def process_alive(pid: int | None) -> bool:
+    """True while ``pid`` runs (a zombie, finished but not yet reaped, counts as gone)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
+
+
+def group_alive(pgid: int) -> bool:
+    """True while a process of the group runs (zombies excluded where /proc tells them apart)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def format_time(stamp: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp)) if stamp else "-"
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
+        return "-"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def print_table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+# ---- runs ----------------------------------------------------------------------------------------
+
+
+def find_run(spec: str, runs_dir: Path, required: bool = True):
+    """A run by folder path, id in the runs dir, unique id prefix, or ``latest``."""
+    from tunelab.runs import STATUS_FILE, Run, list_runs
+
+    path = Path(spec).expanduser()
+    if (path / STATUS_FILE).is_file():
+        return Run(path)
+    if (runs_dir / spec / STATUS_FILE).is_file():
+        return Run(runs_dir / spec)
+    runs = list_runs(runs_dir)
+    if spec == "latest" and runs:
+        return runs[0]
+    matches = [r for r in runs if r.id.startswith(spec)] if spec and "/" not in spec else []
+    if len(matches) == 1:
+        return matches[0]
+    if not required:
+        return None
+    if len(matches) > 1:
+        raise CliError(f"run {spec!r} is ambiguous in {runs_dir}: {', '.join(r.id for r in matches[:5])}")
+    raise CliError(f"no run {spec!r} in {runs_dir} (`tunelab runs list --runs-dir DIR` shows the runs)")
+
+
+def is_running(run) -> bool:
+    """Running by its status and with its process still there (a killed run keeps 'running' on disk)."""
+    from tunelab.runs import ACTIVE_STATES
+
+    status = run.status()
+    return status.get("state") in ACTIVE_STATES and process_alive(status.get("pid"))
+
+
+def shown_state(run) -> str:
+    from tunelab.runs import ACTIVE_STATES
+
+    state = run.status().get("state", "unknown")
+    if state in ACTIVE_STATES and not is_running(run):
+        return f"{state}?"  # its process is gone: killed without a chance to write its end
+    return state
+
+
+def base_model_of(config: dict[str, Any]) -> str:
+    from tunelab.args import EMBEDDED_ENCODER
+
+    name = config.get("model_name_or_path")
+    if not name:
+        return f"scratch ({config['model_size']})" if config.get("model_size") else "-"
+    if name == EMBEDDED_ENCODER:
+        return "all-MiniLM-L6-v2 (embedded)"
+    path = Path(name)
+    return path.name if path.is_absolute() or name.startswith(".") else name
+
+
+def best_metric(run) -> str:
+    """The best evaluation of the run's main metric (from its eval events, else its final metrics)."""
+    config = run.config()
+    preferred = config.get("metric_for_best_model")
+    names = ([preferred] if preferred else []) + list(BEST_METRICS)
+    evals = run.events("eval")
+    final = run.status().get("metrics") or {}
+    for name in names:
+        values = [e[f"eval/{name}"] for e in evals if isinstance(e.get(f"eval/{name}"), (int, float))]
+        if not values and isinstance(final.get(f"eval/{name}"), (int, float)):
+            values = [final[f"eval/{name}"]]
+        if values:
+            pick = BEST_METRICS.get(name, max if "loss" not in name and "perplexity" not in name else min)
+            return f"{name} {pick(values):.4g}"
+    return "-"
+
+
+def duration_of(status: dict[str, Any], running: bool) -> float | None:
+    started = status.get("started") or status.get("created")
+    if not started:
+        return None
+    end = time.time() if running else status.get("ended")
+    return end - started if end else None
+
+
+def cmd_runs_list(args: argparse.Namespace) -> int:
+    from tunelab.runs import list_runs
+
+    runs_dir = runs_dir_of(args)
+    runs = list_runs(runs_dir)
+    if not runs:
+        info(args, f"no runs in {runs_dir} (start one with `tunelab train cls ...` or in the app)")
+        return 0
+    rows = []
+    for run in runs:
+        status = run.status()
+        step = status.get("step")
+        steps = f"{step if step is not None else '-'}/{status.get('max_steps') or '-'}"
+        rows.append(
+            [
+                run.id,
+                shown_state(run),
+                status.get("task", "-"),
+                base_model_of(run.config()),
+                steps,
+                best_metric(run),
+                format_time(status.get("started") or status.get("created")),
+                format_duration(duration_of(status, is_running(run))),
+            ]
+        )
+    print_table(rows, ["ID", "STATUS", "TASK", "BASE MODEL", "STEP", "BEST", "STARTED", "DURATION"])
+    return 0
+
+
+def cmd_runs_show(args: argparse.Namespace) -> int:
+    import yaml
+
+    run = find_run(args.run, runs_dir_of(args))
+    status = run.status()
+    running = is_running(run)
+    step = status.get("step")
+    lines = [
+        ("run", run.id),
+        ("folder", str(run.path.resolve())),
+        ("status", f"{shown_state(run)}" + (f" ({status['stage']})" if status.get("stage") else "")),
+        ("reason", status.get("reason") or "-"),
+        ("task", status.get("task", "-")),
+        ("base model", base_model_of(run.config())),
+        ("step", f"{step if step is not None else '-'}/{status.get('max_steps') or '-'}"),
+        ("started", format_time(status.get("started") or status.get("created"))),
+        ("duration", format_duration(duration_of(status, running))),
+        ("best", best_metric(run)),
+        ("checkpoints", ", ".join(p.name for p in run.checkpoints()) or "-"),
+        ("model", "yes (from_pretrained works on the folder)" if run.has_model() else "not saved yet"),
+        ("command", run.command() or "-"),
+    ]
+    if status.get("state") in ("queued", "running") and not running:
+        lines.insert(
+            4, ("note", f"process {status.get('pid')} is gone; `tunelab runs resume {run.id}` continues it")
+        )
+    width = max(len(k) for k, _ in lines)
+    for key, value in lines:
+        print(f"{key + ':':<{width + 1}} {value}")
+    metrics = status.get("metrics") or {}
+    if metrics:
+        print("\nfinal metrics:")
+        for key, value in metrics.items():
+            print(f"  {key:<20} {value:.4f}" if isinstance(value, float) else f"  {key:<20} {value}")
+    config = run.config()
+    if config:
+        print("\nconfig:")
+        print("  " + yaml.safe_dump(config, sort_keys=False).rstrip().replace("\n", "\n  "))
+    tail = run.log_tail(args.lines)
+    if tail:
+        print(f"\nlog (last {args.lines} lines of {run.path / 'train.log'}):")
+        print("  " + tail.replace("\n", "\n  "))
+    return 0
+
+
+def stop_run(args: argparse.Namespace, run, grace: float) -> str:
+    """SIGTERM to the run's process group (the loop saves a checkpoint), SIGKILL after ``grace`` seconds."""
+    status = run.status()
+    pid, pgid = status.get("pid"), status.get("pgid")
+    if not is_running(run):
+        if status.get("state") in ("queued", "running"):
+            run.update_status(state="stopped", stage="stopped", reason="its process was already gone")
+            return "its process was already gone; marked stopped"
+        raise CliError(f"run {run.id} is not running (it is {status.get('state', 'unknown')})")
+    # Never signal our own group: a run started in this shell's group would take us down with it.
+    group = pgid if pgid and pgid != os.getpgid(0) else None
+    alive = (lambda: group_alive(group)) if group else (lambda: process_alive(pid))
+    send = (lambda sig: os.killpg(group, sig)) if group else (lambda sig: os.kill(pid, sig))
+    info(
+        args,
+        f"stopping {run.id}: SIGTERM to {'process group ' + str(group) if group else 'process ' + str(pid)}"
+        f" (it saves a checkpoint; SIGKILL after {grace:.0f} s)",
+    )
+    try:
+        send(signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + grace
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    if alive():
+        try:
+            send(signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        run.update_status(
+            state="stopped", stage="stopped", reason=f"killed after {grace:.0f} s without stopping"
+        )
+        return f"killed after {grace:.0f} s (its last checkpoint is kept)"
+    if run.status().get("state") in ("queued", "running"):
+        run.update_status(state="stopped", stage="stopped", reason="stopped by tunelab runs stop")
+    return f"stopped ({run.status().get('state')}); resume with `tunelab runs resume {run.id}`"
+
+
+def cmd_runs_stop(args: argparse.Namespace) -> int:
+    run = find_run(args.run, runs_dir_of(args))
+    print(f"{run.id}: {stop_run(args, run, args.grace)}")
+    return 0
+
+
+def cmd_runs_rm(args: argparse.Namespace) -> int:
+    runs_dir = runs_dir_of(args)
+    run = find_run(args.run, runs_dir)
+    if is_running(run):
+        if not args.force:
+            raise CliError(
+                f"run {run.id} is running: stop it first (`tunelab runs stop {run.id}`) or pass --force"
+            )
+        stop_run(args, run, grace=args.grace)
+    shutil.rmtree(run.path)
+    print(f"removed {run.path}")
+    return 0
+
+
+def cmd_runs_resume(args: argparse.Namespace) -> int:
+    run = find_run(args.run, runs_dir_of(args))
+    if is_running(run):
+        raise CliError(f"run {run.id} is still running; nothing to resume")
+    command = run.command()
+    if not command:
+        raise CliError(f"run {run.id} has no command.txt, so there is no command to resume")
+    env_assignments, launcher_flags, recipe, recipe_args = split_recipe_command(command)
+    for flag in ("--output_dir", "--resume_from_checkpoint"):
+        recipe_args = drop_flag(recipe_args, flag)
+    recipe_args += ["--output_dir", str(run.path), "--resume_from_checkpoint", "latest"]
+    checkpoints = run.checkpoints()
+    info(
+        args,
+        f"resuming {run.id} from {checkpoints[-1].name}"
+        if checkpoints
+        else f"{run.id} has no checkpoint: it starts again from step 0 in the same folder",
+    )
+    if not cuda_available():
+        # command.txt may lack it; without it --multi_gpu on CPU starts unlinked copies (ENV_NOTES).
+        env_assignments.setdefault("ACCELERATE_USE_CPU", "1")
+    argv = accelerate_launch() + complete_launch_flags(launcher_flags) + [str(recipe), *recipe_args]
+    if args.dry_run:
+        print(command_line(env_assignments, argv))
+        return 0
+    env = {**os.environ, **env_assignments}
+    return run_recipe(args, argv, env_assignments, env, run.path)
+
+
+def split_recipe_command(command: str) -> tuple[dict[str, str], list[str], Path, list[str]]:
+    """command.txt -> (env assignments, launcher flags, recipe path, recipe args)."""
+    tokens = shlex.split(command)
+    env = {}
+    while tokens and ENV_ASSIGNMENT.match(tokens[0]):
+        key, value = tokens.pop(0).split("=", 1)
+        env[key] = value
+    script = next((i for i, t in enumerate(tokens) if t.endswith(".py")), None)
+    if script is None:
+        raise CliError(f"cannot read the recipe from command.txt: {command}")
+    start = tokens.index("launch") + 1 if "launch" in tokens[:script] else script
+    recipe = Path(tokens[script])
+    if not recipe.exists():  # command.txt holds the path relative to where the run was started
+        recipe = project_root("recipes") / "recipes" / recipe.name
+    if not recipe.exists():
+        raise CliError(f"the recipe {tokens[script]} of this run does not exist here")
+    return env, tokens[start:script], recipe, tokens[script + 1 :]
+
+
+def drop_flag(argv: list[str], flag: str) -> list[str]:
+    out, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == flag:
+            skip = True
+        elif not token.startswith(flag + "="):
+            out.append(token)
+    return out
+
+
+# ---- train ---------------------------------------------------------------------------------------
+
+
+def recipe_argument_types(task: str) -> tuple[type, ...]:
+    """The dataclasses each recipe parses (kept in step with recipes/*.py's ``parse_or_exit`` call)."""
+    from tunelab.args import (
+        CausalLMArguments,
+        ClassificationArguments,
+        LoraArguments,
+        TrainingArguments,
+    )
+
+    if task == "cls":
+        return (ClassificationArguments, TrainingArguments, LoraArguments)
+    return (CausalLMArguments, TrainingArguments)
+
+
+def accelerate_launch() -> list[str]:
+    """`accelerate launch` of this Python environment (not whichever is first on PATH)."""
+    script = Path(sys.executable).with_name("accelerate")
+    return (
+        [str(script), "launch"] if script.exists() else [sys.executable, "-m", "accelerate.commands.launch"]
+    )
+
+
+def complete_launch_flags(flags: list[str]) -> list[str]:
+    """Add what accelerate otherwise guesses (with a warning); --quiet keeps its own traceback out."""
+    flags = list(flags)
+    defaults = [("--num_machines", "1"), ("--dynamo_backend", "no")]
+    if "--multi_gpu" in flags:
+        defaults.append(("--main_process_port", "0"))  # a free port: two runs may share a machine
+    if "--num_processes" not in flags:
+        defaults.insert(0, ("--num_processes", "1"))
+    if "--mixed_precision" not in flags:
+        defaults.append(("--mixed_precision", "no"))
+    for flag, value in defaults:
+        if flag not in flags:
+            flags += [flag, value]
+    if "--quiet" not in flags and "-q" not in flags:
+        flags.append("--quiet")
+    return flags
+
+
+def launch_flags(
+    num_processes: int, mixed_precision: str | None, cpu: bool
+) -> tuple[dict[str, str], list[str]]:
+    """Env and flags of `accelerate launch`; on CPU the form that really gives N linked processes."""
+    env = {"ACCELERATE_USE_CPU": "1"} if cpu else {}
+    # On CPU, --cpu with N>1 silently runs one process, and --multi_gpu without ACCELERATE_USE_CPU starts
+    # N unlinked copies (see ENV_NOTES): ACCELERATE_USE_CPU=1 + --multi_gpu gives gloo DDP.
+    flags = ["--multi_gpu"] if num_processes > 1 else []
+    flags += ["--num_processes", str(num_processes), "--mixed_precision", mixed_precision or "no"]
+    return env, complete_launch_flags(flags)
+
+
+def has_flag(argv: list[str], flag: str) -> bool:
+    return any(t == flag or t.startswith(flag + "=") for t in argv)
+
+
+def resolved_config(task: str, recipe_args: list[str]) -> dict[str, Any]:
+    from tunelab.args import parse_args, to_config
+
+    return to_config(*parse_args(recipe_argument_types(task), list(recipe_args)))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tunelab.runs import new_run_id
+
+    recipe = project_root(f"recipes/{RECIPES[args.recipe]}") / "recipes" / RECIPES[args.recipe]
+    recipe_args = list(args.recipe_args)
+    if args.config:
+        recipe_args = ["--config", args.config, *recipe_args]
+    if args.mixed_precision and not has_flag(recipe_args, "--mixed_precision"):
+        # The recipe's own 'auto' would pick bf16 on a fast CPU even under the launcher's "no".
+        recipe_args += ["--mixed_precision", args.mixed_precision]
+    # Parse here first: a wrong key fails in a second, before accelerate and a model start.
+    config = resolved_config(args.recipe, recipe_args)
+    if not config.get("output_dir"):
+        # Named here so this command knows the run folder (to report on it) and command.txt has it.
+        recipe_args += ["--output_dir", str(runs_dir_of(args) / new_run_id(args.recipe))]
+        config["output_dir"] = recipe_args[-1]
+    env_assignments, flags = launch_flags(args.num_processes, args.mixed_precision, cpu=not cuda_available())
+    argv = accelerate_launch() + flags + [str(recipe), *recipe_args]
+    if args.dry_run:
+        import yaml
+
+        print(f"# resolved arguments of {RECIPE_TITLES[args.recipe]}")
+        print(yaml.safe_dump(config, sort_keys=False).rstrip())
+        print("# command (not run: --dry-run)")
+        print(command_line(env_assignments, argv))
+        return 0
+    env = {**os.environ, **env_assignments}
+    if getattr(args, "runs_dir", None):
+        env["TUNELAB_RUNS_DIR"] = str(args.runs_dir)
+    return run_recipe(args, argv, env_assignments, env, Path(config["output_dir"]))
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def command_line(env_assignments: dict[str, str], argv: list[str]) -> str:
+    return " ".join([*(f"{k}={shlex.quote(v)}" for k, v in env_assignments.items()), shlex.join(argv)])
+
+
+def run_recipe(
+    args: argparse.Namespace,
+    argv: list[str],
+    env_assignments: dict[str, str],
+    env: dict[str, str],
+    run_dir: Path,
+) -> int:
+    """Run the launcher in its own process group and wait; Ctrl-C stops the run like `runs stop`."""
+    print(f"$ {command_line(env_assignments, argv)}", file=sys.stderr, flush=True)
+    if args.quiet:
+        env = {
+            **env,
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+            "TQDM_DISABLE": "1",
+            "TRANSFORMERS_VERBOSITY": "error",
+        }
+    # Its own group, so `tunelab runs stop` (SIGTERM to the group in status.json) never hits this shell.
+    proc = subprocess.Popen(argv, env=env, start_new_session=True)
+    interrupts = 0
+
+    def forward(signum: int, frame: Any) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        sig = signal.SIGTERM if interrupts == 1 else signal.SIGKILL
+        if interrupts == 1:
+            info(args, "stopping: the run saves a checkpoint and exits (Ctrl-C again to kill it)")
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    report_run(args, run_dir, code)
+    return code if code >= 0 else 128 - code
+
+
+def report_run(args: argparse.Namespace, run_dir: Path, code: int) -> None:
+    from tunelab.runs import Run
+
+    run = Run(run_dir)
+    status = run.status()
+    if not status:
+        return
+    metrics = status.get("metrics") or {}
+    summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+    info(
+        args,
+        f"run {run.id}: {status.get('state')}"
+        + (f" ({summary})" if summary else "")
+        + (f": {status['reason']}" if status.get("reason") and code != 0 else "")
+        + f"\n  folder: {run_dir}",
+    )
+
+
+# ---- app -----------------------------------------------------------------------------------------
+
+
+def parse_auth(value: str | None) -> tuple[str, str] | None:
+    if not value:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise CliError("--auth must be user:password (or set TUNELAB_AUTH=user:password)")
+    return user, password
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    root = project_root("app")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    auth = parse_auth(args.auth or os.environ.get("TUNELAB_AUTH"))
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    try:
+        from app import ui
+    except ModuleNotFoundError as e:
+        if e.name in ("app", "app.ui"):
+            raise CliError(f"the web app is missing ({root / 'app' / 'ui.py'} not found)") from None
+        raise CliError(
+            f"the web app needs the package {e.name!r}: install the project with `pip install -e .`"
+        ) from None
+    data_dir = Path(args.data_dir or os.environ.get("TUNELAB_DATA_DIR") or "data")
+    info(
+        args, f"TuneLab app on http://{args.host}:{args.port}/ (runs: {runs_dir_of(args)}, data: {data_dir})"
+    )
+    ui.launch(
+        host=args.host, port=args.port, auth=auth, runs_dir=runs_dir_of(args), data_dir=data_dir, share=False
+    )
+    return 0
+
+
+# ---- inference -----------------------------------------------------------------------------------
+
+
+def model_spec(args: argparse.Namespace) -> str:
+    """A run (id, prefix, folder or 'latest') becomes its folder; anything else goes to tunelab.infer."""
+    run = find_run(args.model, runs_dir_of(args), required=False)
+    return str(run.path) if run is not None else args.model
+
+
+def read_texts(path: Path, text_column: str | None) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+    """(texts, the input records, their columns) of a txt (one text a line), csv, tsv, json or jsonl file."""
+    from tunelab.data.classification import TEXT_CANDIDATES
+    from tunelab.data.files import iter_records, read_text
+
+    if not path.is_file():
+        raise CliError(f"{path}: file not found")
+    if path.suffix.lower() in (".txt", ".text", ""):
+        texts = [line for line in read_text(path).splitlines() if line.strip()]
+        return texts, [{"text": t} for t in texts], ["text"]
+    columns, records, _ = iter_records(path)
+    rows = [record for _, record in records]
+    if text_column is None:
+        lower = {c.lower(): c for c in columns}
+        found = [lower[c] for c in TEXT_CANDIDATES if c in lower]
+        text_column = found[0] if found else (columns[0] if len(columns) == 1 else None)
+    if text_column not in columns:
+        raise CliError(
+            f"{path}: no text column {text_column or ''!r} (columns: {', '.join(columns)}); "
+            "name it with --text-column"
+        )
+    return [str(r.get(text_column) or "") for r in rows], rows, columns
+
+
+def write_predictions(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in (".jsonl", ".json"):
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        return
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(
+            f,
+            fieldnames=columns,
+            delimiter="\t" if path.suffix.lower() == ".tsv" else ",",
+            extrasaction="ignore",
+        )
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from tunelab.infer import Classifier
+
+    if not args.texts and not args.file:
+        raise CliError("give texts to classify or --file FILE")
+    texts, records, columns = list(args.texts), [{"text": t} for t in args.texts], ["text"]
+    if args.file:
+        file_texts, file_records, columns = read_texts(Path(args.file), args.text_column)
+        texts, records = texts + file_texts, records + file_records
+    if not texts:
+        raise CliError(f"{args.file}: no texts in the file")
+    spec = model_spec(args)
+    info(args, f"loading the classifier from {spec} ...")
+    classifier = Classifier.load(spec, runs_dir_of(args))
+    probabilities = classifier.predict(texts, batch_size=args.batch_size)
+    labels = classifier.labels
+    rows = []
+    for record, probs in zip(records, probabilities, strict=True):
+        label = max(probs, key=probs.get)
+        rows.append(
+            {
+                **record,
+                "prediction": label,
+                "score": round(probs[label], 6),
+                **{f"prob_{k}": round(v, 6) for k, v in probs.items()},
+            }
+        )
+    out_columns = [*columns, "prediction", "score", *(f"prob_{k}" for k in labels)]
+    if args.output:
+        write_predictions(Path(args.output), rows, out_columns)
+        info(args, f"wrote {len(rows)} predictions to {args.output}")
+    elif args.json:
+        for text, row in zip(texts, rows, strict=True):
+            print(
+                json.dumps(
+                    {
+                        "text": text,
+                        "label": row["prediction"],
+                        "score": row["score"],
+                        "probabilities": {k: row[f"prob_{k}"] for k in labels},
+                    },
+                    ensure_ascii=False,
+                )
+            )
+    else:
+        table = [
+            [row["prediction"], *(f"{row[f'prob_{k}']:.4f}" for k in labels), shorten(text, 70)]
+            for text, row in zip(texts, rows, strict=True)
+        ]
+        print_table(table, ["LABEL", *(f"P({k})" for k in labels), "TEXT"])
+    return 0
+
+
+def shorten(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    if args.max_new_tokens < 1:
+        raise CliError("--max-new-tokens must be at least 1")
+    if not 0 < args.top_p <= 1:
+        raise CliError("--top-p must be in (0, 1]")
+    return {
+        "max_new_tokens": args.max_new_tokens,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "top_k": args.top_k,
+        "repetition_penalty": args.repetition_penalty,
+        "seed": args.seed,
+    }
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from tunelab.infer import Generator
+
+    kwargs = generation_kwargs(args)
+    spec = model_spec(args)
+    info(args, f"loading the language model from {spec} ...")
+    generator = Generator.load(spec, runs_dir_of(args))
+    for i, prompt in enumerate(args.prompts):
+        if i:
+            print("\n" + "-" * 40)
+        print(prompt, end="", flush=True)
+        for piece in generator.stream(prompt, **kwargs):
+            print(piece, end="", flush=True)
+        print()
+    return 0
+
+
+# The base GPT-2 continues the transcript with the next turns; a reply ends where one begins.
+TURN_MARKERS = ("\nUser:", "\nAssistant:")
+
+
+def held_back(text: str) -> int:
+    """How many trailing characters could still become a turn marker (not printed yet)."""
+    for marker in TURN_MARKERS:
+        for k in range(min(len(marker), len(text)), 0, -1):
+            if text.endswith(marker[:k]):
+                return k
+    return 0
+
+
+def stream_reply(generator, prompt: str, kwargs: dict[str, Any]) -> str:
+    """Print the reply as it streams, up to the first turn marker; return it."""
+    stop = threading.Event()
+    reply, printed = "", 0
+    for piece in generator.stream(prompt, stop_event=stop, **kwargs):
+        if stop.is_set():
+            continue  # let the generation thread reach its stop criterion
+        reply = (reply + piece).lstrip() if not reply else reply + piece
+        cut = min((i for i in (reply.find(m) for m in TURN_MARKERS) if i >= 0), default=-1)
+        if cut >= 0:
+            reply = reply[:cut]
+            stop.set()
+        end = len(reply) if stop.is_set() else len(reply) - held_back(reply)
+        print(reply[printed:end], end="", flush=True)
+        printed = max(printed, end)
+    print(reply[printed:], flush=True)
+    return reply.strip()
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from tunelab.infer import Generator, chat_prompt
+
+    kwargs = generation_kwargs(args)
+    spec = model_spec(args)
+    info(args, f"loading the language model from {spec} ...")
+    generator = Generator.load(spec, runs_dir_of(args))
+    interactive = sys.stdin.isatty()
+    info(args, "type a message and Enter; /reset clears the conversation, /exit or Ctrl-D ends it")
+    history: list[dict[str, str]] = []
+    while True:
+        if interactive:
+            print("you> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        message = line.strip()
+        if not message:
+            continue
+        if message in ("/exit", "/quit"):
+            break
+        if message == "/reset":
+            history.clear()
+            info(args, "(conversation cleared)")
+            continue
+        if interactive:
+            print("bot> ", end="", flush=True)
+        reply = stream_reply(generator, chat_prompt(history, message), kwargs)
+        history += [{"role": "user", "content": message}, {"role": "assistant", "content": reply}]
+    if interactive:
+        print()
+    return 0
+
+
+# ---- hub -----------------------------------------------------------------------------------------
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from tunelab.hub import push_to_hub
+
+    run = find_run(args.run, runs_dir_of(args), required=False)
+    folder = run.path if run is not None else Path(args.run)
+    if run is None and not folder.is_dir():
+        raise CliError(f"no run or model folder {args.run!r} (in {runs_dir_of(args)} or here)")
+    if run is not None and is_running(run):
+        raise CliError(f"run {run.id} is still running; push it once it has finished")
+    info(
+        args,
+        f"pushing the model files of {folder} to {args.repo_id} ({'private' if args.private else 'public'}) ...",
+    )
+    url = push_to_hub(
+        folder, args.repo_id, private=args.private, revision=args.revision, commit_message=args.commit_message
+    )
+    print(url)
+    return 0
+
+
+# ---- parser --------------------------------------------------------------------------------------
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples' line breaks and shows defaults."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        flag = isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
+        if (
+            "default" not in text
+            and not flag
+            and action.default not in (None, argparse.SUPPRESS)
+            and action.option_strings
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _common(debug_default: Any = argparse.SUPPRESS) -> argparse.ArgumentParser:
+    """--debug and --quiet, accepted before or after the subcommand."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--debug", action="store_true", default=debug_default, help="show the full traceback of an error"
+    )
+    parent.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        default=debug_default,
+        help="no progress messages or progress bars",
+    )
+    return parent
+
+
+def _runs_dir_option(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS: `tunelab runs --runs-dir D show X` and `tunelab runs show X --runs-dir D` both work.
+    parser.add_argument(
+        "--runs-dir",
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help="folder of run folders (default: $TUNELAB_RUNS_DIR, else ./runs)",
+    )
+
+
+def _sub(subparsers: Any, name: str, summary: str, description: str, examples: str, **kwargs: Any):
+    parser = subparsers.add_parser(
+        name,
+        help=summary,
+        description=description,
+        parents=[_common()],
+        epilog="examples:\n" + examples,
+        formatter_class=_Formatter,
+        **kwargs,
+    )
+    return parser
+
+
+def _generation_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-new-tokens", type=int, default=100, help="tokens to generate")
+    parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (no sampling)")
+    parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass")
+    parser.add_argument("--top-k", type=int, default=50, help="sample among the k likeliest tokens")
+    parser.add_argument("--repetition-penalty", type=float, default=1.1, help="> 1 discourages repeats")
+    parser.add_argument("--seed", type=int, default=None, help="make sampling repeatable")
+    _runs_dir_option(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tunelab",
+        description="TuneLab: fine-tune and train transformer models with the Hugging Face stack.\n"
+        "Every command works on run folders (default ./runs or $TUNELAB_RUNS_DIR), shared with the web app.",
+        epilog="examples:\n"
+        "  tunelab app                                   # the web app on http://127.0.0.1:7860\n"
+        "  tunelab train cls --train_file reviews.csv    # fine-tune MiniLM on a labelled csv\n"
+        "  tunelab runs list\n"
+        '  tunelab classify latest "what a wonderful film"\n'
+        "  tunelab push latest --repo-id me/my-classifier\n\n"
+        "`tunelab COMMAND --help` tells more about each command.",
+        formatter_class=_Formatter,
+        parents=[_common(debug_default=False)],
+    )
+    parser.add_argument("--version", action="version", version=f"tunelab {tunelab.__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+
+    app = _sub(
+        commands,
+        "app",
+        "start the web app",
+        "Start the TuneLab web app (Gradio): train, watch runs, try models, push to the Hub.",
+        "  tunelab app\n  tunelab app --host 0.0.0.0 --port 8080 --auth admin:s3cret\n"
+        "  TUNELAB_AUTH=admin:s3cret tunelab app --runs-dir /data/runs",
+    )
+    app.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all interfaces)")
+    app.add_argument("--port", type=int, default=7860, help="port to listen on")
+    _runs_dir_option(app)
+    app.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        default=None,
+        help="folder of uploaded data sets (default: $TUNELAB_DATA_DIR, else ./data)",
+    )
+    app.add_argument(
+        "--auth",
+        metavar="USER:PASS",
+        default=None,
+        help="require a login (default: $TUNELAB_AUTH, which keeps it out of `ps`)",
+    )
+    app.set_defaults(func=cmd_app)
+
+    train = _sub(
+        commands,
+        "train",
+        "train with a recipe (accelerate launch)",
+        "Run recipes/bert_cls.py (cls) or recipes/gpt2_clm.py (clm) through `accelerate launch`.\n"
+        "Every other --key value goes to the recipe (names of the transformers examples:\n"
+        "--train_file, --num_train_epochs, --learning_rate, ...); flags override --config.\n"
+        "The exact command is printed first; the exit code is the recipe's. Ctrl-C stops the run\n"
+        "after saving a checkpoint (`tunelab runs resume RUN` continues it).",
+        "  tunelab train cls --train_file reviews.csv --num_train_epochs 1\n"
+        "  tunelab train cls --config recipes/configs/bert_cls/sst2_minilm.yaml --dry-run\n"
+        "  tunelab train clm --train_file input.txt --num-processes 2 --mixed-precision bf16",
+        allow_abbrev=False,
+    )
+    train.add_argument("recipe", choices=sorted(RECIPES), help="cls: text classification; clm: causal LM")
+    train.add_argument("--config", metavar="FILE", default=None, help="YAML file of recipe arguments")
+    train.add_argument(
+        "--num-processes",
+        "--num_processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes (GPUs; on CPU: linked CPU processes with gloo DDP)",
+    )
+    train.add_argument(
+        "--mixed-precision",
+        choices=("no", "fp16", "bf16"),
+        default=None,
+        help="precision for the launcher and the recipe (default: the recipe's auto: "
+        "bf16 where the hardware is fast at it)",
+    )
+    train.add_argument(
+        "--dry-run", action="store_true", help="print the resolved arguments and the command; run nothing"
+    )
+    _runs_dir_option(train)
+    train.set_defaults(func=cmd_train, accepts_recipe_args=True)
+
+    runs = _sub(
+        commands,
+        "runs",
+        "list, show, stop, resume or remove runs",
+        "Work with the run folders (the same ones the app shows). Without an action: list.\n"
+        "RUN is a run id, a unique prefix of one, a run folder, or `latest`.",
+        "  tunelab runs\n  tunelab runs show latest\n  tunelab runs stop cls-20261123-1712\n"
+        "  tunelab runs resume cls-20261123-1712\n  tunelab runs rm cls-20261123-1712",
+    )
+    _runs_dir_option(runs)
+    runs.set_defaults(func=cmd_runs_list)
+    actions = runs.add_subparsers(dest="action", metavar="ACTION", title="actions")
+    sub = _sub(
+        actions, "list", "table of runs, newest first", "List the runs, newest first.", "  tunelab runs list"
+    )
+    _runs_dir_option(sub)
+    sub.set_defaults(func=cmd_runs_list)
+    sub = _sub(
+        actions,
+        "show",
+        "status, config, metrics and log of a run",
+        "Show a run: status, config, final metrics and the end of its log.",
+        "  tunelab runs show latest\n  tunelab runs show cls-20261123 --lines 100",
+    )
+    sub.add_argument("run", metavar="RUN")
+    sub.add_argument("--lines", type=int, default=20, help="lines of train.log to show")
+    _runs_dir_option(sub)
+    sub.set_defaults(func=cmd_runs_show)
+    sub = _sub(
+        actions,
+        "stop",
+        "stop a running run (it saves a checkpoint)",
+        "Send SIGTERM to the run's processes: the training loop saves a checkpoint and exits.\n"
+        "After --grace seconds without exiting they get SIGKILL.",
+        "  tunelab runs stop latest\n  tunelab runs stop cls-20261123 --grace 10",
+    )
+    sub.add_argument("run", metavar="RUN")
+    sub.add_argument("--grace", type=float, default=STOP_GRACE_S, help="seconds before SIGKILL")
+    _runs_dir_option(sub)
+    sub.set_defaults(func=cmd_runs_stop)
+    sub = _sub(
+        actions,
+        "resume",
+        "continue a stopped or failed run from its last checkpoint",
+        "Re-run the run's command.txt with --resume_from_checkpoint latest in the same folder.",
+        "  tunelab runs resume latest",
+    )
+    sub.add_argument("run", metavar="RUN")
+    sub.add_argument("--dry-run", action="store_true", help="print the command; run nothing")
+    _runs_dir_option(sub)
+    sub.set_defaults(func=cmd_runs_resume)
+    sub = _sub(
+        actions,
+        "rm",
+        "delete a run folder",
+        "Delete a run folder with its checkpoints and model. A running run needs --force\n"
+        "(it is stopped first).",
+        "  tunelab runs rm cls-20261123-171200-ab12\n  tunelab runs rm latest --force",
+    )
+    sub.add_argument("run", metavar="RUN")
+    sub.add_argument("--force", action="store_true", help="stop and delete a running run")
+    sub.add_argument("--grace", type=float, default=10.0, help="with --force: seconds before SIGKILL")
+    _runs_dir_option(sub)
+    sub.set_defaults(func=cmd_runs_rm)
+
+    classify = _sub(
+        commands,
+        "classify",
+        "label texts with a classifier",
+        "Classify texts with a finished run or any sequence-classification model folder.\n"
+        "Texts come as arguments or from --file (txt: one per line; csv/tsv/json/jsonl: the\n"
+        "text column). --output writes the input rows with prediction, score and prob_<label>.",
+        '  tunelab classify latest "a wonderful film" "a dull script"\n'
+        "  tunelab classify cls-20261123 --file reviews.csv --output predictions.csv\n"
+        "  tunelab classify ./my-model --file texts.txt --json",
+    )
+    classify.add_argument("model", metavar="MODEL_OR_RUN", help="run id/folder, model folder or Hub id")
+    classify.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify")
+    classify.add_argument("--file", metavar="F", default=None, help="csv/tsv/json/jsonl/txt file of texts")
+    classify.add_argument(
+        "--text-column", default=None, help="column of the texts in --file (default: detected)"
+    )
+    classify.add_argument(
+        "--output", metavar="P", default=None, help="write predictions to a csv/tsv/jsonl file"
+    )
+    classify.add_argument("--json", action="store_true", help="print one JSON object per text")
+    classify.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
+    _runs_dir_option(classify)
+    classify.set_defaults(func=cmd_classify)
+
+    generate = _sub(
+        commands,
+        "generate",
+        "continue prompts with a language model",
+        "Continue prompts with a finished causal-LM run or any model folder; the text streams.",
+        '  tunelab generate latest "ROMEO:"\n'
+        '  tunelab generate clm-20261123 "Once upon a time" --max-new-tokens 200 --seed 1\n'
+        '  tunelab generate ./gpt2-run "def main" --temperature 0   # greedy',
+    )
+    generate.add_argument("model", metavar="MODEL_OR_RUN", help="run id/folder, model folder or Hub id")
+    generate.add_argument("prompts", nargs="+", metavar="PROMPT")
+    _generation_options(generate)
+    generate.set_defaults(func=cmd_generate)
+
+    chat = _sub(
+        commands,
+        "chat",
+        "talk with a language model in the terminal",
+        "Chat with a causal-LM run: each line of stdin is a message, the reply streams back.\n"
+        "/reset clears the conversation; /exit or end of input (Ctrl-D) quits.",
+        "  tunelab chat latest\n  echo 'hello there' | tunelab chat clm-20261123 --seed 0",
+    )
+    chat.add_argument("model", metavar="MODEL_OR_RUN", help="run id/folder, model folder or Hub id")
+    _generation_options(chat)
+    chat.set_defaults(func=cmd_chat)
+
+    push = _sub(
+        commands,
+        "push",
+        "upload a run's model to the Hugging Face Hub",
+        "Upload a finished run's model files (weights, config, tokenizer, model card) to the Hub.\n"
+        "The token comes from HF_TOKEN or the login saved by `hf auth login`; it is never an\n"
+        "argument (arguments end up in shell history and `ps`).",
+        "  tunelab push latest --repo-id me/sst2-minilm\n"
+        "  HF_TOKEN=hf_... tunelab push cls-20261123 --repo-id my-org/model --public --revision v1",
+    )
+    push.add_argument("run", metavar="RUN", help="run id/folder, or a model folder")
+    push.add_argument("--repo-id", required=True, metavar="USER/NAME", help="the model repository")
+    visibility = push.add_mutually_exclusive_group()
+    visibility.add_argument(
+        "--private",
+        dest="private",
+        action="store_true",
+        default=True,
+        help="a new repository is private (default)",
+    )
+    visibility.add_argument(
+        "--public", dest="private", action="store_false", help="a new repository is public"
+    )
+    push.add_argument(
+        "--revision", metavar="BRANCH", default=None, help="branch to push to (created if needed)"
+    )
+    push.add_argument("--commit-message", default=None, help="default: Upload <run> with TuneLab")
+    _runs_dir_option(push)
+    push.set_defaults(func=cmd_push)
+    return parser
+
+
+# ---- main ----------------------------------------------------------------------------------------
+
+
+def error_message(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        where = f": {error.filename}" if error.filename else ""
+        return f"{error.strerror[0].lower()}{error.strerror[1:]}{where}"
+    return str(error) or type(error).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    if extra and not getattr(args, "accepts_recipe_args", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.recipe_args = extra
+    if args.quiet:
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("TQDM_DISABLE", "1")
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `tunelab runs list | head`: the reader left; stay quiet like other Unix tools.
+        sys.stderr.close()
+        return 0
+    except (TuneLabError, OSError, ConfigError) as error:
+        if args.debug:
+            raise
+        print(f"error: {error_message(error)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

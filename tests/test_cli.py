@@ -1,0 +1,487 @@
+"""The `tunelab` command, run for real as the installed console script in subprocesses."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, sentiment_rows
+
+BIN = Path(sys.executable).with_name("tunelab")
+
+
+def tunelab(
+    *args: str, env: dict | None = None, input: str | None = None, cwd: Path | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [str(BIN), *map(str, args)],
+        capture_output=True,
+        text=True,
+        input=input,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        timeout=timeout,
+    )
+    return proc
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, fragment: str) -> None:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr
+    assert fragment in errors[0], proc.stderr
+
+
+# ---- help ----------------------------------------------------------------------------------------
+
+
+def test_console_script_is_installed_and_help_lists_every_command():
+    assert BIN.exists(), f"{BIN} missing: `pip install -e .` installs the console script"
+    proc = tunelab("--help")
+    assert proc.returncode == 0
+    for command in ("app", "train", "runs", "classify", "generate", "chat", "push"):
+        assert f"    {command}" in proc.stdout
+    assert "examples:" in proc.stdout
+    module = subprocess.run([sys.executable, "-m", "tunelab.cli", "--help"], capture_output=True, text=True)
+    assert module.returncode == 0 and module.stdout == proc.stdout
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "app",
+        "train",
+        "runs",
+        "runs list",
+        "runs show",
+        "runs stop",
+        "runs resume",
+        "runs rm",
+        "classify",
+        "generate",
+        "chat",
+        "push",
+    ],
+)
+def test_every_subcommand_help_has_a_description_and_examples(command):
+    proc = tunelab(*command.split(), "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"usage: tunelab {command}")
+    assert "examples:\n  tunelab " in proc.stdout
+    assert "--debug" in proc.stdout and "--quiet" in proc.stdout
+
+
+def test_push_help_says_the_token_is_never_an_argument():
+    proc = tunelab("push", "--help")
+    assert "--token" not in proc.stdout and "HF_TOKEN" in proc.stdout
+
+
+# ---- train: dry run ------------------------------------------------------------------------------
+
+
+def dry_run_parts(stdout: str) -> tuple[dict, str]:
+    text, _, command = stdout.partition("# command (not run: --dry-run)\n")
+    return yaml.safe_load(text), command.strip()
+
+
+def test_train_dry_run_prints_resolved_yaml_and_command_and_trains_nothing(tmp_path, tiny_bert):
+    data = tmp_path / "reviews.csv"
+    data.write_text("text,label\ngood,pos\nbad,neg\n")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(f"model_name_or_path: {tiny_bert}\ntrain_file: {data}\nlearning_rate: 0.001\n")
+    runs = tmp_path / "runs"
+    proc = tunelab(
+        "train", "cls", "--config", config, "--num_train_epochs", "2", "--dry-run", "--runs-dir", runs
+    )
+    assert proc.returncode == 0, proc.stderr
+    resolved, command = dry_run_parts(proc.stdout)
+    assert resolved["learning_rate"] == 0.001 and resolved["num_train_epochs"] == 2.0
+    assert resolved["per_device_train_batch_size"] == 32  # a default from the dataclasses
+    assert resolved["output_dir"].startswith(str(runs / "cls-"))
+    assert " launch " in command and command.endswith(f"--output_dir {resolved['output_dir']}")
+    assert "recipes/bert_cls.py --config" in command and "--num_processes 1" in command
+    assert not runs.exists()
+
+
+def test_train_dry_run_on_cpu_with_two_processes_uses_the_linked_cpu_form(tmp_path):
+    data = tmp_path / "reviews.csv"
+    data.write_text("text,label\ngood,pos\nbad,neg\n")
+    proc = tunelab(
+        "train", "cls", "--train_file", data, "--num-processes", "2", "--mixed-precision", "bf16", "--dry-run"
+    )
+    assert proc.returncode == 0, proc.stderr
+    resolved, command = dry_run_parts(proc.stdout)
+    assert command.startswith("ACCELERATE_USE_CPU=1 ")
+    for part in (
+        "--multi_gpu",
+        "--num_processes 2",
+        "--num_machines 1",
+        "--dynamo_backend no",
+        "--main_process_port 0",
+        "--mixed_precision bf16",
+    ):
+        assert part in command
+    assert resolved["mixed_precision"] == "bf16"  # the recipe gets it too, not only the launcher
+
+
+def test_train_with_an_unknown_key_fails_in_one_line_before_launching(tmp_path):
+    proc = tunelab("train", "cls", "--train_file", "x.csv", "--learning_rat", "1e-4", "--runs-dir", tmp_path)
+    assert_one_line_error(proc, "unknown argument --learning_rat. Did you mean: --learning_rate")
+    assert "accelerate" not in proc.stderr
+
+
+# ---- train for real, then work with the run --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cls_run(tmp_path_factory, tiny_bert) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """A real tiny classification run started by `tunelab train cls` (returns runs dir, data, process)."""
+    work = tmp_path_factory.mktemp("cli-train")
+    data = work / "reviews.csv"
+    with data.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows(sentiment_rows(160))
+    config = work / "tiny.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model_name_or_path": str(tiny_bert),
+                "train_file": str(data),
+                "num_train_epochs": 1,
+                "max_train_steps": 4,
+                "per_device_train_batch_size": 16,
+                "max_length": 32,
+                "logging_steps": 2,
+                "learning_rate": 1e-3,
+            }
+        )
+    )
+    runs = work / "runs"
+    proc = tunelab("train", "cls", "--config", config, "--runs-dir", runs, cwd=work)
+    return runs, data, proc
+
+
+def test_train_cls_prints_the_command_and_finishes_on_cpu(cls_run):
+    runs, _, proc = cls_run
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    first = proc.stderr.splitlines()[0]
+    assert first.startswith("$ ACCELERATE_USE_CPU=1 ") and "launch" in first and "bert_cls.py" in first
+    (run_dir,) = [p for p in runs.iterdir() if p.is_dir()]
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "finished" and status["step"] == 4
+    assert (run_dir / "model.safetensors").exists()
+
+
+def test_runs_list_shows_the_run_as_finished(cls_run):
+    runs, _, _ = cls_run
+    proc = tunelab("runs", "list", "--runs-dir", runs)
+    assert proc.returncode == 0, proc.stderr
+    header, row = proc.stdout.splitlines()
+    assert header.split() == ["ID", "STATUS", "TASK", "BASE", "MODEL", "STEP", "BEST", "STARTED", "DURATION"]
+    assert row.startswith("cls-") and " finished " in row and " cls " in row and " 4/4 " in row
+    assert "accuracy " in row
+    # The env var is the default runs dir, as for the recipes and the app.
+    assert tunelab("runs", env={"TUNELAB_RUNS_DIR": str(runs)}).stdout == proc.stdout
+
+
+def test_runs_show_prints_status_config_final_metrics_and_log_tail(cls_run):
+    runs, _, _ = cls_run
+    proc = tunelab("runs", "show", "latest", "--runs-dir", runs, "--lines", "5")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "status:      finished (done)" in out
+    assert "final metrics:" in out and "eval/accuracy" in out
+    assert "config:\n  model_name_or_path:" in out and "max_train_steps: 4" in out
+    assert "log (last 5 lines" in out and "Final:" in out
+
+
+def test_runs_resume_reruns_command_txt_in_the_same_folder_from_latest(cls_run):
+    runs, _, _ = cls_run
+    (run_dir,) = [p for p in runs.iterdir() if p.is_dir()]
+    proc = tunelab("runs", "resume", run_dir.name, "--runs-dir", runs, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    command = proc.stdout.strip()
+    assert command.startswith("ACCELERATE_USE_CPU=1 ") and "bert_cls.py" in command
+    assert command.endswith(f"--output_dir {run_dir} --resume_from_checkpoint latest")
+    assert command.count("--output_dir") == 1
+
+
+def test_classify_a_run_prints_labels_and_probabilities(cls_run):
+    runs, _, _ = cls_run
+    proc = tunelab(
+        "classify",
+        "latest",
+        "the film is great and superb",
+        "the plot is awful and dull",
+        "--json",
+        "--runs-dir",
+        runs,
+    )
+    assert proc.returncode == 0, proc.stderr
+    answers = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [a["text"] for a in answers] == ["the film is great and superb", "the plot is awful and dull"]
+    for answer in answers:
+        assert set(answer["probabilities"]) == {"neg", "pos"}
+        assert abs(sum(answer["probabilities"].values()) - 1) < 1e-4
+        assert answer["label"] == max(answer["probabilities"], key=answer["probabilities"].get)
+    table = tunelab("classify", "latest", "a moving story", "--runs-dir", runs, "--quiet")
+    assert table.stdout.splitlines()[0].split() == ["LABEL", "P(neg)", "P(pos)", "TEXT"]
+    assert table.stderr == ""  # --quiet: no progress
+
+
+def test_classify_file_writes_a_csv_with_predictions_and_probabilities(cls_run, tmp_path):
+    runs, data, _ = cls_run
+    out = tmp_path / "out" / "predictions.csv"
+    proc = tunelab("classify", "latest", "--file", data, "--output", out, "--runs-dir", runs)
+    assert proc.returncode == 0, proc.stderr
+    with out.open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 160
+    assert list(rows[0]) == ["text", "label", "prediction", "score", "prob_neg", "prob_pos"]
+    assert all(r["prediction"] in ("neg", "pos") for r in rows)
+    assert abs(float(rows[0]["prob_neg"]) + float(rows[0]["prob_pos"]) - 1) < 1e-4
+    txt = tmp_path / "texts.txt"
+    txt.write_text("great film\n\nawful film\n")
+    proc = tunelab("classify", "latest", "--file", txt, "--json", "--runs-dir", runs, "--quiet")
+    assert [json.loads(line)["text"] for line in proc.stdout.splitlines()] == ["great film", "awful film"]
+
+
+def test_push_without_a_token_says_how_to_log_in(cls_run, tmp_path):
+    runs, _, _ = cls_run
+    env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
+    env["HF_HOME"] = str(tmp_path / "hf-home")  # no cached login there
+    proc = subprocess.run(
+        [str(BIN), "push", "latest", "--repo-id", "me/model", "--runs-dir", str(runs)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert_one_line_error(proc, "no Hugging Face token: set HF_TOKEN or run `hf auth login`")
+
+
+# ---- generation ------------------------------------------------------------------------------------
+
+CHAT_LINES = "\n".join(f"User: hello {i}\nAssistant: the film is great." for i in range(300))
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2(tmp_path_factory) -> Path:
+    """A 2-layer GPT-2 with a ByteLevel BPE tokenizer trained here, fitted a few steps on chat lines."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    out = tmp_path_factory.mktemp("tiny-gpt2")
+    corpus = out / "corpus.txt"
+    corpus.write_text(CHAT_LINES)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train([str(corpus)], vocab_size=320, min_frequency=1, special_tokens=["<|endoftext|>"])
+    bpe.save(str(out / "bpe.json"))
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_file=str(out / "bpe.json"),
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
+    (out / "bpe.json").unlink()
+    corpus.unlink()
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=len(tokenizer),
+            n_positions=128,
+            n_embd=64,
+            n_layer=2,
+            n_head=2,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+    )
+    ids = torch.tensor(tokenizer(CHAT_LINES)["input_ids"])
+    blocks = ids[: len(ids) // 64 * 64].view(-1, 64)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for step in range(60):  # enough for the model to learn the two-line pattern
+        batch = blocks[torch.randint(len(blocks), (8,))]
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert loss.item() < 1.0, loss.item()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def test_generate_streams_the_prompt_and_its_continuation(tiny_gpt2):
+    proc = tunelab(
+        "generate", tiny_gpt2, "User: hello 7\nAssistant:", "--temperature", "0", "--max-new-tokens", "12"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("User: hello 7\nAssistant:")
+    assert "the film is great" in proc.stdout[len("User: hello 7\nAssistant:") :]
+
+
+def test_chat_replies_stop_at_the_next_turn_and_exit_on_slash_exit(tiny_gpt2):
+    proc = tunelab(
+        "chat",
+        tiny_gpt2,
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "30",
+        "--quiet",
+        input="hello 1\nhello 2\n/exit\nhello 3\n",
+    )
+    assert proc.returncode == 0, proc.stderr
+    replies = proc.stdout.splitlines()
+    assert len(replies) == 2, proc.stdout  # "hello 3" came after /exit
+    for reply in replies:
+        assert "the film is great" in reply and "User:" not in reply
+    ended = tunelab("chat", tiny_gpt2, "--max-new-tokens", "4", "--quiet", input="")  # EOF at once
+    assert ended.returncode == 0 and ended.stdout == ""
+
+
+def test_generate_rejects_bad_options_in_one_line(tiny_gpt2):
+    assert_one_line_error(tunelab("generate", tiny_gpt2, "hi", "--top-p", "2"), "--top-p must be in (0, 1]")
+
+
+# ---- errors and run management ---------------------------------------------------------------------
+
+
+def test_unknown_run_is_a_one_line_error(tmp_path):
+    for args in (["runs", "show", "nope"], ["runs", "rm", "nope"], ["runs", "stop", "nope"]):
+        assert_one_line_error(tunelab(*args, "--runs-dir", tmp_path), "no run 'nope' in")
+    assert_one_line_error(tunelab("classify", "./nope", "text", "--runs-dir", tmp_path), "nope")
+    debug = tunelab("--debug", "runs", "show", "nope", "--runs-dir", tmp_path)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def fake_run(runs: Path, run_id: str, state: str, proc: subprocess.Popen | None = None) -> Path:
+    """A run folder as a recipe writes it, owned by ``proc`` (a real process in its own group)."""
+    folder = runs / run_id
+    folder.mkdir(parents=True)
+    status = {
+        "state": state,
+        "task": "cls",
+        "created": time.time(),
+        "started": time.time(),
+        "step": 3,
+        "max_steps": 10,
+    }
+    if proc is not None:
+        status.update(pid=proc.pid, pgid=os.getpgid(proc.pid))
+    (folder / "status.json").write_text(json.dumps(status))
+    (folder / "config.yaml").write_text("model_name_or_path: embedded:all-MiniLM-L6-v2\n")
+    return folder
+
+
+def sleeper(ignore_sigterm: bool = False) -> subprocess.Popen:
+    code = "import signal, time\n"
+    if ignore_sigterm:
+        code += "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    code += "print('ready', flush=True)\ntime.sleep(120)\n"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], start_new_session=True, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline() == "ready\n"
+    return proc
+
+
+def test_runs_rm_refuses_a_running_run_without_force_and_removes_others(tmp_path):
+    process = sleeper()
+    try:
+        running = fake_run(tmp_path, "cls-running", "running", process)
+        done = fake_run(tmp_path, "cls-done", "finished")
+        listing = tunelab("runs", "--runs-dir", tmp_path).stdout
+        assert "cls-running  running" in listing and "cls-done     finished" in listing
+        assert_one_line_error(tunelab("runs", "rm", "cls-running", "--runs-dir", tmp_path), "--force")
+        assert running.exists()
+        proc = tunelab("runs", "rm", "cls-done", "--runs-dir", tmp_path)
+        assert proc.returncode == 0 and not done.exists()
+        proc = tunelab("runs", "rm", "cls-running", "--force", "--runs-dir", tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert not running.exists()
+        assert process.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_runs_stop_sends_sigterm_to_the_group_then_sigkill_after_the_grace_period(tmp_path):
+    polite, stubborn = sleeper(), sleeper(ignore_sigterm=True)
+    try:
+        fake_run(tmp_path, "clm-polite", "running", polite)
+        fake_run(tmp_path, "clm-stubborn", "running", stubborn)
+        proc = tunelab("runs", "stop", "clm-polite", "--runs-dir", tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert polite.wait(timeout=10) == -signal.SIGTERM
+        assert json.loads((tmp_path / "clm-polite" / "status.json").read_text())["state"] == "stopped"
+        start = time.monotonic()
+        proc = tunelab("runs", "stop", "clm-stubborn", "--grace", "1", "--runs-dir", tmp_path)
+        assert proc.returncode == 0 and "killed after 1 s" in proc.stdout
+        assert stubborn.wait(timeout=10) == -signal.SIGKILL and time.monotonic() - start < 15
+        assert_one_line_error(tunelab("runs", "stop", "clm-polite", "--runs-dir", tmp_path), "is not running")
+    finally:
+        for p in (polite, stubborn):
+            p.kill()
+            p.wait()
+
+
+def test_app_rejects_a_malformed_auth_before_starting():
+    assert_one_line_error(tunelab("app", "--auth", "nopassword"), "--auth must be user:password")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(
+    not (ROOT / "app" / "ui.py").exists(), reason="app/ui.py (the web app) is not written yet"
+)
+def test_app_serves_the_web_app(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            str(BIN),
+            "app",
+            "--port",
+            str(port),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                    assert response.status == 200
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the app did not answer within 90 s")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
