@@ -220,25 +220,15 @@ def test_runs_resume_reruns_command_txt_in_the_same_folder_from_latest(cls_run):
 
 def test_classify_a_run_prints_labels_and_probabilities(cls_run):
     runs, _, _ = cls_run
-    proc = tunelab(
-        "classify",
-        "latest",
-        "the film is great and superb",
-        "the plot is awful and dull",
-        "--json",
-        "--runs-dir",
-        runs,
-    )
+    texts = ["the film is great and superb", "the plot is awful and dull"]
+    proc = tunelab("classify", "latest", *texts, "--json", "--runs-dir", runs)
     assert proc.returncode == 0, proc.stderr
     answers = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert [a["text"] for a in answers] == ["the film is great and superb", "the plot is awful and dull"]
+    assert [a["text"] for a in answers] == texts
     for answer in answers:
         assert set(answer["probabilities"]) == {"neg", "pos"}
         assert abs(sum(answer["probabilities"].values()) - 1) < 1e-4
         assert answer["label"] == max(answer["probabilities"], key=answer["probabilities"].get)
-    table = tunelab("classify", "latest", "a moving story", "--runs-dir", runs, "--quiet")
-    assert table.stdout.splitlines()[0].split() == ["LABEL", "P(neg)", "P(pos)", "TEXT"]
-    assert table.stderr == ""  # --quiet: no progress
 
 
 def test_classify_file_writes_a_csv_with_predictions_and_probabilities(cls_run, tmp_path):
@@ -252,10 +242,18 @@ def test_classify_file_writes_a_csv_with_predictions_and_probabilities(cls_run, 
     assert list(rows[0]) == ["text", "label", "prediction", "score", "prob_neg", "prob_pos"]
     assert all(r["prediction"] in ("neg", "pos") for r in rows)
     assert abs(float(rows[0]["prob_neg"]) + float(rows[0]["prob_pos"]) - 1) < 1e-4
+
+
+def test_classify_a_text_file_prints_a_table_and_quiet_prints_nothing_else(cls_run, tmp_path):
+    runs, _, _ = cls_run
     txt = tmp_path / "texts.txt"
     txt.write_text("great film\n\nawful film\n")
-    proc = tunelab("classify", "latest", "--file", txt, "--json", "--runs-dir", runs, "--quiet")
-    assert [json.loads(line)["text"] for line in proc.stdout.splitlines()] == ["great film", "awful film"]
+    proc = tunelab("classify", "latest", "--file", txt, "--runs-dir", runs, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    header, *rows = proc.stdout.splitlines()
+    assert header.split() == ["LABEL", "P(neg)", "P(pos)", "TEXT"]
+    assert [r.split(maxsplit=3)[3] for r in rows] == ["great film", "awful film"]
+    assert proc.stderr == ""
 
 
 def test_push_without_a_token_says_how_to_log_in(cls_run, tmp_path):
@@ -313,7 +311,7 @@ def tiny_gpt2(tmp_path_factory) -> Path:
     ids = torch.tensor(tokenizer(CHAT_LINES)["input_ids"])
     blocks = ids[: len(ids) // 64 * 64].view(-1, 64)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for step in range(60):  # enough for the model to learn the two-line pattern
+    for _step in range(60):  # enough for the model to learn the two-line pattern
         batch = blocks[torch.randint(len(blocks), (8,))]
         loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
@@ -359,6 +357,15 @@ def test_generate_rejects_bad_options_in_one_line(tiny_gpt2):
 
 
 # ---- errors and run management ---------------------------------------------------------------------
+
+
+def test_default_runs_dir_is_the_librarys(monkeypatch):
+    from tunelab import args, cli
+
+    monkeypatch.setenv("TUNELAB_RUNS_DIR", "/somewhere/runs")
+    assert cli.default_runs_dir() == args.default_runs_dir()
+    monkeypatch.delenv("TUNELAB_RUNS_DIR")
+    assert cli.default_runs_dir() == args.default_runs_dir()
 
 
 def test_unknown_run_is_a_one_line_error(tmp_path):

@@ -11,6 +11,7 @@ Errors a user can cause print one line (``error: ...``) and exit non-zero; ``--d
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -65,9 +66,13 @@ def project_root(needs: str) -> Path:
     )
 
 
-def runs_dir_of(args: argparse.Namespace) -> Path:
-    from tunelab.args import default_runs_dir
+def default_runs_dir() -> Path:
+    """``tunelab.args.default_runs_dir`` without importing it: tunelab.args imports transformers (seconds),
+    which `tunelab runs list` must not wait for. tests/test_cli.py checks that the two agree."""
+    return Path(os.environ.get("TUNELAB_RUNS_DIR", "runs"))
 
+
+def runs_dir_of(args: argparse.Namespace) -> Path:
     return Path(args.runs_dir) if getattr(args, "runs_dir", None) else default_runs_dir()
 
 
@@ -175,13 +180,11 @@ def shown_state(run) -> str:
 
 
 def base_model_of(config: dict[str, Any]) -> str:
-    from tunelab.args import EMBEDDED_ENCODER
-
     name = config.get("model_name_or_path")
     if not name:
         return f"scratch ({config['model_size']})" if config.get("model_size") else "-"
-    if name == EMBEDDED_ENCODER:
-        return "all-MiniLM-L6-v2 (embedded)"
+    if name.startswith("embedded:"):  # tunelab.args.EMBEDDED_ENCODER
+        return f"{name.removeprefix('embedded:')} (embedded)"
     path = Path(name)
     return path.name if path.is_absolute() or name.startswith(".") else name
 
@@ -303,18 +306,14 @@ def stop_run(args: argparse.Namespace, run, grace: float) -> str:
         f"stopping {run.id}: SIGTERM to {'process group ' + str(group) if group else 'process ' + str(pid)}"
         f" (it saves a checkpoint; SIGKILL after {grace:.0f} s)",
     )
-    try:
+    with contextlib.suppress(ProcessLookupError):
         send(signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     deadline = time.monotonic() + grace
     while alive() and time.monotonic() < deadline:
         time.sleep(0.3)
     if alive():
-        try:
+        with contextlib.suppress(ProcessLookupError):
             send(signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         run.update_status(
             state="stopped", stage="stopped", reason=f"killed after {grace:.0f} s without stopping"
         )
@@ -537,10 +536,8 @@ def run_recipe(
         sig = signal.SIGTERM if interrupts == 1 else signal.SIGKILL
         if interrupts == 1:
             info(args, "stopping: the run saves a checkpoint and exits (Ctrl-C again to kill it)")
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -573,20 +570,21 @@ def report_run(args: argparse.Namespace, run_dir: Path, code: int) -> None:
 # ---- app -----------------------------------------------------------------------------------------
 
 
-def parse_auth(value: str | None) -> tuple[str, str] | None:
+def check_auth(value: str | None) -> str | None:
+    """Checked here for a one-line error before gradio loads; app.ui.launch takes the string."""
     if not value:
         return None
     user, sep, password = value.partition(":")
     if not sep or not user or not password:
         raise CliError("--auth must be user:password (or set TUNELAB_AUTH=user:password)")
-    return user, password
+    return value
 
 
 def cmd_app(args: argparse.Namespace) -> int:
     root = project_root("app")
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
-    auth = parse_auth(args.auth or os.environ.get("TUNELAB_AUTH"))
+    auth = check_auth(args.auth or os.environ.get("TUNELAB_AUTH"))
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
         from app import ui
@@ -601,7 +599,13 @@ def cmd_app(args: argparse.Namespace) -> int:
         args, f"TuneLab app on http://{args.host}:{args.port}/ (runs: {runs_dir_of(args)}, data: {data_dir})"
     )
     ui.launch(
-        host=args.host, port=args.port, auth=auth, runs_dir=runs_dir_of(args), data_dir=data_dir, share=False
+        host=args.host,
+        port=args.port,
+        auth=auth,
+        runs_dir=runs_dir_of(args),
+        data_dir=data_dir,
+        share=False,
+        max_concurrent_runs=args.max_concurrent_runs,
     )
     return 0
 
@@ -943,6 +947,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="require a login (default: $TUNELAB_AUTH, which keeps it out of `ps`)",
     )
+    app.add_argument("--max-concurrent-runs", type=int, default=1, metavar="N", help="trainings run at once")
     app.set_defaults(func=cmd_app)
 
     train = _sub(

@@ -1,0 +1,45 @@
+# TuneLab, CPU image: the web app by default, the `tunelab` command for everything else.
+#
+#   docker build -t tunelab .
+#   docker run -p 7860:7860 -v tunelab-data:/data tunelab                 # app on http://localhost:7860
+#   docker run -e TUNELAB_AUTH=admin:s3cret -p 7860:7860 -v tunelab-data:/data tunelab
+#   docker run -v tunelab-data:/data tunelab tunelab train cls --train_file /data/datasets/reviews.csv
+#
+# GPU: see Dockerfile.cuda. Runs, uploaded data and the Hugging Face cache live on the /data volume.
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    GRADIO_ANALYTICS_ENABLED=False \
+    GRADIO_SERVER_NAME=0.0.0.0 \
+    HF_HOME=/data/hf \
+    TUNELAB_RUNS_DIR=/data/runs \
+    TUNELAB_DATA_DIR=/data/datasets \
+    TUNELAB_CACHE=/data/cache
+
+# The app runs as "tunelab" (uid 1000); the source stays root-owned, only /data is the user's.
+RUN useradd --create-home --uid 1000 --shell /bin/bash tunelab \
+    && mkdir -p /data \
+    && chown tunelab:tunelab /data
+
+WORKDIR /opt/tunelab
+
+# The same two install steps as .ci/run, so CI proves them (tests/test_dockerfile.py checks they match):
+#   1. pip install torch==2.13.0 -- here from the PyTorch CPU index: the default wheel pulls CUDA (GBs);
+#   2. pip install -e . -- the project. Editable (as in CI) because the recipes/ and app/ the command
+#      launches live beside the package in the source tree, not inside the installed package.
+RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+
+COPY . /opt/tunelab
+RUN pip install --no-cache-dir -e .
+
+USER 1000:1000
+VOLUME ["/data"]
+EXPOSE 7860
+
+# slim has no curl: ask the app's front page with Python's own urllib.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=90s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:7860/', timeout=8)"]
+
+CMD ["tunelab", "app", "--host", "0.0.0.0", "--port", "7860"]
