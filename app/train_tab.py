@@ -159,11 +159,14 @@ def settings_to_config(state: AppState, settings: dict[str, Any]) -> tuple[str, 
             "block_size": int(s["block_size"]),
             "sample_prompts": ["The "],
         }
-        types = (CausalLMArguments, TrainingArguments, LoraArguments)
+        types = (CausalLMArguments, TrainingArguments)
+    if task == "causal-lm":
+        if lora["use_peft"]:
+            raise gr.Error("LoRA is available for classification runs; the GPT-2 recipe trains all weights.")
+        lora = {}  # the GPT-2 recipe takes no LoRA arguments
+    elif not lora["use_peft"]:
+        lora = {"use_peft": False}
     config = {k: v for part in (data, training, lora) for k, v in part.items() if v is not None}
-    if not lora["use_peft"]:
-        for key in ("lora_r", "lora_alpha"):
-            config.pop(key)
     try:  # the recipe's own validation, before anything is written
         known = {t: {f.name for f in dataclasses.fields(t)} for t in types}
         for t in types:

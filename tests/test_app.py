@@ -3,6 +3,7 @@ subprocesses), stop/resume, classify, chat, compare, and the file routes' path c
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -22,6 +23,7 @@ if str(ROOT) not in sys.path:  # the app is a package at the repo root, not inst
 gradio_client = pytest.importorskip("gradio_client")
 
 RUN_TIMEOUT_S = 300
+RUNS_DIR: list[Path] = [Path("runs")]
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +39,7 @@ def app_server(tmp_path_factory):
         server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_options(runs_dir, data_dir)
     )
     client = Client(url, verbose=False)
+    RUNS_DIR[0] = runs_dir
     yield {
         "client": client,
         "url": url.rstrip("/"),
@@ -49,10 +52,8 @@ def app_server(tmp_path_factory):
     for run in state.runs():  # never leave training processes behind
         pgid = run.status().get("pgid")
         if run.state == "running" and pgid:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     demo.close()
 
 
@@ -77,7 +78,7 @@ def wait_for(
         time.sleep(0.5)
     log = ""
     for name in ("train.log", "process.log"):
-        path = Path(status.get("_dir", "")) / name
+        path = RUNS_DIR[0] / run_id / name
         if path.exists():
             log += path.read_text()[-3000:]
     raise AssertionError(
@@ -192,7 +193,8 @@ def test_train_classifier_then_classify_and_report(app_server, uploaded, tiny_be
     from gradio_client import handle_file
 
     out = client.predict(run_id, "", handle_file(str(texts)), api_name="/classify_file")
-    rows = list(csv.DictReader(open(out)))
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
     assert [r["text"] for r in rows] == ["the plot is dull", "the cast is brilliant"]
     assert {"prediction", "confidence", "p(neg)", "p(pos)"} <= set(rows[0])
     confusion, mistakes = client.predict(run_id, api_name="/validation_report")
@@ -220,7 +222,7 @@ def test_stop_then_resume_finishes_from_the_checkpoint(app_server, uploaded, tin
             uploaded,
             tiny_bert,
             num_train_epochs=1,
-            max_train_steps=600,
+            max_train_steps=150,
             per_device_train_batch_size=4,
             logging_steps=5,
         ),
@@ -243,7 +245,7 @@ def test_stop_then_resume_finishes_from_the_checkpoint(app_server, uploaded, tin
     assert "Resuming" in client.predict(run_id, api_name="/resume_run")
     assert "--resume_from_checkpoint latest" in (app_server["runs"] / run_id / "command.txt").read_text()
     status = wait_for(client, run_id, ("finished",), seen=seen)
-    assert status["step"] == 600 > stopped_at
+    assert status["step"] == 150 > stopped_at
     states = [s for s in seen if s != "queued"]
     assert states == ["running", "stopped", "running", "finished"], seen
     log = (app_server["runs"] / run_id / "train.log").read_text()

@@ -1,0 +1,210 @@
+"""The real app in headless Chromium (Debian's /usr/bin/chromium through Playwright): every tab's main
+action, a screenshot per tab, and no console errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, sentiment_rows
+
+if str(ROOT) not in sys.path:  # the app is a package at the repo root, not installed
+    sys.path.insert(0, str(ROOT))
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="needs Debian's chromium at /usr/bin/chromium "
+        "(apt-get install -y chromium); Playwright's own browsers are not downloadable here",
+    ),
+]
+
+
+def finished_run(runs_dir: Path, run_id: str, task: str, model, tokenizer, config: dict) -> None:
+    """A run folder as a command-line run leaves it: model at the root, status, events, config."""
+    from tunelab.runs import EventWriter, Run
+
+    run = Run(runs_dir / run_id)
+    model.save_pretrained(run.path)
+    tokenizer.save_pretrained(run.path)
+    run.write_config(config)
+    run.write_command(f"accelerate launch recipes/x.py --config {run.path}/config.yaml")
+    events = EventWriter(run.path)
+    for step in range(1, 11):
+        events.write(
+            "train",
+            step=step,
+            epoch=step / 10,
+            **{"train/loss": 2.0 / step, "train/lr": 1e-3 * (1 - step / 10)},
+        )
+    events.write("eval", step=10, epoch=1.0, **{"eval/loss": 0.5, "eval/accuracy": 0.9})
+    events.close()
+    now = time.time()
+    run.update_status(
+        state="finished",
+        task=task,
+        stage="done",
+        created=now - 60,
+        started=now - 50,
+        ended=now,
+        step=10,
+        max_steps=10,
+        metrics={"eval/loss": 0.5, "eval/accuracy": 0.9},
+    )
+    if task == "cls":
+        labels = ["neg", "pos"]
+        (run.path / "eval_results.json").write_text(
+            json.dumps({"labels": labels, "confusion_matrix": [[5, 1], [2, 4]]})
+        )
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory, tiny_bert):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from app.ui import build_app, launch_options
+
+    base = tmp_path_factory.mktemp("browser")
+    runs_dir, data_dir = base / "runs", base / "data"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    torch.manual_seed(0)
+    cls = AutoModelForSequenceClassification.from_pretrained(
+        tiny_bert, num_labels=2, id2label={0: "neg", 1: "pos"}, label2id={"neg": 0, "pos": 1}
+    )
+    finished_run(
+        runs_dir, "cls-cli-run", "cls", cls, tokenizer, {"train_file": "reviews.csv", "learning_rate": 1e-3}
+    )
+    gpt = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=tokenizer.vocab_size,
+            n_layer=2,
+            n_embd=32,
+            n_head=2,
+            n_positions=128,
+            bos_token_id=tokenizer.cls_token_id,
+            eos_token_id=tokenizer.sep_token_id,
+        )
+    )
+    finished_run(
+        runs_dir, "clm-cli-run", "clm", gpt, tokenizer, {"train_file": "docs.txt", "learning_rate": 2e-3}
+    )
+    demo = build_app(runs_dir, data_dir)
+    _, url, _ = demo.launch(
+        server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_options(runs_dir, data_dir)
+    )
+    yield url
+    demo.tunelab_state.queue.shutdown()
+    demo.close()
+
+
+def pick(page, elem_id: str, value: str) -> None:
+    """Set a gradio Dropdown (allow_custom_value) by typing its value."""
+    box = page.locator(f"#{elem_id} input").first
+    box.click()
+    box.fill(value)
+    box.press("Enter")
+    page.keyboard.press("Escape")
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name, exact=True).click()
+    page.wait_for_timeout(500)
+
+
+def test_every_tab_works_in_a_real_browser(app_url, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    upload = tmp_path / "reviews.csv"
+    upload.write_text("text,label\n" + "\n".join(f"{t},{lab}" for t, lab in sentiment_rows(60)) + "\n")
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.on("console", lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None)
+        page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+        page.set_default_timeout(60_000)
+        page.goto(app_url)
+        expect(page.get_by_role("tab", name="Data", exact=True)).to_be_visible()
+
+        # Data: upload -> checks report and preview
+        page.locator("#data-upload input[type=file]").set_input_files(str(upload))
+        expect(page.locator("#data-report")).to_contain_text("passes the checks")
+        expect(page.locator("#data-preview")).to_contain_text("label")
+        page.screenshot(path=shots / "data.png", full_page=True)
+
+        # Train: check data, estimate
+        open_tab(page, "Train")
+        expect(page.locator("#train-command")).to_contain_text("accelerate launch", timeout=30_000)
+        page.locator("#train-check").click()
+        expect(page.locator("#train-status")).to_contain_text("600 rows")
+        page.locator("#train-estimate").click()
+        expect(page.locator("#train-estimate-text")).to_contain_text("parameters", timeout=180_000)
+        page.screenshot(path=shots / "train.png", full_page=True)
+
+        # Runs: the command-line runs are listed with their state
+        open_tab(page, "Runs")
+        expect(page.locator("#runs-table")).to_contain_text("clm-cli-run")
+        expect(page.locator("#runs-table")).to_contain_text("finished")
+        page.screenshot(path=shots / "runs.png", full_page=True)
+
+        # Classify: one text
+        open_tab(page, "Classify")
+        pick(page, "classify-run", "cls-cli-run")
+        page.locator("#classify-text textarea").fill("the film is wonderful")
+        page.locator("#classify-btn").click()
+        expect(page.locator("#classify-label")).to_contain_text("pos")
+        page.screenshot(path=shots / "classify.png", full_page=True)
+
+        # Chat: one message, a streamed reply
+        open_tab(page, "Chat")
+        pick(page, "chat-run", "clm-cli-run")
+        page.locator("#chat-message textarea").fill("hello there")
+        page.locator("#chat-send").click()
+        expect(page.locator("#chat-box")).to_contain_text("hello there")
+        page.wait_for_function(
+            "() => document.querySelectorAll('#chat-box .message-row, #chat-box [data-testid=\"bot\"]').length >= 2",
+            timeout=60_000,
+        )
+        page.screenshot(path=shots / "chat.png", full_page=True)
+
+        # Compare: two runs
+        open_tab(page, "Compare")
+        pick(page, "compare-a", "cls-cli-run")
+        pick(page, "compare-b", "clm-cli-run")
+        page.locator("#compare-btn").click()
+        expect(page.locator("#compare-diff")).to_contain_text("train_file")
+        page.screenshot(path=shots / "compare.png", full_page=True)
+
+        # Hub: the form, with a password field for the token
+        open_tab(page, "Hub")
+        expect(page.locator("#hub-token input[type=password]")).to_be_visible()
+        expect(page.locator("#hub-push")).to_be_visible()
+        page.screenshot(path=shots / "hub.png", full_page=True)
+        browser.close()
+
+    docs = ROOT / "docs" / "screenshot.png"
+    if not docs.exists():  # the README's picture, taken once
+        docs.parent.mkdir(exist_ok=True)
+        shutil.copyfile(shots / "train.png", docs)
+    assert sorted(p.name for p in shots.iterdir()) == sorted(
+        f"{t}.png" for t in ("data", "train", "runs", "classify", "chat", "compare", "hub")
+    )
+    assert not errors, "\n".join(errors)
