@@ -19,7 +19,6 @@ from tunelab.data.classification import (
     load_classification_data,
     tokenize_classification,
 )
-from tunelab.metrics import evaluate_classifier
 from tunelab.models import (
     base_model_hub_id,
     count_parameters,
@@ -64,6 +63,8 @@ def main() -> None:
         if truncated:
             logger.info("%d of %d training texts were longer than max_length=%d and were truncated.",
                         truncated, len(train_set), data_args.max_length)
+
+        from tunelab.metrics import evaluate_classifier  # imports `evaluate` (~slow): only after preflight
 
         model = load_classifier(data_args.model_name_or_path, data.labels, data_args.classifier_dropout)
         logger.info("Model: %s (%s parameters)", data_args.model_name_or_path, f"{count_parameters(model):,}")

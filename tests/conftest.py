@@ -98,7 +98,7 @@ def sentiment_csv(tmp_path) -> Path:
 def launch(recipe: str, *args: str, processes: int = 1, env: dict | None = None, timeout: int = 600,
            check: bool = True) -> subprocess.CompletedProcess:
     """Run ``accelerate launch recipes/<recipe>`` for real; 2 processes use gloo DDP on CPU."""
-    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--quiet"]
     if processes > 1:
         # See ENV_NOTES: --cpu with 2 processes silently runs one; this is the form that gives MULTI_CPU.
         cmd += ["--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",

@@ -376,8 +376,17 @@ def train(
         if state.batches_in_epoch >= len(train_dataloader):
             state.epoch, state.batches_in_epoch = state.epoch + 1, 0
             continue
-        batches = accelerator.skip_first_batches(train_dataloader, state.batches_in_epoch) if state.batches_in_epoch else train_dataloader
+        batches = train_dataloader
+        rng_at_checkpoint = None
+        if state.batches_in_epoch:
+            batches = accelerator.skip_first_batches(train_dataloader, state.batches_in_epoch)
+            # Starting an iterator draws from the global RNG (DataLoader base seed); the uninterrupted run
+            # drew that at the epoch's start, so put back the checkpoint's state after the first fetch.
+            rng_at_checkpoint = _rng_state()
         for batch in batches:
+            if rng_at_checkpoint is not None:
+                _set_rng_state(rng_at_checkpoint)
+                rng_at_checkpoint = None
             with accelerator.accumulate(model):
                 loss = task.loss(model, batch)
                 accelerator.backward(loss)
@@ -429,6 +438,16 @@ def train(
         shutil.rmtree(best_dir, ignore_errors=True)
     return TrainResult(state=state, model=accelerator.unwrap_model(model), metrics=metrics, stopped=stopped,
                        early_stopped=early_stopped, train_seconds=train_seconds)
+
+
+def _rng_state() -> tuple:
+    return torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+
+
+def _set_rng_state(state: tuple) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state_all(state[1])
 
 
 def _load_weights(accelerator: Accelerator, model: torch.nn.Module, folder: Path) -> None:

@@ -1,0 +1,112 @@
+"""The classification recipe end to end, through real ``accelerate launch`` runs on tiny real models."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, launch
+
+from tunelab.runs import Run
+
+COMMON = ["--per_device_train_batch_size", "8", "--learning_rate", "1e-3", "--logging_steps", "1", "--seed", "7"]
+
+
+def train_losses(run_dir: Path) -> dict[int, float]:
+    """train/loss per step; a resumed run logs some steps twice, the later line is the one that counts."""
+    return {e["step"]: e["train/loss"] for e in Run(run_dir).events("train")}
+
+
+def test_tiny_run_learns_and_saves_a_loadable_model(tmp_path, tiny_bert, sentiment_csv):
+    out = tmp_path / "run"
+    launch("bert_cls.py", "--model_name_or_path", str(tiny_bert), "--train_file", str(sentiment_csv),
+           "--num_train_epochs", "3", "--eval_steps", "20", "--output_dir", str(out), *COMMON)
+    run = Run(out)
+    assert run.status()["state"] == "finished"
+    metrics = json.loads((out / "eval_results.json").read_text())
+    assert metrics["eval/accuracy"] >= 0.9, metrics  # the phrases are separable: a learning model gets them
+    assert metrics["labels"] == ["neg", "pos"]
+    assert len(metrics["confusion_matrix"]) == 2
+    losses = list(train_losses(out).values())
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+
+    from transformers import pipeline
+
+    classify = pipeline("text-classification", model=str(out))
+    assert classify("the acting is wonderful and brilliant")[0]["label"] == "pos"
+    assert classify("the plot is awful and tedious")[0]["label"] == "neg"
+    card = (out / "README.md").read_text()
+    assert "accelerate launch" in card and "eval/accuracy" in card or "accuracy" in card
+    assert "bert_cls.py" in run.command()
+
+
+def test_two_process_ddp_run_on_cpu(tmp_path, tiny_bert, sentiment_csv):
+    out = tmp_path / "ddp"
+    proc = launch("bert_cls.py", "--model_name_or_path", str(tiny_bert), "--train_file", str(sentiment_csv),
+                  "--num_train_epochs", "4", "--output_dir", str(out), "--checkpointing_steps", "5",
+                  *COMMON, processes=2)
+    assert "processes = 2" in (out / "train.log").read_text(), proc.stderr[-2000:]
+    state = json.loads(next((out / "checkpoints").glob("step-*/trainer_state.json")).read_text())
+    assert state["world_size"] == 2
+    # 144 training rows / (8 per device * 2 devices) = 9 optimizer steps per epoch.
+    assert max(train_losses(out)) == 36
+    assert json.loads((out / "eval_results.json").read_text())["eval/accuracy"] >= 0.9
+    assert "--multi_gpu --num_processes 2" in Run(out).command()
+
+
+@pytest.mark.slow
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path, tiny_bert, sentiment_csv):
+    args = ["--model_name_or_path", str(tiny_bert), "--train_file", str(sentiment_csv), "--num_train_epochs", "3",
+            "--checkpointing_steps", "4", "--eval_steps", "12", "--save_total_limit", "3", *COMMON]
+    reference = tmp_path / "reference"
+    launch("bert_cls.py", *args, "--output_dir", str(reference))
+
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", str(ROOT / "recipes" / "bert_cls.py"), *args, "--output_dir", str(killed)]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1"}
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not list((killed / "checkpoints").glob("step-8")) and time.time() < deadline:
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert Run(killed).status()["state"] == "running"  # a SIGKILL leaves no chance to write anything
+    assert not (killed / "eval_results.json").exists()
+
+    launch("bert_cls.py", *args, "--output_dir", str(killed), "--resume_from_checkpoint", "latest")
+    assert "Resumed from" in (killed / "train.log").read_text()
+    ref_losses, resumed_losses = train_losses(reference), train_losses(killed)
+    assert resumed_losses.keys() == ref_losses.keys()
+    for step, loss in ref_losses.items():
+        assert resumed_losses[step] == pytest.approx(loss, rel=1e-4, abs=1e-5), step
+    ref_final = json.loads((reference / "eval_results.json").read_text())
+    resumed_final = json.loads((killed / "eval_results.json").read_text())
+    for key in ("eval/loss", "eval/accuracy", "eval/f1"):
+        assert resumed_final[key] == pytest.approx(ref_final[key], rel=1e-4, abs=1e-5)
+    assert Run(killed).status()["state"] == "finished"
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, tiny_bert, sentiment_csv):
+    out = tmp_path / "stopped"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", str(ROOT / "recipes" / "bert_cls.py"), "--model_name_or_path", str(tiny_bert),
+           "--train_file", str(sentiment_csv), "--num_train_epochs", "50", "--output_dir", str(out), *COMMON]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1"}
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not Run(out).events("train") and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    status = Run(out).status()
+    assert status["state"] == "stopped", stderr[-3000:]
+    assert Run(out).checkpoints(), "SIGTERM must leave a checkpoint to resume from"
+    assert b"Traceback" not in stderr.encode() if isinstance(stderr, str) else b"Traceback" not in stderr
