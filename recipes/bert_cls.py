@@ -19,6 +19,7 @@ from tunelab.data.classification import (
     load_classification_data,
     tokenize_classification,
 )
+from tunelab.hub import write_model_card
 from tunelab.models import (
     base_model_hub_id,
     count_parameters,
@@ -27,15 +28,23 @@ from tunelab.models import (
     merge_lora,
     wrap_lora,
 )
-from tunelab.recipe import guard, open_run, parse_or_exit, reproduce_command, resolve_output_dir, setup_logging
-from tunelab.hub import write_model_card
+from tunelab.recipe import (
+    guard,
+    open_run,
+    parse_or_exit,
+    reproduce_command,
+    resolve_output_dir,
+    setup_logging,
+)
 from tunelab.train import Task, build_accelerator, train
 
 logger = logging.getLogger("tunelab")
 
 
 def main() -> None:
-    data_args, train_args, lora_args = parse_or_exit((ClassificationArguments, TrainingArguments, LoraArguments))
+    data_args, train_args, lora_args = parse_or_exit(
+        (ClassificationArguments, TrainingArguments, LoraArguments)
+    )
     output_dir = resolve_output_dir(train_args, "cls")
     accelerator = build_accelerator(train_args, output_dir)
     main_process = accelerator.is_main_process
@@ -48,10 +57,17 @@ def main() -> None:
         # Data: every check runs before a model is loaded, so bad input fails in seconds.
         with accelerator.main_process_first():
             data = load_classification_data(
-                data_args.train_file, data_args.validation_file, data_args.test_file,
-                data_args.text_column, data_args.text_pair_column, data_args.label_column,
-                data_args.validation_split_percentage, data_args.max_train_samples,
-                data_args.max_eval_samples, train_args.seed, data_args.dataset_config_name,
+                data_args.train_file,
+                data_args.validation_file,
+                data_args.test_file,
+                data_args.text_column,
+                data_args.text_pair_column,
+                data_args.label_column,
+                data_args.validation_split_percentage,
+                data_args.max_train_samples,
+                data_args.max_eval_samples,
+                train_args.seed,
+                data_args.dataset_config_name,
             )
         logger.info("Data: %s", describe_data(data))
         tokenizer = load_tokenizer(data_args.model_name_or_path)
@@ -61,33 +77,55 @@ def main() -> None:
             train_set, truncated = tokenize_classification(data.train, tokenizer, data_args.max_length)
             eval_set, _ = tokenize_classification(data.validation, tokenizer, data_args.max_length)
         if truncated:
-            logger.info("%d of %d training texts were longer than max_length=%d and were truncated.",
-                        truncated, len(train_set), data_args.max_length)
+            logger.info(
+                "%d of %d training texts were longer than max_length=%d and were truncated.",
+                truncated,
+                len(train_set),
+                data_args.max_length,
+            )
 
         from tunelab.metrics import evaluate_classifier  # imports `evaluate` (~slow): only after preflight
 
         model = load_classifier(data_args.model_name_or_path, data.labels, data_args.classifier_dropout)
         logger.info("Model: %s (%s parameters)", data_args.model_name_or_path, f"{count_parameters(model):,}")
         if lora_args.use_peft:
-            model = wrap_lora(model, "SEQ_CLS", lora_args.lora_r, lora_args.lora_alpha,
-                              lora_args.lora_dropout, lora_args.lora_target_modules)
+            model = wrap_lora(
+                model,
+                "SEQ_CLS",
+                lora_args.lora_r,
+                lora_args.lora_alpha,
+                lora_args.lora_dropout,
+                lora_args.lora_target_modules,
+            )
 
         train_dl, eval_dl = classification_dataloaders(
-            train_set, eval_set, tokenizer, train_args.per_device_train_batch_size,
-            train_args.per_device_eval_batch_size, data_args.group_by_length, train_args.seed,
-            on_gpu=accelerator.device.type == "cuda", num_workers=train_args.dataloader_num_workers,
+            train_set,
+            eval_set,
+            tokenizer,
+            train_args.per_device_train_batch_size,
+            train_args.per_device_eval_batch_size,
+            data_args.group_by_length,
+            train_args.seed,
+            on_gpu=accelerator.device.type == "cuda",
+            num_workers=train_args.dataloader_num_workers,
         )
         task = Task(
-            evaluate=lambda m, dl, final: evaluate_classifier(accelerator, m, dl, data.labels, detailed=final),
+            evaluate=lambda m, dl, final: evaluate_classifier(
+                accelerator, m, dl, data.labels, detailed=final
+            ),
             main_metric=train_args.metric_for_best_model or "accuracy",
             count_tokens=lambda batch: batch["attention_mask"].sum(),
         )
         if train_args.report_to != "none":
-            accelerator.init_trackers(output_dir.name, config={k: v for k, v in config.items() if v is not None})
+            accelerator.init_trackers(
+                output_dir.name, config={k: v for k, v in config.items() if v is not None}
+            )
         result = train(accelerator, train_args, model, train_dl, eval_dl, task, output_dir, events)
         if result.stopped:
-            logger.info("Stopped at step %d; checkpoint saved. Resume with --resume_from_checkpoint latest.",
-                        result.state.global_step)
+            logger.info(
+                "Stopped at step %d; checkpoint saved. Resume with --resume_from_checkpoint latest.",
+                result.state.global_step,
+            )
             if main_process:
                 run.update_status(state="stopped", stage="stopped", reason="stopped by request (SIGTERM)")
             accelerator.end_training()
@@ -106,8 +144,13 @@ def save_outputs(output_dir, model, tokenizer, data, result, config, command) ->
     """The final model at the run folder's root (from_pretrained(output_dir) works), its report and card."""
     model.save_pretrained(output_dir, safe_serialization=True)
     tokenizer.save_pretrained(output_dir)
-    report = {"validation": data.validation_source, "labels": data.labels, **result.metrics,
-              "train_seconds": result.train_seconds, "global_step": result.state.global_step}
+    report = {
+        "validation": data.validation_source,
+        "labels": data.labels,
+        **result.metrics,
+        "train_seconds": result.train_seconds,
+        "global_step": result.state.global_step,
+    }
     (output_dir / "eval_results.json").write_text(json.dumps(report, indent=2))
     write_model_card(
         output_dir,
@@ -115,10 +158,16 @@ def save_outputs(output_dir, model, tokenizer, data, result, config, command) ->
         base_model=base_model_hub_id(config["model_name_or_path"]),
         datasets=[config["train_file"]] if not Path(config["train_file"]).exists() else None,
         metrics={k: v for k, v in result.metrics.items() if k.startswith("eval/")},
-        hyperparameters={k: v for k, v in config.items() if k not in ("train_file", "validation_file", "test_file") and v is not None},
-        data_summary={"train": f"{len(data.train)} examples from {config['train_file']}",
-                      "validation": f"{len(data.validation)} examples ({data.validation_source})",
-                      "labels": ", ".join(f"{i}: {name}" for i, name in enumerate(data.labels))},
+        hyperparameters={
+            k: v
+            for k, v in config.items()
+            if k not in ("train_file", "validation_file", "test_file") and v is not None
+        },
+        data_summary={
+            "train": f"{len(data.train)} examples from {config['train_file']}",
+            "validation": f"{len(data.validation)} examples ({data.validation_source})",
+            "labels": ", ".join(f"{i}: {name}" for i, name in enumerate(data.labels)),
+        },
         command=command,
         curve_summary=curve_summary(result),
     )
@@ -126,7 +175,11 @@ def save_outputs(output_dir, model, tokenizer, data, result, config, command) ->
 
 def curve_summary(result) -> str:
     state = result.state
-    best = f"; best eval score {state.best_metric:.4f} at step {state.best_step}" if state.best_metric is not None else ""
+    best = (
+        f"; best eval score {state.best_metric:.4f} at step {state.best_step}"
+        if state.best_metric is not None
+        else ""
+    )
     return f"{state.global_step} optimizer steps, {state.samples_seen} samples, {result.train_seconds:.0f} s of training{best}."
 
 

@@ -28,7 +28,9 @@ def shared_file(*parts: str) -> Path:
     """A file of ../shared/data; tests that need it are skipped, saying why, when it is absent."""
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"needs the shared data set {path} (SST-2 / Tiny Shakespeare), which is not on this machine")
+        pytest.skip(
+            f"needs the shared data set {path} (SST-2 / Tiny Shakespeare), which is not on this machine"
+        )
     return path
 
 
@@ -56,8 +58,14 @@ def tiny_bert(tmp_path_factory, embedded_encoder_path) -> Path:
 
     out = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(embedded_encoder_path)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=128, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=128,
+    )
     import torch
 
     torch.manual_seed(0)
@@ -78,8 +86,12 @@ def sentiment_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
     for i in range(n):
         positive = i % 2 == 0
         words = good if positive else bad
-        rows.append((f"the {rng.choice(things)} is {rng.choice(words)} and {rng.choice(words)}",
-                     "pos" if positive else "neg"))
+        rows.append(
+            (
+                f"the {rng.choice(things)} is {rng.choice(words)} and {rng.choice(words)}",
+                "pos" if positive else "neg",
+            )
+        )
     return rows
 
 
@@ -95,16 +107,42 @@ def sentiment_csv(tmp_path) -> Path:
     return path
 
 
-def launch(recipe: str, *args: str, processes: int = 1, env: dict | None = None, timeout: int = 600,
-           check: bool = True) -> subprocess.CompletedProcess:
+def launch(
+    recipe: str,
+    *args: str,
+    processes: int = 1,
+    env: dict | None = None,
+    timeout: int = 600,
+    check: bool = True,
+) -> subprocess.CompletedProcess:
     """Run ``accelerate launch recipes/<recipe>`` for real; 2 processes use gloo DDP on CPU."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--quiet"]
     if processes > 1:
         # See ENV_NOTES: --cpu with 2 processes silently runs one; this is the form that gives MULTI_CPU.
-        cmd += ["--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
-                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
+        cmd += [
+            "--multi_gpu",
+            "--num_processes",
+            str(processes),
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            "0",
+        ]
     else:
-        cmd += ["--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+        cmd += [
+            "--num_processes",
+            "1",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+        ]
     cmd += [str(ROOT / "recipes" / recipe), *args]
     full_env = {**os.environ, "ACCELERATE_USE_CPU": "1", **(env or {})}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout, cwd=ROOT)

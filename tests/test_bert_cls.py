@@ -15,7 +15,16 @@ from conftest import ROOT, launch
 
 from tunelab.runs import Run
 
-COMMON = ["--per_device_train_batch_size", "8", "--learning_rate", "1e-3", "--logging_steps", "1", "--seed", "7"]
+COMMON = [
+    "--per_device_train_batch_size",
+    "8",
+    "--learning_rate",
+    "1e-3",
+    "--logging_steps",
+    "1",
+    "--seed",
+    "7",
+]
 
 
 def train_losses(run_dir: Path) -> dict[int, float]:
@@ -25,8 +34,20 @@ def train_losses(run_dir: Path) -> dict[int, float]:
 
 def test_tiny_run_learns_and_saves_a_loadable_model(tmp_path, tiny_bert, sentiment_csv):
     out = tmp_path / "run"
-    launch("bert_cls.py", "--model_name_or_path", str(tiny_bert), "--train_file", str(sentiment_csv),
-           "--num_train_epochs", "3", "--eval_steps", "20", "--output_dir", str(out), *COMMON)
+    launch(
+        "bert_cls.py",
+        "--model_name_or_path",
+        str(tiny_bert),
+        "--train_file",
+        str(sentiment_csv),
+        "--num_train_epochs",
+        "3",
+        "--eval_steps",
+        "20",
+        "--output_dir",
+        str(out),
+        *COMMON,
+    )
     run = Run(out)
     assert run.status()["state"] == "finished"
     metrics = json.loads((out / "eval_results.json").read_text())
@@ -48,9 +69,21 @@ def test_tiny_run_learns_and_saves_a_loadable_model(tmp_path, tiny_bert, sentime
 
 def test_two_process_ddp_run_on_cpu(tmp_path, tiny_bert, sentiment_csv):
     out = tmp_path / "ddp"
-    proc = launch("bert_cls.py", "--model_name_or_path", str(tiny_bert), "--train_file", str(sentiment_csv),
-                  "--num_train_epochs", "4", "--output_dir", str(out), "--checkpointing_steps", "5",
-                  *COMMON, processes=2)
+    proc = launch(
+        "bert_cls.py",
+        "--model_name_or_path",
+        str(tiny_bert),
+        "--train_file",
+        str(sentiment_csv),
+        "--num_train_epochs",
+        "4",
+        "--output_dir",
+        str(out),
+        "--checkpointing_steps",
+        "5",
+        *COMMON,
+        processes=2,
+    )
     assert "processes = 2" in (out / "train.log").read_text(), proc.stderr[-2000:]
     state = json.loads(next((out / "checkpoints").glob("step-*/trainer_state.json")).read_text())
     assert state["world_size"] == 2
@@ -62,16 +95,44 @@ def test_two_process_ddp_run_on_cpu(tmp_path, tiny_bert, sentiment_csv):
 
 @pytest.mark.slow
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path, tiny_bert, sentiment_csv):
-    args = ["--model_name_or_path", str(tiny_bert), "--train_file", str(sentiment_csv), "--num_train_epochs", "3",
-            "--checkpointing_steps", "4", "--eval_steps", "12", "--save_total_limit", "3", *COMMON]
+    args = [
+        "--model_name_or_path",
+        str(tiny_bert),
+        "--train_file",
+        str(sentiment_csv),
+        "--num_train_epochs",
+        "3",
+        "--checkpointing_steps",
+        "4",
+        "--eval_steps",
+        "12",
+        "--save_total_limit",
+        "3",
+        *COMMON,
+    ]
     reference = tmp_path / "reference"
     launch("bert_cls.py", *args, "--output_dir", str(reference))
 
     killed = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", str(ROOT / "recipes" / "bert_cls.py"), *args, "--output_dir", str(killed)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(ROOT / "recipes" / "bert_cls.py"),
+        *args,
+        "--output_dir",
+        str(killed),
+    ]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1"}
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 300
     while not list((killed / "checkpoints").glob("step-8")) and time.time() < deadline:
         assert proc.poll() is None, "the run ended before it could be killed"
@@ -96,11 +157,31 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, tiny_bert, sentim
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, tiny_bert, sentiment_csv):
     out = tmp_path / "stopped"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", str(ROOT / "recipes" / "bert_cls.py"), "--model_name_or_path", str(tiny_bert),
-           "--train_file", str(sentiment_csv), "--num_train_epochs", "50", "--output_dir", str(out), *COMMON]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(ROOT / "recipes" / "bert_cls.py"),
+        "--model_name_or_path",
+        str(tiny_bert),
+        "--train_file",
+        str(sentiment_csv),
+        "--num_train_epochs",
+        "50",
+        "--output_dir",
+        str(out),
+        *COMMON,
+    ]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1"}
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.time() + 120
     while not Run(out).events("train") and time.time() < deadline:
         time.sleep(0.05)

@@ -77,7 +77,9 @@ class TrainingArguments:
     )
     torch_compile: bool = False
     logging_steps: int = 10
-    eval_steps: int | None = field(default=None, metadata={"help": "Evaluate every N steps (and at the end)."})
+    eval_steps: int | None = field(
+        default=None, metadata={"help": "Evaluate every N steps (and at the end)."}
+    )
     checkpointing_steps: str | None = field(
         default=None, metadata={"help": "Save a checkpoint every N steps, or 'epoch'."}
     )
@@ -100,8 +102,14 @@ class TrainingArguments:
         _choice("lr_scheduler_type", self.lr_scheduler_type, SCHEDULERS)
         _choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
         _choice("report_to", self.report_to, REPORT_TO)
-        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-                     "logging_steps", "learning_rate", "num_train_epochs"):
+        for name in (
+            "per_device_train_batch_size",
+            "per_device_eval_batch_size",
+            "gradient_accumulation_steps",
+            "logging_steps",
+            "learning_rate",
+            "num_train_epochs",
+        ):
             _positive(name, getattr(self, name))
         for name in ("max_train_steps", "eval_steps", "early_stopping_patience"):
             _positive(name, getattr(self, name))
@@ -117,7 +125,9 @@ class TrainingArguments:
         if self.early_stopping_patience and not self.eval_steps:
             raise ConfigError("early_stopping_patience needs eval_steps (evaluations to count).")
         if self.metric_for_best_model:
-            self.metric_for_best_model = self.metric_for_best_model.removeprefix("eval_").removeprefix("eval/")
+            self.metric_for_best_model = self.metric_for_best_model.removeprefix("eval_").removeprefix(
+                "eval/"
+            )
 
 
 @dataclass
@@ -157,7 +167,8 @@ class ClassificationArguments:
     text_pair_column: str | None = None
     label_column: str | None = field(default=None, metadata={"help": "Detected when unambiguous."})
     validation_split_percentage: float = field(
-        default=10.0, metadata={"help": "Held-out share of train (stratified, seeded) without validation_file."}
+        default=10.0,
+        metadata={"help": "Held-out share of train (stratified, seeded) without validation_file."},
     )
     max_length: int = 128
     max_train_samples: int | None = None
@@ -167,7 +178,9 @@ class ClassificationArguments:
 
     def __post_init__(self) -> None:
         if not self.train_file:
-            raise ConfigError("train_file is required: a csv/tsv/json/jsonl/parquet file, a folder or a Hub dataset id.")
+            raise ConfigError(
+                "train_file is required: a csv/tsv/json/jsonl/parquet file, a folder or a Hub dataset id."
+            )
         _positive("max_length", self.max_length)
         _positive("max_train_samples", self.max_train_samples)
         _positive("max_eval_samples", self.max_eval_samples)
@@ -188,12 +201,15 @@ class CausalLMArguments:
         default=None,
         metadata={"help": "Continue from a local folder, a finished run or a Hub id; default: from scratch."},
     )
-    model_size: str = field(default="tiny", metadata={"help": f"From-scratch preset: {', '.join(MODEL_SIZES)}."})
+    model_size: str = field(
+        default="tiny", metadata={"help": f"From-scratch preset: {', '.join(MODEL_SIZES)}."}
+    )
     config_overrides: str | None = field(
         default=None, metadata={"help": "GPT2Config overrides, e.g. n_layer=4,n_embd=256,n_head=4."}
     )
     tokenizer_name: str | None = field(
-        default=None, metadata={"help": "Tokenizer to use; default: the model's, else a new BPE trained on train."}
+        default=None,
+        metadata={"help": "Tokenizer to use; default: the model's, else a new BPE trained on train."},
     )
     tokenizer_vocab_size: int = 8192
     train_file: str | None = field(
@@ -219,7 +235,9 @@ class CausalLMArguments:
 
     def __post_init__(self) -> None:
         if not self.train_file:
-            raise ConfigError("train_file is required: a text file or folder, a jsonl/csv/parquet file or a Hub id.")
+            raise ConfigError(
+                "train_file is required: a text file or folder, a jsonl/csv/parquet file or a Hub id."
+            )
         _choice("model_size", self.model_size, MODEL_SIZES)
         _positive("block_size", self.block_size)
         _positive("tokenizer_vocab_size", self.tokenizer_vocab_size)

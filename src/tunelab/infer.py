@@ -48,7 +48,9 @@ class Classifier:
             model = AutoModelForSequenceClassification.from_pretrained(path).to(_device()).eval()
             tokenizer = AutoTokenizer.from_pretrained(path)
         except OSError as e:
-            raise ConfigError(f"cannot load a classifier from {model_or_run}: {str(e).splitlines()[0]}") from None
+            raise ConfigError(
+                f"cannot load a classifier from {model_or_run}: {str(e).splitlines()[0]}"
+            ) from None
         return cls(model, tokenizer, min(tokenizer.model_max_length, 512))
 
     @property
@@ -61,8 +63,9 @@ class Classifier:
         out: list[dict[str, float]] = []
         for start in range(0, len(texts), batch_size):
             chunk = [str(t) for t in texts[start : start + batch_size]]
-            enc = self.tokenizer(chunk, truncation=True, max_length=self.max_length, padding=True,
-                                 return_tensors="pt").to(self.model.device)
+            enc = self.tokenizer(
+                chunk, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
+            ).to(self.model.device)
             probs = torch.softmax(self.model(**enc).logits.float(), dim=-1).cpu()
             out += [dict(zip(self.labels, row.tolist(), strict=True)) for row in probs]
         return out
@@ -84,7 +87,9 @@ class Generator:
             model = AutoModelForCausalLM.from_pretrained(path).to(_device()).eval()
             tokenizer = AutoTokenizer.from_pretrained(path)
         except OSError as e:
-            raise ConfigError(f"cannot load a language model from {model_or_run}: {str(e).splitlines()[0]}") from None
+            raise ConfigError(
+                f"cannot load a language model from {model_or_run}: {str(e).splitlines()[0]}"
+            ) from None
         return cls(model, tokenizer)
 
     def _inputs(self, prompt: str) -> dict[str, torch.Tensor]:
@@ -92,33 +97,62 @@ class Generator:
         if enc["input_ids"].shape[1] == 0:  # an empty prompt starts from end-of-text
             bos = self.tokenizer.bos_token_id or self.tokenizer.eos_token_id
             enc = {"input_ids": torch.tensor([[bos]]), "attention_mask": torch.tensor([[1]])}
-        limit = getattr(self.model.config, "n_positions", None) or getattr(self.model.config, "max_position_embeddings", 1024)
+        limit = getattr(self.model.config, "n_positions", None) or getattr(
+            self.model.config, "max_position_embeddings", 1024
+        )
         return {k: v[:, -limit // 2 :].to(self.model.device) for k, v in enc.items()}
 
-    def _kwargs(self, max_new_tokens: int, temperature: float, top_p: float, top_k: int,
-                repetition_penalty: float, seed: int | None) -> dict[str, Any]:
+    def _kwargs(
+        self,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        repetition_penalty: float,
+        seed: int | None,
+    ) -> dict[str, Any]:
         if seed is not None:
             torch.manual_seed(seed)
         sample = temperature > 0
-        kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": sample,
-                                  "repetition_penalty": repetition_penalty,
-                                  "pad_token_id": self.tokenizer.pad_token_id or self.tokenizer.eos_token_id}
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": max_new_tokens,
+            "do_sample": sample,
+            "repetition_penalty": repetition_penalty,
+            "pad_token_id": self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+        }
         if sample:
             kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k)
         return kwargs
 
     @torch.no_grad()
-    def generate(self, prompt: str, max_new_tokens: int = 100, temperature: float = 0.8, top_p: float = 0.95,
-                 top_k: int = 50, repetition_penalty: float = 1.1, seed: int | None = None) -> str:
+    def generate(
+        self,
+        prompt: str,
+        max_new_tokens: int = 100,
+        temperature: float = 0.8,
+        top_p: float = 0.95,
+        top_k: int = 50,
+        repetition_penalty: float = 1.1,
+        seed: int | None = None,
+    ) -> str:
         """The continuation of ``prompt`` (without the prompt)."""
         inputs = self._inputs(prompt)
-        out = self.model.generate(**inputs, **self._kwargs(max_new_tokens, temperature, top_p, top_k,
-                                                           repetition_penalty, seed))
+        out = self.model.generate(
+            **inputs, **self._kwargs(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
+        )
         return self.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
-    def stream(self, prompt: str, max_new_tokens: int = 100, temperature: float = 0.8, top_p: float = 0.95,
-               top_k: int = 50, repetition_penalty: float = 1.1, seed: int | None = None,
-               stop_event: threading.Event | None = None) -> Iterator[str]:
+    def stream(
+        self,
+        prompt: str,
+        max_new_tokens: int = 100,
+        temperature: float = 0.8,
+        top_p: float = 0.95,
+        top_k: int = 50,
+        repetition_penalty: float = 1.1,
+        seed: int | None = None,
+        stop_event: threading.Event | None = None,
+    ) -> Iterator[str]:
         """Yield pieces of the continuation as they are generated (TextIteratorStreamer); ``stop_event`` ends it."""
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
@@ -126,9 +160,13 @@ class Generator:
             def __call__(self, input_ids, scores, **kwargs) -> bool:
                 return bool(stop_event and stop_event.is_set())
 
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=120)
+        streamer = TextIteratorStreamer(
+            self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=120
+        )
         kwargs = self._kwargs(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
-        kwargs.update(self._inputs(prompt), streamer=streamer, stopping_criteria=StoppingCriteriaList([_Stop()]))
+        kwargs.update(
+            self._inputs(prompt), streamer=streamer, stopping_criteria=StoppingCriteriaList([_Stop()])
+        )
         thread = threading.Thread(target=lambda: torch.no_grad()(self.model.generate)(**kwargs), daemon=True)
         thread.start()
         yield from streamer

@@ -16,7 +16,9 @@ class ClassificationMetrics(evaluate.Metric):
             description="Accuracy, macro F1/precision/recall, per-class report and confusion matrix.",
             citation="",
             inputs_description="predictions and references: class ids",
-            features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
+            features=datasets.Features(
+                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
+            ),
         )
 
     def _compute(self, predictions, references, labels: list[str] | None = None, detailed: bool = False):
@@ -25,15 +27,24 @@ class ClassificationMetrics(evaluate.Metric):
         precision, recall, f1, _ = precision_recall_fscore_support(
             references, predictions, labels=ids, average="macro", zero_division=0
         )
-        out = {"accuracy": float(accuracy_score(references, predictions)), "f1": float(f1),
-               "precision": float(precision), "recall": float(recall)}
+        out = {
+            "accuracy": float(accuracy_score(references, predictions)),
+            "f1": float(f1),
+            "precision": float(precision),
+            "recall": float(recall),
+        }
         if detailed:
             names = labels or [str(i) for i in ids]
             p, r, f, support = precision_recall_fscore_support(
                 references, predictions, labels=ids, average=None, zero_division=0
             )
             out["per_class"] = {
-                names[i]: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(support[i])}
+                names[i]: {
+                    "precision": float(p[i]),
+                    "recall": float(r[i]),
+                    "f1": float(f[i]),
+                    "support": int(support[i]),
+                }
                 for i in range(len(ids))
             }
             out["confusion_matrix"] = confusion_matrix(references, predictions, labels=ids).tolist()

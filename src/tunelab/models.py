@@ -24,7 +24,11 @@ def resolve_model_path(name_or_path: str) -> str:
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").exists():
-            hint = " (a run folder holds its model only once it finished)" if (path / "status.json").exists() else ""
+            hint = (
+                " (a run folder holds its model only once it finished)"
+                if (path / "status.json").exists()
+                else ""
+            )
             raise ConfigError(f"{name_or_path}: no model here (config.json missing){hint}.")
         return str(path)
     if name_or_path.startswith((".", "/", "~")):
@@ -57,11 +61,16 @@ def load_classifier(name_or_path: str, labels: list[str], classifier_dropout: fl
     config = _load(AutoConfig, path)
     id2label = dict(enumerate(labels))
     old = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
-    same_head = getattr(config, "architectures", None) and any(
-        a.endswith("ForSequenceClassification") for a in config.architectures
-    ) and old == id2label
-    kwargs: dict[str, Any] = {"num_labels": len(labels), "id2label": id2label,
-                              "label2id": {v: k for k, v in id2label.items()}}
+    same_head = (
+        getattr(config, "architectures", None)
+        and any(a.endswith("ForSequenceClassification") for a in config.architectures)
+        and old == id2label
+    )
+    kwargs: dict[str, Any] = {
+        "num_labels": len(labels),
+        "id2label": id2label,
+        "label2id": {v: k for k, v in id2label.items()},
+    }
     if classifier_dropout is not None:
         kwargs["classifier_dropout"] = classifier_dropout
     if not same_head:
@@ -81,7 +90,12 @@ def wrap_lora(model, task_type: str, r: int, alpha: int, dropout: float, target_
     except ValueError as e:
         raise ConfigError(f"LoRA cannot wrap this model: {e}. Set lora_target_modules.") from None
     trainable, total = model.get_nb_trainable_parameters()
-    logger.info("LoRA: %s of %s parameters trainable (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+    logger.info(
+        "LoRA: %s of %s parameters trainable (%.2f%%)",
+        f"{trainable:,}",
+        f"{total:,}",
+        100 * trainable / total,
+    )
     return model
 
 

@@ -35,17 +35,27 @@ def reproduce_command(num_processes: int, mixed_precision: str, argv: list[str] 
     if num_processes > 1:
         launch += ["--multi_gpu", "--num_processes", str(num_processes)]
     launch += ["--mixed_precision", mixed_precision]
-    return env + shlex.join(launch + [os.path.relpath(argv[0]) if os.path.isabs(argv[0]) else argv[0], *argv[1:]])
+    return env + shlex.join(
+        launch + [os.path.relpath(argv[0]) if os.path.isabs(argv[0]) else argv[0], *argv[1:]]
+    )
 
 
-def open_run(output_dir: Path, task: str, config: dict, command: str, main: bool) -> tuple[Run, EventWriter | None]:
+def open_run(
+    output_dir: Path, task: str, config: dict, command: str, main: bool
+) -> tuple[Run, EventWriter | None]:
     """Create or reopen the run folder; the main process writes config, command and status."""
     run = Run(output_dir)
     if not main:
         return run, None
     run.write_config(config)
     run.write_command(command)
-    status = {"state": "running", "task": task, "stage": "loading data", "pid": os.getpid(), "pgid": os.getpgid(0)}
+    status = {
+        "state": "running",
+        "task": task,
+        "stage": "loading data",
+        "pid": os.getpid(),
+        "pgid": os.getpgid(0),
+    }
     if not run.status().get("created"):
         import time
 
@@ -58,8 +68,10 @@ def failure_reason(error: BaseException) -> str:
     if isinstance(error, TuneLabError):
         return str(error)
     if isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower():
-        return ("out of memory: lower per_device_train_batch_size (and raise gradient_accumulation_steps "
-                "to keep the effective batch), max_length/block_size, or use bf16.")
+        return (
+            "out of memory: lower per_device_train_batch_size (and raise gradient_accumulation_steps "
+            "to keep the effective batch), max_length/block_size, or use bf16."
+        )
     if isinstance(error, OSError) and error.errno == errno.ENOSPC:
         return "the disk is full: free space (old runs, checkpoints) or lower save_total_limit, then resume."
     return f"crashed: {type(error).__name__}: {error}"

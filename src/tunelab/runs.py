@@ -167,7 +167,10 @@ def list_checkpoints(checkpoints_dir: Path) -> list[Path]:
     found = [
         p
         for p in checkpoints_dir.iterdir()
-        if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit() and (p / "trainer_state.json").exists()
+        if p.is_dir()
+        and p.name.startswith("step-")
+        and p.name[5:].isdigit()
+        and (p / "trainer_state.json").exists()
     ]
     return sorted(found, key=checkpoint_step)
 

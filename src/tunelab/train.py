@@ -77,13 +77,17 @@ def build_accelerator(args: TrainingArguments, project_dir: Path) -> Accelerator
         # accelerate launch pins OMP_NUM_THREADS=1 unless told otherwise, which halves CPU speed on a
         # 2-core machine with one process. Share the cores among the local processes instead.
         local = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
-        threads = int(os.environ.get("TUNELAB_NUM_THREADS", 0)) or max(1, len(os.sched_getaffinity(0)) // local)
+        threads = int(os.environ.get("TUNELAB_NUM_THREADS", 0)) or max(
+            1, len(os.sched_getaffinity(0)) // local
+        )
         torch.set_num_threads(threads)
     set_seed(args.seed)
     return accelerator
 
 
-def build_optimizer(model: torch.nn.Module, args: TrainingArguments, device_type: str) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: torch.nn.Module, args: TrainingArguments, device_type: str
+) -> torch.optim.Optimizer:
     """AdamW with weight decay only on matrices (not biases, norms); fused on CUDA."""
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
@@ -159,17 +163,27 @@ def save_checkpoint(accelerator: Accelerator, state: TrainState, output_dir: Pat
     return final
 
 
-def load_checkpoint(accelerator: Accelerator, checkpoint: Path, args: TrainingArguments, world_size: int) -> TrainState:
+def load_checkpoint(
+    accelerator: Accelerator, checkpoint: Path, args: TrainingArguments, world_size: int
+) -> TrainState:
     accelerator.load_state(str(checkpoint))
     saved = json.loads((checkpoint / "trainer_state.json").read_text())
     state = TrainState(**{k: v for k, v in saved.items() if k in TrainState.__dataclass_fields__})
-    now = {"seed": args.seed, "world_size": world_size,
-           "per_device_train_batch_size": args.per_device_train_batch_size,
-           "gradient_accumulation_steps": args.gradient_accumulation_steps}
+    now = {
+        "seed": args.seed,
+        "world_size": world_size,
+        "per_device_train_batch_size": args.per_device_train_batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+    }
     for key, value in now.items():
         if getattr(state, key) != value:
-            logger.warning("Resuming with %s=%s but the checkpoint was made with %s: the run will not "
-                           "match an uninterrupted one exactly.", key, value, getattr(state, key))
+            logger.warning(
+                "Resuming with %s=%s but the checkpoint was made with %s: the run will not "
+                "match an uninterrupted one exactly.",
+                key,
+                value,
+                getattr(state, key),
+            )
     return state
 
 
@@ -222,7 +236,14 @@ def _peak_mem_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-GPU_PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "L4": 121e12}
+GPU_PEAK_BF16_FLOPS = {
+    "H100": 989e12,
+    "H200": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10G": 125e12,
+    "L4": 121e12,
+}
 
 
 def _peak_flops(device: torch.device) -> float | None:
@@ -258,28 +279,47 @@ def train(
     warmup = args.num_warmup_steps or math.ceil(args.warmup_ratio * max_steps)
     # The scheduler is stepped by hand once per optimizer step (accelerate's wrapper would step it
     # num_processes times), so it is registered for checkpointing instead of prepared.
-    scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=warmup, num_training_steps=max_steps)
+    scheduler = get_scheduler(
+        args.lr_scheduler_type, optimizer, num_warmup_steps=warmup, num_training_steps=max_steps
+    )
     accelerator.register_for_checkpointing(scheduler)
 
-    state = TrainState(max_steps=max_steps, seed=args.seed, world_size=accelerator.num_processes,
-                       per_device_train_batch_size=args.per_device_train_batch_size,
-                       gradient_accumulation_steps=args.gradient_accumulation_steps)
+    state = TrainState(
+        max_steps=max_steps,
+        seed=args.seed,
+        world_size=accelerator.num_processes,
+        per_device_train_batch_size=args.per_device_train_batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+    )
     checkpoint = resolve_checkpoint(args.resume_from_checkpoint, output_dir)
     if args.resume_from_checkpoint and checkpoint is None:
         logger.warning("No checkpoint found in %s: starting from the beginning.", output_dir)
     if checkpoint is not None:
         state = load_checkpoint(accelerator, checkpoint, args, accelerator.num_processes)
         state.max_steps = max_steps
-        logger.info("Resumed from %s (step %d, epoch %d, batch %d)", checkpoint, state.global_step,
-                    state.epoch, state.batches_in_epoch)
+        logger.info(
+            "Resumed from %s (step %d, epoch %d, batch %d)",
+            checkpoint,
+            state.global_step,
+            state.epoch,
+            state.batches_in_epoch,
+        )
 
-    total_batch = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    total_batch = (
+        args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    )
     logger.info(
         "***** Running training *****\n  examples = %d\n  epochs = %d\n  batch size per device = %d\n"
         "  total batch size (with parallel, accumulation) = %d\n  accumulation steps = %d\n"
         "  optimizer steps = %d\n  processes = %d, device = %s, mixed precision = %s",
-        len(train_dataloader.dataset), num_epochs, args.per_device_train_batch_size, total_batch,
-        args.gradient_accumulation_steps, max_steps, accelerator.num_processes, accelerator.device,
+        len(train_dataloader.dataset),
+        num_epochs,
+        args.per_device_train_batch_size,
+        total_batch,
+        args.gradient_accumulation_steps,
+        max_steps,
+        accelerator.num_processes,
+        accelerator.device,
         accelerator.mixed_precision,
     )
     if main:
@@ -320,19 +360,29 @@ def train(
             if extra and events:
                 events.write("sample", step=state.global_step, epoch=state.epoch, **extra)
             accelerator.log(scalars, step=state.global_step)
-            logger.info("step %d: %s", state.global_step, ", ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
+            logger.info(
+                "step %d: %s", state.global_step, ", ".join(f"{k}={v:.4f}" for k, v in scalars.items())
+            )
             run.update_status(stage="training")
         if args.early_stopping_patience and state.evals_without_improvement >= args.early_stopping_patience:
             early_stopped = True
-            logger.info("Early stopping: %d evaluations without improvement of eval/%s.",
-                        state.evals_without_improvement, task.main_metric)
+            logger.info(
+                "Early stopping: %d evaluations without improvement of eval/%s.",
+                state.evals_without_improvement,
+                task.main_metric,
+            )
         last_log_time = time.perf_counter()
 
     def do_log() -> None:
         nonlocal last_log_time, loss_sum, tokens, micro_batches, samples
-        local = torch.stack([loss_sum.double(), torch.tensor(float(micro_batches), device=accelerator.device,
-                             dtype=torch.float64), torch.tensor(float(samples), device=accelerator.device,
-                             dtype=torch.float64), tokens])
+        local = torch.stack(
+            [
+                loss_sum.double(),
+                torch.tensor(float(micro_batches), device=accelerator.device, dtype=torch.float64),
+                torch.tensor(float(samples), device=accelerator.device, dtype=torch.float64),
+                tokens,
+            ]
+        )
         totals = accelerator.reduce(local, "sum").tolist()
         mean_loss = totals[0] / totals[1]
         if not math.isfinite(mean_loss):
@@ -354,13 +404,27 @@ def train(
         if grad_norm is not None:
             record["train/grad_norm"] = float(grad_norm)
         if peak_flops and task.flops_per_token:
-            record["perf/mfu"] = n_tokens / elapsed * task.flops_per_token / (peak_flops * accelerator.num_processes)
+            record["perf/mfu"] = (
+                n_tokens / elapsed * task.flops_per_token / (peak_flops * accelerator.num_processes)
+            )
         if main:
-            events and events.write("train", step=state.global_step, epoch=state.epoch + state.batches_in_epoch / len(train_dataloader), **record)
+            events and events.write(
+                "train",
+                step=state.global_step,
+                epoch=state.epoch + state.batches_in_epoch / len(train_dataloader),
+                **record,
+            )
             accelerator.log(record, step=state.global_step)
             run.update_status(step=state.global_step, max_steps=max_steps, tokens_seen=state.tokens_seen)
-            logger.info("step %d/%d: loss %.4f, lr %.3g, %.1f samples/s, %.0f tokens/s", state.global_step,
-                        max_steps, mean_loss, record["train/lr"], record["train/samples_per_s"], record["train/tokens_per_s"])
+            logger.info(
+                "step %d/%d: loss %.4f, lr %.3g, %.1f samples/s, %.0f tokens/s",
+                state.global_step,
+                max_steps,
+                mean_loss,
+                record["train/lr"],
+                record["train/samples_per_s"],
+                record["train/tokens_per_s"],
+            )
         loss_sum = torch.zeros((), device=accelerator.device)
         tokens = torch.zeros((), device=accelerator.device, dtype=torch.float64)
         micro_batches = samples = 0
@@ -368,7 +432,9 @@ def train(
 
     def stop_requested() -> bool:
         flag = torch.tensor(float(stop.requested), device=accelerator.device)
-        return bool(accelerator.reduce(flag, "max").item()) if accelerator.num_processes > 1 else stop.requested
+        return (
+            bool(accelerator.reduce(flag, "max").item()) if accelerator.num_processes > 1 else stop.requested
+        )
 
     model.train()
     while state.global_step < max_steps and not (early_stopped or stopped):
@@ -405,14 +471,19 @@ def train(
                 scheduler.step()
             state.global_step += 1
             at_end = state.global_step >= max_steps
-            save_now = args.checkpointing_steps not in (None, "epoch") and state.global_step % int(args.checkpointing_steps) == 0
+            save_now = (
+                args.checkpointing_steps not in (None, "epoch")
+                and state.global_step % int(args.checkpointing_steps) == 0
+            )
             if state.global_step % args.logging_steps == 0 or at_end or save_now:
                 do_log()  # also the NaN guard: it runs before every checkpoint
             if args.eval_steps and state.global_step % args.eval_steps == 0 and not at_end:
                 do_evaluate()
             if save_now and not at_end:
                 save_checkpoint(accelerator, state, output_dir, args.save_total_limit)
-            if (accelerator.num_processes == 1 or state.global_step % args.logging_steps == 0) and stop_requested():
+            if (
+                accelerator.num_processes == 1 or state.global_step % args.logging_steps == 0
+            ) and stop_requested():
                 if micro_batches:
                     do_log()
                 save_checkpoint(accelerator, state, output_dir, args.save_total_limit)
@@ -427,8 +498,17 @@ def train(
     train_seconds = time.perf_counter() - train_start
     if not stopped:
         do_evaluate(final=True)
-        if args.load_best_model_at_end and state.best_step is not None and state.best_step != state.global_step:
-            logger.info("Loading the best model (step %d, eval/%s=%.4f)", state.best_step, task.main_metric, state.best_metric)
+        if (
+            args.load_best_model_at_end
+            and state.best_step is not None
+            and state.best_step != state.global_step
+        ):
+            logger.info(
+                "Loading the best model (step %d, eval/%s=%.4f)",
+                state.best_step,
+                task.main_metric,
+                state.best_metric,
+            )
             _load_weights(accelerator, model, best_dir)
             model.eval()
             metrics = task.evaluate(model, eval_dataloader, True)
@@ -436,8 +516,14 @@ def train(
     accelerator.wait_for_everyone()
     if main:
         shutil.rmtree(best_dir, ignore_errors=True)
-    return TrainResult(state=state, model=accelerator.unwrap_model(model), metrics=metrics, stopped=stopped,
-                       early_stopped=early_stopped, train_seconds=train_seconds)
+    return TrainResult(
+        state=state,
+        model=accelerator.unwrap_model(model),
+        metrics=metrics,
+        stopped=stopped,
+        early_stopped=early_stopped,
+        train_seconds=train_seconds,
+    )
 
 
 def _rng_state() -> tuple:
@@ -464,4 +550,3 @@ def _load_weights(accelerator: Accelerator, model: torch.nn.Module, folder: Path
 
 def checkpoint_steps(output_dir: Path) -> list[int]:
     return [checkpoint_step(p) for p in list_checkpoints(output_dir / CHECKPOINTS_DIR)]
-
