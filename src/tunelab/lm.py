@@ -1,0 +1,363 @@
+"""GPT-2 causal language models: presets, building or continuing a model, a byte-level BPE tokenizer,
+the chunked cross-entropy loss, generation defaults and the FLOPs estimate for MFU.
+
+Kept apart from ``models.py`` (encoders and classifiers) because pretraining needs its own pieces:
+a tokenizer trained on the data, a model built from a config, and a loss that never holds the full
+``batch x sequence x vocab`` logits.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+from .models import _load, resolve_model_path
+
+logger = logging.getLogger(__name__)
+
+EOS_TOKEN = "<|endoftext|>"
+# Rows of the embedding matrix are padded to a multiple of this (nanoGPT's 50257 -> 50304): matmuls
+# with round shapes are faster on GPU tensor cores and CPU AMX/AVX-512 kernels alike.
+VOCAB_MULTIPLE = 64
+# From-scratch presets. Dropout is 0: a pretraining run sees each token about once, so dropout only
+# slows learning (nanoGPT, Chinchilla-style runs do the same).
+MODEL_PRESETS: dict[str, dict[str, int]] = {
+    "tiny": {"n_layer": 4, "n_embd": 128, "n_head": 4},  # ~1.8M parameters with an 8k vocab
+    "mini": {"n_layer": 6, "n_embd": 384, "n_head": 6},  # ~14M
+    "small": {"n_layer": 12, "n_embd": 768, "n_head": 12},  # GPT-2 124M
+    "medium": {"n_layer": 24, "n_embd": 1024, "n_head": 16},  # GPT-2 350M
+}
+# Sampling defaults saved in generation_config.json (what pipeline("text-generation") and the app use).
+GENERATION_DEFAULTS = {
+    "do_sample": True,
+    "temperature": 0.8,
+    "top_p": 0.95,
+    "top_k": 50,
+    "max_new_tokens": 100,
+    "repetition_penalty": 1.1,
+}
+LOSS_CHUNK_TOKENS = 1024  # rows of logits computed at once by the chunked loss
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tokenizer
+# ---------------------------------------------------------------------------------------------------
+def train_bpe_tokenizer(texts, vocab_size: int):
+    """A GPT-2 style byte-level BPE trained on ``texts`` (an iterable of strings), as a fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS_TOKEN],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=EOS_TOKEN,
+        eos_token=EOS_TOKEN,
+        unk_token=EOS_TOKEN,
+        pad_token=EOS_TOKEN,
+        model_max_length=1024,
+    )
+
+
+def load_lm_tokenizer(name_or_path: str):
+    """A tokenizer from a folder/run/Hub id; GPT-2 tokenizers have no pad token, so eos doubles as pad."""
+    from transformers import AutoTokenizer
+
+    tokenizer = _load(AutoTokenizer, resolve_model_path(name_or_path))
+    if tokenizer.eos_token is None:
+        raise ConfigError(
+            f"{name_or_path}: the tokenizer has no end-of-text (eos) token to separate documents."
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A hash of everything that decides the token ids (vocabulary, merges, normalizer, special tokens)."""
+    import hashlib
+
+    return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------------
+def padded_vocab_size(n: int) -> int:
+    return math.ceil(n / VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+
+
+def parse_config_overrides(text: str | None) -> dict[str, Any]:
+    """'n_layer=4,n_embd=256' -> {'n_layer': 4, 'n_embd': 256}; keys must be GPT2Config attributes."""
+    from transformers import GPT2Config
+
+    if not text:
+        return {}
+    known = GPT2Config()
+    out: dict[str, Any] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"config_overrides: {part!r} is not key=value (e.g. n_layer=4,n_embd=256).")
+        if not hasattr(known, key):
+            raise ConfigError(f"config_overrides: GPT2Config has no attribute {key!r}.")
+        default = getattr(known, key)
+        try:
+            if isinstance(default, bool):
+                out[key] = value.strip().lower() in ("1", "true", "yes")
+            elif isinstance(default, int):
+                out[key] = int(value)
+            elif isinstance(default, float):
+                out[key] = float(value)
+            else:
+                out[key] = value.strip()
+        except ValueError:
+            raise ConfigError(
+                f"config_overrides: {key}={value!r} is not a {type(default).__name__}."
+            ) from None
+    return out
+
+
+def gpt2_config(model_size: str, overrides: str | None, vocab_size: int, block_size: int, eos_id: int):
+    """The from-scratch GPT2Config: a preset, then overrides; vocab padded, dropout 0."""
+    from transformers import GPT2Config
+
+    values: dict[str, Any] = dict(MODEL_PRESETS[model_size])
+    # Room for generating past one block (pipeline's 100 new tokens after a prompt), at tiny cost.
+    values["n_positions"] = max(block_size, 1024 if model_size in ("small", "medium") else 256)
+    values.update(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    values.update(parse_config_overrides(overrides))
+    if values["n_embd"] % values["n_head"]:
+        raise ConfigError(f"n_embd={values['n_embd']} must be a multiple of n_head={values['n_head']}.")
+    if values["n_positions"] < block_size:
+        raise ConfigError(f"n_positions={values['n_positions']} is smaller than block_size={block_size}.")
+    # The saved config carries the padded size: the model loads as a plain GPT-2 whose extra rows are
+    # never produced by the tokenizer (generation_config suppresses them when sampling).
+    return GPT2Config(
+        vocab_size=padded_vocab_size(vocab_size),
+        bos_token_id=eos_id,
+        eos_token_id=eos_id,
+        pad_token_id=eos_id,
+        tie_word_embeddings=True,
+        **values,
+    )
+
+
+def build_gpt2(config):
+    from transformers import GPT2LMHeadModel
+
+    return GPT2LMHeadModel._from_config(config, attn_implementation="sdpa")
+
+
+def load_causal_lm(name_or_path: str, tokenizer, block_size: int):
+    """Continue from a folder, a finished run or a Hub id; embeddings grow if the tokenizer is larger."""
+    from transformers import AutoModelForCausalLM
+
+    model = _load(AutoModelForCausalLM, resolve_model_path(name_or_path), attn_implementation="sdpa")
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=VOCAB_MULTIPLE)
+    limit = getattr(model.config, "n_positions", None) or getattr(
+        model.config, "max_position_embeddings", None
+    )
+    if limit and block_size > limit:
+        raise ConfigError(f"block_size={block_size} exceeds the model's {limit} positions; lower block_size.")
+    return model
+
+
+def flops_per_token(model, block_size: int) -> float:
+    """Training FLOPs per token: 6N + 12 L H Q T (PaLM appendix B, as in nanoGPT's estimate_mfu)."""
+    c = model.config
+    n = sum(p.numel() for p in model.parameters()) - c.n_positions * c.n_embd  # position table: no matmul
+    return 6 * n + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * block_size
+
+
+def generation_config(model, tokenizer):
+    """Sampling defaults, eos/pad ids, and the padded vocabulary rows suppressed."""
+    from transformers import GenerationConfig
+
+    padded = list(range(len(tokenizer), model.config.vocab_size))
+    return GenerationConfig(
+        **GENERATION_DEFAULTS,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.eos_token_id,
+        suppress_tokens=padded or None,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loss: cross-entropy in chunks, from the hidden states
+# ---------------------------------------------------------------------------------------------------
+class _ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """mean CE(h @ W.T, targets), computed ``chunk`` rows at a time, gradients computed in the forward.
+
+    Autograd would keep every chunk's logits (and autocast's fp32 copy) alive for the backward, which
+    is the full logits tensor again. Computing d(loss)/d(logits) = softmax - onehot right away, chunk by
+    chunk, keeps one chunk alive (the idea of Liger-Kernel's fused linear cross-entropy); the FLOPs are
+    the ones autograd would spend.
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, targets, chunk: int, dtype: torch.dtype):
+        rows = h.shape[0]
+        w = weight.to(dtype)
+        grad_h = torch.empty_like(h)
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        loss = torch.zeros((), dtype=torch.float32, device=h.device)
+        for start in range(0, rows, chunk):
+            x = h[start : start + chunk].to(dtype)
+            y = targets[start : start + chunk]
+            logits = (x @ w.T).float()
+            lse = torch.logsumexp(logits, dim=-1)
+            loss += (lse - logits.gather(1, y[:, None]).squeeze(1)).sum()
+            # d(mean loss)/d(logits), in place over the logits buffer: softmax - onehot, / rows
+            grad = logits.sub_(lse[:, None]).exp_()
+            grad.scatter_add_(1, y[:, None], torch.full_like(grad[:, :1], -1.0))
+            grad = grad.div_(rows).to(dtype)
+            grad_h[start : start + chunk] = (grad @ w).to(h.dtype)
+            grad_w += grad.T @ x
+        ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
+        return loss / rows
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_h, grad_w = ctx.saved_tensors
+        return grad_h * grad_output, grad_w * grad_output, None, None, None
+
+
+def _compute_dtype(device: torch.device, fallback: torch.dtype) -> torch.dtype:
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return fallback
+
+
+def chunked_cross_entropy(
+    h: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    chunk: int = LOSS_CHUNK_TOKENS,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """CE of ``h @ weight.T`` against ``targets`` without materializing all logits.
+
+    h: (rows, hidden); targets: (rows,). reduction "mean" (differentiable) or "none" (per row, no grad).
+    """
+    dtype = _compute_dtype(h.device, h.dtype)
+    if reduction == "mean" and torch.is_grad_enabled():
+        return _ChunkedLinearCrossEntropy.apply(h, weight, targets, chunk, dtype)
+    w = weight.to(dtype)
+    out = []
+    for start in range(0, h.shape[0], chunk):
+        logits = (h[start : start + chunk].to(dtype) @ w.T).float()
+        out.append(nn.functional.cross_entropy(logits, targets[start : start + chunk], reduction="none"))
+    losses = torch.cat(out)
+    return losses if reduction == "none" else losses.mean()
+
+
+class CausalLMForTraining(nn.Module):
+    """A GPT-2 whose forward returns the next-token loss, computed in chunks from the hidden states.
+
+    The loss lives inside ``forward`` so DDP and FSDP see one forward per step (their gradient hooks
+    and parameter gathering hang on it) and ``torch.compile`` can trace it. The wrapped model is the
+    plain transformers model that gets saved.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, input_ids: torch.Tensor, targets: torch.Tensor, reduction: str = "mean"
+    ) -> torch.Tensor:
+        hidden = self.model.transformer(input_ids=input_ids, use_cache=False).last_hidden_state
+        weight = self.model.lm_head.weight
+        losses = chunked_cross_entropy(hidden.flatten(0, 1), weight, targets.flatten(), reduction=reduction)
+        if reduction == "none":  # per sequence, for evaluation
+            return losses.view(targets.shape).mean(dim=1)
+        return losses
+
+
+def save_causal_lm(model, tokenizer, output_dir: Path) -> None:
+    """save_pretrained (safetensors) of model, tokenizer and sampling defaults."""
+    model.generation_config = generation_config(model, tokenizer)
+    model.save_pretrained(output_dir, safe_serialization=True)
+    tokenizer.save_pretrained(output_dir)
+
+
+def cached_bpe_tokenizer(texts, vocab_size: int, cache_dir: Path, data_key: str):
+    """The BPE trained on this data at this vocabulary size, trained once and then read from the cache
+    (so the token cache, keyed by the tokenizer, is hit on the next run too); (tokenizer, cache hit)."""
+    from transformers import AutoTokenizer
+
+    folder = cache_dir / "tokenizers" / f"{data_key}-bpe{vocab_size}"
+    if (folder / "tokenizer.json").exists():
+        return AutoTokenizer.from_pretrained(folder), True
+    tokenizer = train_bpe_tokenizer(texts, vocab_size)
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    tokenizer.save_pretrained(tmp)
+    if folder.exists():  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        os.replace(tmp, folder)
+    return tokenizer, False
+
+
+# ---------------------------------------------------------------------------------------------------
+# Evaluation and samples
+# ---------------------------------------------------------------------------------------------------
+def evaluate_causal_lm(accelerator, model, dataloader) -> dict[str, float]:
+    """Mean next-token loss over the validation blocks (all processes) and its perplexity."""
+    losses = []
+    with torch.no_grad():
+        for batch in dataloader:
+            per_block = model(batch["input_ids"], batch["targets"], reduction="none")
+            # gather_for_metrics drops the blocks DDP repeats to even out the last batch.
+            losses.append(accelerator.gather_for_metrics(per_block.float()))
+    loss = torch.cat(losses).double().mean().item()
+    return {"eval/loss": loss, "eval/perplexity": math.exp(min(loss, 50.0))}
+
+
+def generate_samples(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[dict[str, str]]:
+    """Greedy continuations of ``prompts`` (deterministic, so runs can be compared sample by sample)."""
+    out = []
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for prompt in prompts:
+            ids = tokenizer(prompt, return_tensors="pt")["input_ids"] if prompt else None
+            if ids is None or ids.shape[1] == 0:
+                ids = torch.tensor([[tokenizer.eos_token_id]])
+            ids = ids[:, -model.config.n_positions // 2 :].to(device)
+            generated = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                repetition_penalty=1.1,
+                pad_token_id=tokenizer.pad_token_id,
+                generation_config=model.generation_config,
+            )
+            out.append(
+                {
+                    "prompt": prompt,
+                    "text": tokenizer.decode(generated[0, ids.shape[1] :], skip_special_tokens=True),
+                }
+            )
+    return out
