@@ -1,0 +1,218 @@
+"""GPT-2 pretraining on CPU: TuneLab's recipe vs the Hugging Face ``Trainer`` (run_clm style), side by side.
+
+    python benchmarks/gpt2_clm_vs_trainer.py [--steps 200] [--train_file ../shared/data/tinyshakespeare/input.txt]
+
+Same data (Tiny Shakespeare, one BPE of 8,192 tokens trained once and given to both, last 5% of the
+tokens held out), same model (GPT-2, 4 layers, 256 wide, 4 heads, block 256, dropout 0, same config
+object), same batch (16), optimizer settings and number of steps.
+
+- Trainer: group_texts blocks with labels = input_ids and the default collator, at its fp32 default and
+  at bf16 (``bf16=True, use_cpu=True``). The bf16 Trainer is skipped on a CPU without native bf16
+  (no AVX-512 BF16 / AMX): there bf16 matmuls are emulated and tens of times slower, and TuneLab's
+  ``mixed_precision: auto`` picks fp32 for the same reason.
+- TuneLab: the recipe launched as a subprocess (``accelerate launch recipes/gpt2_clm.py``), eager and
+  with ``--torch_compile``; tokens/s read from its events.jsonl.
+
+tokens/s excludes the first 10 steps on both sides (start-up, first-call allocations, compilation);
+the wall column includes everything. Validation loss: both final models evaluated by the same function
+(transformers' loss, labels = input_ids) on the same held-out blocks. JSON goes to
+benchmarks/results/gpt2_clm_cpu.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from tunelab.data.lm import split_tokens  # noqa: E402
+from tunelab.lm import gpt2_config, train_bpe_tokenizer  # noqa: E402
+from tunelab.train import cpu_has_fast_bf16  # noqa: E402
+
+BLOCK, BATCH, VOCAB, SKIP = 256, 16, 8192, 10
+MODEL = "n_layer=4,n_embd=256,n_head=4"
+OPTIM = {"learning_rate": 1e-3, "weight_decay": 0.1, "warmup": 20, "scheduler": "cosine", "seed": 42}
+
+
+def blocks(ids: np.ndarray) -> torch.Tensor:
+    n = len(ids) // BLOCK
+    return torch.from_numpy(ids[: n * BLOCK].astype(np.int64)).view(n, BLOCK)
+
+
+def eval_loss(model, val_blocks: torch.Tensor) -> float:
+    model.eval()
+    losses = []
+    with torch.no_grad():
+        for i in range(0, len(val_blocks), 32):
+            x = val_blocks[i : i + 32]
+            losses.append(model(input_ids=x, labels=x).loss.item() * len(x))
+    return sum(losses) / len(val_blocks)
+
+
+def run_trainer(tokenizer, train_ids, val_blocks, steps: int, bf16: bool, workdir: Path) -> dict:
+    import datasets
+    from transformers import (
+        GPT2LMHeadModel,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+        default_data_collator,
+    )
+
+    train_blocks = blocks(train_ids)  # run_clm's group_texts: consecutive blocks, labels = input_ids
+    dataset = datasets.Dataset.from_dict({"input_ids": train_blocks.tolist()})
+    dataset = dataset.map(lambda b: {"labels": b["input_ids"]}, batched=True)
+    torch.manual_seed(OPTIM["seed"])
+    model = GPT2LMHeadModel(gpt2_config("tiny", MODEL, len(tokenizer), BLOCK, tokenizer.eos_token_id))
+
+    class Clock(TrainerCallback):
+        marks: dict[int, float] = {}
+
+        def on_step_end(self, args, state, control, **kwargs):
+            Clock.marks[state.global_step] = time.perf_counter()
+
+    args = TrainingArguments(
+        output_dir=str(workdir / f"trainer-{'bf16' if bf16 else 'fp32'}"), per_device_train_batch_size=BATCH,
+        max_steps=steps, learning_rate=OPTIM["learning_rate"], weight_decay=OPTIM["weight_decay"],
+        warmup_steps=OPTIM["warmup"], lr_scheduler_type=OPTIM["scheduler"], logging_steps=10,
+        save_strategy="no", eval_strategy="no", report_to=[], use_cpu=True, bf16=bf16, seed=OPTIM["seed"],
+        dataloader_drop_last=True, disable_tqdm=True,
+    )  # fmt: skip
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=default_data_collator)
+    start = time.perf_counter()
+    trainer.train()
+    wall = time.perf_counter() - start
+    tokens_per_s = (steps - SKIP) * BATCH * BLOCK / (Clock.marks[steps] - Clock.marks[SKIP])
+    return {
+        "tokens_per_s": tokens_per_s,
+        "wall_s": wall,
+        "eval_loss": eval_loss(trainer.model.float(), val_blocks),
+    }
+
+
+def run_tunelab(
+    tokenizer_dir: Path, train_file: str, val_blocks, steps: int, compile_: bool, workdir: Path
+) -> dict:
+    from transformers import AutoModelForCausalLM
+
+    out = workdir / f"tunelab-{'compiled' if compile_ else 'eager'}"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+           "--dynamo_backend", "no", str(ROOT / "recipes" / "gpt2_clm.py"), "--train_file", train_file,
+           "--tokenizer_name", str(tokenizer_dir), "--config_overrides", MODEL, "--block_size", str(BLOCK),
+           "--per_device_train_batch_size", str(BATCH), "--max_train_steps", str(steps),
+           "--learning_rate", str(OPTIM["learning_rate"]), "--weight_decay", str(OPTIM["weight_decay"]),
+           "--num_warmup_steps", str(OPTIM["warmup"]), "--lr_scheduler_type", OPTIM["scheduler"],
+           "--seed", str(OPTIM["seed"]), "--logging_steps", str(SKIP), "--validation_split_percentage", "5",
+           "--max_eval_samples", "8", "--cache_dir", str(workdir / "cache"), "--output_dir", str(out),
+           "--torch_compile", str(compile_)]  # fmt: skip
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1"}
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode:
+        raise SystemExit(f"the recipe failed:\n{proc.stderr[-4000:]}")
+    train = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    train = [e for e in train if e["kind"] == "train"]
+    first, last = train[0], train[-1]  # first = end of the first log interval, excluded
+    tokens_per_s = (last["step"] - first["step"]) * BATCH * BLOCK / (last["time"] - first["time"])
+    model = AutoModelForCausalLM.from_pretrained(out)
+    precision = next(line for line in proc.stderr.splitlines() if "mixed precision =" in line).split("= ")[-1]
+    return {
+        "tokens_per_s": tokens_per_s,
+        "wall_s": wall,
+        "eval_loss": eval_loss(model, val_blocks),
+        "mixed_precision": precision,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument(
+        "--train_file", default=str(ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt")
+    )
+    parser.add_argument(
+        "--trainer_bf16",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="auto: only where the CPU has native bf16",
+    )
+    parser.add_argument("--skip_compiled", action="store_true")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gpt2_clm_cpu.json"))
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+
+    text = Path(args.train_file).read_text()
+    tokenizer = train_bpe_tokenizer([text], VOCAB)
+    ids = np.array(
+        tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id], dtype=np.int64
+    )
+    train_ids, val_ids = split_tokens(ids, 5.0)  # the split the recipe makes
+    val_blocks = blocks(val_ids)
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        tokenizer.save_pretrained(workdir / "tokenizer")
+        results["trainer_fp32"] = run_trainer(tokenizer, train_ids, val_blocks, args.steps, False, workdir)
+        print("trainer fp32", results["trainer_fp32"], flush=True)
+        bf16 = args.trainer_bf16 == "yes" or (args.trainer_bf16 == "auto" and cpu_has_fast_bf16())
+        if bf16:
+            results["trainer_bf16"] = run_trainer(tokenizer, train_ids, val_blocks, args.steps, True, workdir)
+            print("trainer bf16", results["trainer_bf16"], flush=True)
+        results["tunelab"] = run_tunelab(
+            workdir / "tokenizer", args.train_file, val_blocks, args.steps, False, workdir
+        )
+        print("tunelab", results["tunelab"], flush=True)
+        if not args.skip_compiled:
+            results["tunelab_compiled"] = run_tunelab(
+                workdir / "tokenizer", args.train_file, val_blocks, args.steps, True, workdir
+            )
+            print("tunelab compiled", results["tunelab_compiled"], flush=True)
+
+    base = results["trainer_fp32"]["tokens_per_s"]
+    bf16_base = results.get("trainer_bf16", {}).get("tokens_per_s")
+    print(
+        f"\n{'run':<18}{'tokens/s':>10}{'wall s':>9}{'val loss':>10}{'vs Trainer fp32':>17}{'vs Trainer bf16':>17}"
+    )
+    for name, r in results.items():
+        r["ratio_vs_trainer_fp32"] = r["tokens_per_s"] / base
+        r["ratio_vs_trainer_bf16"] = r["tokens_per_s"] / bf16_base if bf16_base else None
+        vs_bf16 = f"{r['ratio_vs_trainer_bf16']:.2f}x" if bf16_base else "n/a"
+        print(
+            f"{name:<18}{r['tokens_per_s']:>10.0f}{r['wall_s']:>9.0f}{r['eval_loss']:>10.3f}"
+            f"{r['ratio_vs_trainer_fp32']:>16.2f}x{vs_bf16:>17}"
+        )
+    report = {
+        "benchmark": "gpt2_clm_vs_trainer", "steps": args.steps, "batch": BATCH, "block": BLOCK, "vocab": VOCAB,
+        "model": MODEL, "tokens_per_run": args.steps * BATCH * BLOCK, "optimizer": OPTIM,
+        "tokens_per_s_excludes_first_steps": SKIP,
+        "tunelab_measured_via": "recipe subprocess (accelerate launch), tokens/s from events.jsonl",
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": len(os.sched_getaffinity(0)),
+                    "native_bf16": cpu_has_fast_bf16(), "torch": torch.__version__,
+                    "load_average_at_end": os.getloadavg()},
+        "trainer_bf16_skipped": None if bf16 else "the CPU has no native bf16 (AVX-512 BF16/AMX)",
+        "results": results, "val_loss_note": "same eval function, same held-out blocks, after the same tokens",
+        "perplexity": {k: math.exp(r["eval_loss"]) for k, r in results.items()},
+    }  # fmt: skip
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

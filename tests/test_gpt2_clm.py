@@ -1,0 +1,285 @@
+"""The GPT-2 pretraining recipe end to end, through real ``accelerate launch`` runs of a tiny GPT-2."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, ROOT, launch
+
+from tunelab.runs import Run
+
+# A 2-layer, 64-wide GPT-2 with a 512-token BPE: learns Shakespeare's character in a few dozen steps.
+TINY = [
+    "--config_overrides", "n_layer=2,n_embd=64,n_head=2",
+    "--tokenizer_vocab_size", "512",
+    "--block_size", "64",
+    "--per_device_train_batch_size", "8",
+    "--per_device_eval_batch_size", "32",
+    "--learning_rate", "3e-3",
+    "--lr_scheduler_type", "constant",
+    "--max_eval_samples", "16",
+    "--logging_steps", "5",
+    "--seed", "7",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def shakespeare_small(tmp_path_factory, shakespeare_file) -> Path:
+    """The first 200k characters of Tiny Shakespeare (one document, as the whole file is)."""
+    path = tmp_path_factory.mktemp("data") / "shakespeare.txt"
+    path.write_text(shakespeare_file.read_text()[:200_000])
+    return path
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tunelab-cache")
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, shakespeare_small, cache_dir) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("runs") / "clm"
+    proc = launch(
+        "gpt2_clm.py", "--train_file", str(shakespeare_small), *TINY, "--max_train_steps", "60",
+        "--eval_steps", "30", "--sample_prompts", "ROMEO:", "--sample_max_new_tokens", "8",
+        "--cache_dir", str(cache_dir), "--output_dir", str(out),
+    )  # fmt: skip
+    return out, proc
+
+
+def held_out_loss(model_dir: Path, text: str, untrained: bool = False) -> float:
+    """Mean next-token loss of the saved model (or a freshly initialised one of its config) on ``text``."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if untrained:
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_dir)
+    ids = tokenizer(text, return_tensors="pt")["input_ids"][:, : 64 * 8].view(8, 64)
+    with torch.no_grad():
+        return model.eval()(input_ids=ids, labels=ids).loss.item()
+
+
+def train_losses(run_dir: Path) -> dict[int, float]:
+    """train/loss per step; a resumed run logs some steps twice, the later line is the one that counts."""
+    return {e["step"]: e["train/loss"] for e in Run(run_dir).events("train")}
+
+
+def test_tiny_run_learns_shakespeare_and_saves_a_generating_model(trained_run, shakespeare_file):
+    out, proc = trained_run
+    # Held-out text the run never saw (the file beyond the 200k characters it trained on).
+    held_out = shakespeare_file.read_text()[300_000:310_000]
+    trained, untrained = held_out_loss(out, held_out), held_out_loss(out, held_out, untrained=True)
+    assert trained < untrained - 1.5, (trained, untrained)
+
+    from transformers import pipeline
+
+    generated = pipeline("text-generation", model=str(out))("ROMEO:", max_new_tokens=12)[0]["generated_text"]
+    assert generated.startswith("ROMEO:") and len(generated) > len("ROMEO:")
+    from tunelab.infer import Generator
+
+    assert isinstance(Generator.load(out).generate("JULIET:", max_new_tokens=5, seed=0), str)
+
+    run = Run(out)
+    kinds = {e["kind"] for e in run.events()}
+    assert {"train", "eval", "sample"} <= kinds
+    sample = run.events("sample")[-1]["samples"][0]
+    assert sample["prompt"] == "ROMEO:" and sample["text"]
+    evals = run.events("eval")
+    assert [e["step"] for e in evals] == [30, 60]
+    assert evals[-1]["eval/perplexity"] == pytest.approx(2.718281828 ** evals[-1]["eval/loss"], rel=1e-4)
+    assert all(e["train/tokens_per_s"] > 0 for e in run.events("train"))
+    assert run.status()["state"] == "finished"
+
+    generation = json.loads((out / "generation_config.json").read_text())
+    assert generation["do_sample"] is True and generation["temperature"] == 0.8 and generation["top_k"] == 50
+    config = json.loads((out / "config.json").read_text())
+    assert config["vocab_size"] % 64 == 0 and config["tie_word_embeddings"] is True
+    card = (out / "README.md").read_text()
+    assert "text-generation" in card and "perplexity" in card and "tokens seen" in card
+    assert "train" in proc.stderr and "validation" in proc.stderr  # token counts reported
+
+
+def test_second_run_on_the_same_data_hits_the_token_cache(
+    trained_run, tmp_path, shakespeare_small, cache_dir
+):
+    first, _ = trained_run
+    cached = sorted((cache_dir / "tokens").glob("*.npy"))
+    assert len(cached) == 1
+    before = cached[0].stat().st_mtime_ns
+    proc = launch(
+        "gpt2_clm.py",
+        "--train_file",
+        str(shakespeare_small),
+        *TINY,
+        "--max_train_steps",
+        "2",
+        "--cache_dir",
+        str(cache_dir),
+        "--output_dir",
+        str(tmp_path / "again"),
+    )
+    assert "Token cache hit" in proc.stderr
+    assert "Tokenizing" not in proc.stderr  # no datasets.map ran
+    assert sorted((cache_dir / "tokens").glob("*.npy")) == cached and cached[0].stat().st_mtime_ns == before
+    # Same tokenizer (from the tokenizer cache), hence the same ids.
+    assert (tmp_path / "again" / "tokenizer.json").read_text() == (first / "tokenizer.json").read_text()
+
+
+@pytest.mark.slow
+def test_two_process_ddp_run_on_cpu(tmp_path, shakespeare_small):
+    out = tmp_path / "ddp"
+    launch(
+        "gpt2_clm.py",
+        "--train_file",
+        str(shakespeare_small),
+        *TINY,
+        "--max_train_steps",
+        "4",
+        "--checkpointing_steps",
+        "2",
+        "--cache_dir",
+        str(tmp_path / "cache"),
+        "--output_dir",
+        str(out),
+        processes=2,
+    )
+    state = json.loads((out / "checkpoints" / "step-2" / "trainer_state.json").read_text())
+    assert state["world_size"] == 2
+    assert "processes = 2" in (out / "train.log").read_text()
+    assert Run(out).status()["state"] == "finished" and Run(out).has_model()
+
+
+@pytest.mark.slow
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path, shakespeare_small):
+    args = [
+        "--train_file",
+        str(shakespeare_small),
+        *TINY,
+        "--max_train_steps",
+        "40",
+        "--logging_steps",
+        "1",
+        "--checkpointing_steps",
+        "10",
+        "--save_total_limit",
+        "5",
+        "--cache_dir",
+        str(tmp_path / "cache"),
+    ]
+    reference = tmp_path / "reference"
+    launch("gpt2_clm.py", *args, "--output_dir", str(reference))
+
+    killed = tmp_path / "killed"
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(ROOT / "recipes" / "gpt2_clm.py"),
+        *args,
+        "--output_dir",
+        str(killed),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        env={**os.environ, "ACCELERATE_USE_CPU": "1"},
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while not (killed / "checkpoints" / "step-10").exists() and time.time() < deadline:
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert Run(killed).status()["state"] == "running" and not Run(killed).has_model()
+    resumed_from = max(int(p.name[5:]) for p in (killed / "checkpoints").glob("step-*"))
+    assert resumed_from < 40
+
+    launch("gpt2_clm.py", *args, "--output_dir", str(killed), "--resume_from_checkpoint", "latest")
+    assert "Resumed from" in (killed / "train.log").read_text()
+    ref_losses, resumed_losses = train_losses(reference), train_losses(killed)
+    after = [s for s in ref_losses if s > resumed_from]
+    assert after and all(s in resumed_losses for s in after)
+    for step in after:
+        assert resumed_losses[step] == pytest.approx(ref_losses[step], rel=1e-4, abs=1e-5), step
+    ref_eval, resumed_eval = Run(reference).events("eval")[-1], Run(killed).events("eval")[-1]
+    assert resumed_eval["step"] == ref_eval["step"] == 40
+    assert resumed_eval["eval/loss"] == pytest.approx(ref_eval["eval/loss"], rel=1e-4, abs=1e-5)
+    assert Run(killed).status()["state"] == "finished"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("fixture", "extra", "message"),
+    [
+        ("clm_empty.txt", [], "the file is empty"),
+        ("clm_bad_utf8.txt", [], "line 3, column 4: byte 0xe9 is not valid UTF-8"),
+        ("clm_no_text_column.jsonl", [], "no text column found; the columns are: id, label"),
+        ("clm_validation_too_small.txt", ["--validation_split_percentage", "2"], "the validation split has"),
+    ],
+)
+def test_bad_input_fails_fast_with_a_clear_message(tmp_path, fixture, extra, message):
+    path = FIXTURES / "bad" / fixture
+    proc = launch(
+        "gpt2_clm.py",
+        "--train_file",
+        str(path),
+        *TINY,
+        *extra,
+        "--max_train_steps",
+        "2",
+        "--cache_dir",
+        str(tmp_path / "cache"),
+        "--output_dir",
+        str(tmp_path / "run"),
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert message in proc.stderr and fixture in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert Run(tmp_path / "run").status()["state"] == "failed"
+
+
+def test_training_continues_from_a_finished_run(trained_run, tmp_path, shakespeare_small):
+    first, _ = trained_run
+    out = tmp_path / "continued"
+    launch(
+        "gpt2_clm.py",
+        "--train_file",
+        str(shakespeare_small),
+        *TINY,
+        "--model_name_or_path",
+        str(first),
+        "--max_train_steps",
+        "5",
+        "--cache_dir",
+        str(tmp_path / "cache"),
+        "--output_dir",
+        str(out),
+    )
+    first_loss = Run(first).events("eval")[-1]["eval/loss"]
+    continued = Run(out).events("eval")[-1]["eval/loss"]
+    # Starting from random weights, 5 steps would leave the loss near ln(vocab) ~ 6.2.
+    assert continued < first_loss + 0.2, (continued, first_loss)
+    assert (out / "tokenizer.json").read_text() == (first / "tokenizer.json").read_text()
