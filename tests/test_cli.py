@@ -95,7 +95,8 @@ def dry_run_parts(stdout: str) -> tuple[dict, str]:
     return yaml.safe_load(text), command.strip()
 
 
-def test_train_dry_run_prints_resolved_yaml_and_command_and_trains_nothing(tmp_path, tiny_bert):
+def test_train_dry_run_prints_resolved_yaml_and_command_and_trains_nothing(tmp_path):
+    tiny_bert = tmp_path / "some-model"  # a dry run loads no model
     data = tmp_path / "reviews.csv"
     data.write_text("text,label\ngood,pos\nbad,neg\n")
     config = tmp_path / "tiny.yaml"
@@ -276,66 +277,57 @@ CHAT_LINES = "\n".join(f"User: hello {i}\nAssistant: the film is great." for i i
 
 
 @pytest.fixture(scope="module")
-def tiny_gpt2(tmp_path_factory) -> Path:
-    """A 2-layer GPT-2 with a ByteLevel BPE tokenizer trained here, fitted a few steps on chat lines."""
-    import torch
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    out = tmp_path_factory.mktemp("tiny-gpt2")
-    corpus = out / "corpus.txt"
-    corpus.write_text(CHAT_LINES)
-    bpe = ByteLevelBPETokenizer()
-    bpe.train([str(corpus)], vocab_size=320, min_frequency=1, special_tokens=["<|endoftext|>"])
-    bpe.save(str(out / "bpe.json"))
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_file=str(out / "bpe.json"),
-        bos_token="<|endoftext|>",
-        eos_token="<|endoftext|>",
-        unk_token="<|endoftext|>",
-    )
-    (out / "bpe.json").unlink()
-    corpus.unlink()
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(
-        GPT2Config(
-            vocab_size=len(tokenizer),
-            n_positions=128,
-            n_embd=64,
-            n_layer=2,
-            n_head=2,
-            bos_token_id=0,
-            eos_token_id=0,
-        )
-    )
-    ids = torch.tensor(tokenizer(CHAT_LINES)["input_ids"])
-    blocks = ids[: len(ids) // 64 * 64].view(-1, 64)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _step in range(60):  # enough for the model to learn the two-line pattern
-        batch = blocks[torch.randint(len(blocks), (8,))]
-        loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    assert loss.item() < 1.0, loss.item()
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
-def test_generate_streams_the_prompt_and_its_continuation(tiny_gpt2):
+def clm_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A real tiny GPT-2 run of `tunelab train clm` (BPE trained by the recipe) on chat lines."""
+    work = tmp_path_factory.mktemp("cli-clm")
+    data = work / "chat.txt"
+    data.write_text(CHAT_LINES)
+    runs = work / "runs"
     proc = tunelab(
-        "generate", tiny_gpt2, "User: hello 7\nAssistant:", "--temperature", "0", "--max-new-tokens", "12"
+        "train",
+        "clm",
+        "--train_file",
+        data,
+        "--max_train_steps",
+        "30",
+        "--block_size",
+        "64",
+        "--per_device_train_batch_size",
+        "8",
+        "--config_overrides",
+        "n_layer=2,n_embd=64,n_head=2",
+        "--tokenizer_vocab_size",
+        "320",
+        "--learning_rate",
+        "3e-3",
+        "--max_eval_samples",
+        "8",
+        "--runs-dir",
+        runs,
+        "--quiet",
+        cwd=work,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (run_dir,) = [p for p in runs.iterdir() if p.is_dir()]
+    return runs, run_dir
+
+
+def test_generate_streams_the_prompt_and_its_continuation(clm_run):
+    runs, _ = clm_run
+    prompt = "User: hello 7\nAssistant:"
+    proc = tunelab(
+        "generate", "latest", prompt, "--temperature", "0", "--max-new-tokens", "12", "--runs-dir", runs
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("User: hello 7\nAssistant:")
     assert "the film is great" in proc.stdout[len("User: hello 7\nAssistant:") :]
 
 
-def test_chat_replies_stop_at_the_next_turn_and_exit_on_slash_exit(tiny_gpt2):
+def test_chat_replies_stop_at_the_next_turn_and_exit_on_slash_exit(clm_run):
+    _, run_dir = clm_run
     proc = tunelab(
         "chat",
-        tiny_gpt2,
+        run_dir,
         "--temperature",
         "0",
         "--max-new-tokens",
@@ -348,12 +340,12 @@ def test_chat_replies_stop_at_the_next_turn_and_exit_on_slash_exit(tiny_gpt2):
     assert len(replies) == 2, proc.stdout  # "hello 3" came after /exit
     for reply in replies:
         assert "the film is great" in reply and "User:" not in reply
-    ended = tunelab("chat", tiny_gpt2, "--max-new-tokens", "4", "--quiet", input="")  # EOF at once
+    ended = tunelab("chat", run_dir, "--max-new-tokens", "4", "--quiet", input="")  # EOF at once
     assert ended.returncode == 0 and ended.stdout == ""
 
 
-def test_generate_rejects_bad_options_in_one_line(tiny_gpt2):
-    assert_one_line_error(tunelab("generate", tiny_gpt2, "hi", "--top-p", "2"), "--top-p must be in (0, 1]")
+def test_generate_rejects_bad_options_in_one_line(tmp_path):
+    assert_one_line_error(tunelab("generate", tmp_path, "hi", "--top-p", "2"), "--top-p must be in (0, 1]")
 
 
 # ---- errors and run management ---------------------------------------------------------------------
@@ -371,7 +363,6 @@ def test_default_runs_dir_is_the_librarys(monkeypatch):
 def test_unknown_run_is_a_one_line_error(tmp_path):
     for args in (["runs", "show", "nope"], ["runs", "rm", "nope"], ["runs", "stop", "nope"]):
         assert_one_line_error(tunelab(*args, "--runs-dir", tmp_path), "no run 'nope' in")
-    assert_one_line_error(tunelab("classify", "./nope", "text", "--runs-dir", tmp_path), "nope")
     debug = tunelab("--debug", "runs", "show", "nope", "--runs-dir", tmp_path)
     assert debug.returncode != 0 and "Traceback" in debug.stderr
 

@@ -518,6 +518,8 @@ def run_recipe(
     run_dir: Path,
 ) -> int:
     """Run the launcher in its own process group and wait; Ctrl-C stops the run like `runs stop`."""
+    from tunelab.runs import Run
+
     print(f"$ {command_line(env_assignments, argv)}", file=sys.stderr, flush=True)
     if args.quiet:
         env = {
@@ -542,6 +544,12 @@ def run_recipe(
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         code = proc.wait()
+        # A SIGTERM to the group ends accelerate's launcher at once while the recipe still saves its
+        # checkpoint: wait for the whole group, then answer with how the run ended.
+        while group_alive(proc.pid):
+            time.sleep(0.5)
+        if code < 0:
+            code = {"finished": 0, "stopped": 0, "failed": 1}.get(Run(run_dir).state, code)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -733,9 +741,9 @@ def generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    kwargs = generation_kwargs(args)  # before the slow imports: a wrong option fails at once
     from tunelab.infer import Generator
 
-    kwargs = generation_kwargs(args)
     spec = model_spec(args)
     info(args, f"loading the language model from {spec} ...")
     generator = Generator.load(spec, runs_dir_of(args))
@@ -782,9 +790,9 @@ def stream_reply(generator, prompt: str, kwargs: dict[str, Any]) -> str:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
+    kwargs = generation_kwargs(args)
     from tunelab.infer import Generator, chat_prompt
 
-    kwargs = generation_kwargs(args)
     spec = model_spec(args)
     info(args, f"loading the language model from {spec} ...")
     generator = Generator.load(spec, runs_dir_of(args))
