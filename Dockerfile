@@ -25,14 +25,14 @@ RUN useradd --create-home --uid 1000 --shell /bin/bash tunelab \
 
 WORKDIR /opt/tunelab
 
-# The same two install steps as .ci/run, so CI proves them (tests/test_dockerfile.py checks they match):
-#   1. pip install torch==2.13.0 -- here from the PyTorch CPU index: the default wheel pulls CUDA (GBs);
-#   2. pip install -e . -- the project. Editable (as in CI) because the recipes/ and app/ the command
-#      launches live beside the package in the source tree, not inside the installed package.
-RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
-
+# The install is .ci/run's command, so CI proves it in a fresh venv (tests/test_dockerfile.py checks
+# they match): `pip install torch==2.13.0 -e ".[dev]"` without the dev extra (pytest, playwright, ...).
+# - torch: the wheel on PyPI pulls CUDA libraries (GBs); the PyTorch CPU index, added as an *extra*
+#   index, offers 2.13.0+cpu, which pip prefers and which satisfies the pin; the rest comes from PyPI.
+# - -e: recipes/ and app/, which the command launches, live beside the package in the source tree.
+# One resolve, as in CI, at the price of re-installing when the source changes (no separate torch layer).
 COPY . /opt/tunelab
-RUN pip install --no-cache-dir -e .
+RUN pip install --no-cache-dir torch==2.13.0 -e . --extra-index-url https://download.pytorch.org/whl/cpu
 
 USER 1000:1000
 VOLUME ["/data"]
