@@ -31,8 +31,10 @@ def reproduce_command(num_processes: int, mixed_precision: str, argv: list[str] 
     """The accelerate launch command that reproduces this process's run."""
     argv = sys.argv if argv is None else argv
     launch = ["accelerate", "launch"]
-    env = "ACCELERATE_USE_CPU=1 " if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true") else ""
+    env = ""
     if num_processes > 1:
+        # Several CPU processes need this for real DDP (accelerate's launcher resets it in the workers).
+        env = "" if torch.cuda.is_available() else "ACCELERATE_USE_CPU=1 "
         launch += ["--multi_gpu", "--num_processes", str(num_processes)]
     launch += ["--mixed_precision", mixed_precision]
     return env + shlex.join(
