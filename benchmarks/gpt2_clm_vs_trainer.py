@@ -79,10 +79,12 @@ def run_trainer(tokenizer, train_ids, val_blocks, steps: int, bf16: bool, workdi
     model = GPT2LMHeadModel(gpt2_config("tiny", MODEL, len(tokenizer), BLOCK, tokenizer.eos_token_id))
 
     class Clock(TrainerCallback):
-        marks: dict[int, float] = {}
+        ends: list[
+            float
+        ] = []  # ends[i]: end of optimizer step i + 1 (global_step's timing differs by version)
 
         def on_step_end(self, args, state, control, **kwargs):
-            Clock.marks[state.global_step] = time.perf_counter()
+            Clock.ends.append(time.perf_counter())
 
     args = TrainingArguments(
         output_dir=str(workdir / f"trainer-{'bf16' if bf16 else 'fp32'}"), per_device_train_batch_size=BATCH,
@@ -91,11 +93,18 @@ def run_trainer(tokenizer, train_ids, val_blocks, steps: int, bf16: bool, workdi
         save_strategy="no", eval_strategy="no", report_to=[], use_cpu=True, bf16=bf16, seed=OPTIM["seed"],
         dataloader_drop_last=True, disable_tqdm=True,
     )  # fmt: skip
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=default_data_collator)
+    Clock.ends = []
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=default_data_collator,
+        callbacks=[Clock()],
+    )
     start = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - start
-    tokens_per_s = (steps - SKIP) * BATCH * BLOCK / (Clock.marks[steps] - Clock.marks[SKIP])
+    tokens_per_s = (steps - SKIP) * BATCH * BLOCK / (Clock.ends[-1] - Clock.ends[SKIP - 1])
     return {
         "tokens_per_s": tokens_per_s,
         "wall_s": wall,
