@@ -539,7 +539,9 @@ def _set_rng_state(state: tuple) -> None:
 def _load_weights(accelerator: Accelerator, model: torch.nn.Module, folder: Path) -> None:
     from safetensors.torch import load_file
 
-    files = sorted(folder.glob("*.safetensors"))
+    files = sorted(folder.glob("*.safetensors"))  # accelerate's save_model logs a .bin name but writes these
+    if not files:
+        raise RuntimeError(f"no best-model weights in {folder}")
     state_dict: dict[str, torch.Tensor] = {}
     for f in files:
         state_dict.update(load_file(f))
