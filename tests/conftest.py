@@ -4,8 +4,10 @@ and a helper that runs a recipe through a real ``accelerate launch``."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -107,15 +109,8 @@ def sentiment_csv(tmp_path) -> Path:
     return path
 
 
-def launch(
-    recipe: str,
-    *args: str,
-    processes: int = 1,
-    env: dict | None = None,
-    timeout: int = 600,
-    check: bool = True,
-) -> subprocess.CompletedProcess:
-    """Run ``accelerate launch recipes/<recipe>`` for real; 2 processes use gloo DDP on CPU."""
+def launch_command(recipe: str, *args: str, processes: int = 1) -> list[str]:
+    """``accelerate launch recipes/<recipe>``; 2 processes use gloo DDP on CPU."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--quiet"]
     if processes > 1:
         # See ENV_NOTES: --cpu with 2 processes silently runs one; this is the form that gives MULTI_CPU.
@@ -143,9 +138,49 @@ def launch(
             "--dynamo_backend",
             "no",
         ]
-    cmd += [str(ROOT / "recipes" / recipe), *args]
+    return [*cmd, str(ROOT / "recipes" / recipe), *args]
+
+
+def launch(
+    recipe: str,
+    *args: str,
+    processes: int = 1,
+    env: dict | None = None,
+    timeout: int = 600,
+    check: bool = True,
+) -> subprocess.CompletedProcess:
+    """Run a recipe for real and wait for it."""
     full_env = {**os.environ, "ACCELERATE_USE_CPU": "1", **(env or {})}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout, cwd=ROOT)
+    proc = subprocess.run(
+        launch_command(recipe, *args, processes=processes),
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=ROOT,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"{recipe} failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
     return proc
+
+
+def start(recipe: str, *args: str, stderr=subprocess.DEVNULL) -> subprocess.Popen:
+    """Start a one-process recipe run in its own session, so a test can signal its whole process group."""
+    return subprocess.Popen(
+        launch_command(recipe, *args),
+        env={**os.environ, "ACCELERATE_USE_CPU": "1"},
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+    )
+
+
+def kill_when(proc: subprocess.Popen, ready, sig: int = signal.SIGKILL, timeout: float = 300) -> None:
+    """Send ``sig`` to the run's process group once ``ready()`` holds (fails if the run ends first)."""
+    deadline = time.time() + timeout
+    while not ready():
+        assert proc.poll() is None, "the run ended before it could be signalled"
+        assert time.time() < deadline, "timed out waiting to signal the run"
+        time.sleep(0.02)
+    os.killpg(proc.pid, sig)

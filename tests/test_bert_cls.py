@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, launch
+from conftest import kill_when, launch, start
 
 from tunelab.runs import Run
 
@@ -114,30 +111,8 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, tiny_bert, sentim
     launch("bert_cls.py", *args, "--output_dir", str(reference))
 
     killed = tmp_path / "killed"
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--num_processes",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        str(ROOT / "recipes" / "bert_cls.py"),
-        *args,
-        "--output_dir",
-        str(killed),
-    ]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1"}
-    proc = subprocess.Popen(
-        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.time() + 300
-    while not list((killed / "checkpoints").glob("step-8")) and time.time() < deadline:
-        assert proc.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
+    proc = start("bert_cls.py", *args, "--output_dir", str(killed))
+    kill_when(proc, lambda: (killed / "checkpoints" / "step-8").exists())
     proc.wait()
     assert Run(killed).status()["state"] == "running"  # a SIGKILL leaves no chance to write anything
     assert not (killed / "eval_results.json").exists()
@@ -157,17 +132,8 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, tiny_bert, sentim
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, tiny_bert, sentiment_csv):
     out = tmp_path / "stopped"
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--num_processes",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        str(ROOT / "recipes" / "bert_cls.py"),
+    proc = start(
+        "bert_cls.py",
         "--model_name_or_path",
         str(tiny_bert),
         "--train_file",
@@ -177,17 +143,11 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, tiny_bert, senti
         "--output_dir",
         str(out),
         *COMMON,
-    ]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1"}
-    proc = subprocess.Popen(
-        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        stderr=subprocess.PIPE,
     )
-    deadline = time.time() + 120
-    while not Run(out).events("train") and time.time() < deadline:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGTERM)
+    kill_when(proc, lambda: Run(out).events("train"), signal.SIGTERM, timeout=120)
     _, stderr = proc.communicate(timeout=120)
     status = Run(out).status()
     assert status["state"] == "stopped", stderr[-3000:]
     assert Run(out).checkpoints(), "SIGTERM must leave a checkpoint to resume from"
-    assert b"Traceback" not in stderr.encode() if isinstance(stderr, str) else b"Traceback" not in stderr
+    assert b"Traceback" not in stderr

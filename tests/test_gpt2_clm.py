@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, ROOT, launch
+from conftest import FIXTURES, kill_when, launch, start
 
 from tunelab.runs import Run
 
@@ -181,36 +177,8 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, shakespeare_small
     launch("gpt2_clm.py", *args, "--output_dir", str(reference))
 
     killed = tmp_path / "killed"
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--num_processes",
-        "1",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        str(ROOT / "recipes" / "gpt2_clm.py"),
-        *args,
-        "--output_dir",
-        str(killed),
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        env={**os.environ, "ACCELERATE_USE_CPU": "1"},
-        cwd=ROOT,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 300
-    while not (killed / "checkpoints" / "step-10").exists() and time.time() < deadline:
-        assert proc.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
+    proc = start("gpt2_clm.py", *args, "--output_dir", str(killed))
+    kill_when(proc, lambda: (killed / "checkpoints" / "step-10").exists())
     proc.wait()
     assert Run(killed).status()["state"] == "running" and not Run(killed).has_model()
     resumed_from = max(int(p.name[5:]) for p in (killed / "checkpoints").glob("step-*"))

@@ -27,8 +27,18 @@ def resolve_model(model_or_run: str | Path, runs_dir: Path | None = None) -> str
     return resolve_model_path(spec)
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def _load(auto_model: Any, model_or_run: str | Path, runs_dir: Path | None, what: str) -> tuple[Any, Any]:
+    """Model (on the GPU when there is one, in eval mode) and tokenizer from a run, folder or Hub id."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model(model_or_run, runs_dir)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        model = auto_model.from_pretrained(path).to(device).eval()
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as e:
+        raise ConfigError(f"cannot load {what} from {model_or_run}: {str(e).splitlines()[0]}") from None
+    return model, tokenizer
 
 
 @dataclass
@@ -41,16 +51,9 @@ class Classifier:
 
     @classmethod
     def load(cls, model_or_run: str | Path, runs_dir: Path | None = None) -> Classifier:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification
 
-        path = resolve_model(model_or_run, runs_dir)
-        try:
-            model = AutoModelForSequenceClassification.from_pretrained(path).to(_device()).eval()
-            tokenizer = AutoTokenizer.from_pretrained(path)
-        except OSError as e:
-            raise ConfigError(
-                f"cannot load a classifier from {model_or_run}: {str(e).splitlines()[0]}"
-            ) from None
+        model, tokenizer = _load(AutoModelForSequenceClassification, model_or_run, runs_dir, "a classifier")
         return cls(model, tokenizer, min(tokenizer.model_max_length, 512))
 
     @property
@@ -80,17 +83,9 @@ class Generator:
 
     @classmethod
     def load(cls, model_or_run: str | Path, runs_dir: Path | None = None) -> Generator:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
-        path = resolve_model(model_or_run, runs_dir)
-        try:
-            model = AutoModelForCausalLM.from_pretrained(path).to(_device()).eval()
-            tokenizer = AutoTokenizer.from_pretrained(path)
-        except OSError as e:
-            raise ConfigError(
-                f"cannot load a language model from {model_or_run}: {str(e).splitlines()[0]}"
-            ) from None
-        return cls(model, tokenizer)
+        return cls(*_load(AutoModelForCausalLM, model_or_run, runs_dir, "a language model"))
 
     def _inputs(self, prompt: str) -> dict[str, torch.Tensor]:
         enc = self.tokenizer(prompt, return_tensors="pt")
