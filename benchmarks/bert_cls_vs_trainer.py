@@ -3,7 +3,7 @@
     python benchmarks/bert_cls_vs_trainer.py [--samples 4000]
 
 Both fine-tune the embedded all-MiniLM-L6-v2 on the same 4,000 SST-2 training sentences (the subset the
-recipe draws with its seed), 1 epoch, batch 32, max length 64, lr 1e-4 with 10% warmup, weight decay 0.01,
+recipe draws with its seed), 1 epoch, batch 16, max length 64, lr 1e-4 with 10% warmup, weight decay 0.01,
 and are scored on the full SST-2 validation set. TuneLab's config batches sentences of similar length
 (`group_by_length: true`). The Trainer runs at its defaults (fp32, random batches) and at its best honest
 settings: `group_by_length=True`, plus bf16 (`bf16=True, use_cpu=True`) where the CPU runs bf16 natively.
@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "src"))
 SST2 = Path(os.environ.get("TUNELAB_SHARED_DATA", ROOT.parent / "shared" / "data")) / "sst2"
 SETTINGS = {
     "max_length": 64,
-    "batch_size": 32,
+    "batch_size": 16,
     "learning_rate": 1e-4,
     "warmup_ratio": 0.1,
     "weight_decay": 0.01,
@@ -121,7 +121,7 @@ def run_trainer(samples: int, bf16: bool, out: Path, group_by_length: bool = Fal
         per_device_train_batch_size=SETTINGS["batch_size"],
         per_device_eval_batch_size=128,
         learning_rate=SETTINGS["learning_rate"],
-        warmup_ratio=SETTINGS["warmup_ratio"],
+        warmup_steps=SETTINGS["warmup_ratio"],  # transformers 5: a float in [0, 1) is a ratio
         weight_decay=SETTINGS["weight_decay"],
         num_train_epochs=SETTINGS["epochs"],
         seed=SETTINGS["seed"],
@@ -132,6 +132,7 @@ def run_trainer(samples: int, bf16: bool, out: Path, group_by_length: bool = Fal
         bf16=bf16,
         use_cpu=True,
         disable_tqdm=True,
+        train_sampling_strategy="group_by_length" if group_by_length else "random",
     )
 
     def accuracy(pred):
@@ -153,6 +154,7 @@ def run_trainer(samples: int, bf16: bool, out: Path, group_by_length: bool = Fal
         "accuracy": acc,
         "samples_per_s": samples / train_s,
         "precision": "bf16" if bf16 else "fp32",
+        "group_by_length": group_by_length,
     }
 
 

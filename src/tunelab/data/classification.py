@@ -429,7 +429,8 @@ def classification_dataloaders(
     ]
     lengths = train["length"] if group_by_length else None
     train = train.with_format(columns=columns)
-    validation = validation.with_format(columns=columns)
+    # Scores do not depend on order, so evaluate shortest first: batches of similar length pad little.
+    validation = validation.sort("length").with_format(columns=columns)
     if group_by_length:
         sampler = LengthGroupedSampler(lengths, train_batch_size, seed)
         train_dl = DataLoader(
