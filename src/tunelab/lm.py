@@ -80,7 +80,7 @@ def load_lm_tokenizer(name_or_path: str):
     """A tokenizer from a folder/run/Hub id; GPT-2 tokenizers have no pad token, so eos doubles as pad."""
     from transformers import AutoTokenizer
 
-    tokenizer = _load(AutoTokenizer, resolve_model_path(name_or_path))
+    tokenizer = _load(AutoTokenizer, resolve_model_path(name_or_path, tokenizer_only=True))
     if tokenizer.eos_token is None:
         raise ConfigError(
             f"{name_or_path}: the tokenizer has no end-of-text (eos) token to separate documents."

