@@ -254,8 +254,6 @@ def test_stop_then_resume_finishes_from_the_checkpoint(app_server, uploaded, tin
 
 @pytest.mark.slow
 def test_gpt2_run_then_streamed_chat(app_server):
-    if not (ROOT / "recipes" / "gpt2_clm.py").exists():
-        pytest.skip("recipes/gpt2_clm.py is not in this checkout yet")
     client = app_server["client"]
     run_id = submit(
         client,
