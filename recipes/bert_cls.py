@@ -36,7 +36,7 @@ from tunelab.recipe import (
     resolve_output_dir,
     setup_logging,
 )
-from tunelab.train import Task, build_accelerator, train
+from tunelab.train import Task, build_accelerator, classification_loss, train
 
 logger = logging.getLogger("tunelab")
 
@@ -86,7 +86,7 @@ def main() -> None:
 
         from tunelab.metrics import evaluate_classifier  # imports `evaluate` (~slow): only after preflight
 
-        model = load_classifier(data_args.model_name_or_path, data.labels, data_args.classifier_dropout)
+        model = load_classifier(data_args.model_name_or_path, data.labels, data_args.dropout_overrides())
         logger.info("Model: %s (%s parameters)", data_args.model_name_or_path, f"{count_parameters(model):,}")
         if lora_args.use_peft:
             model = wrap_lora(
@@ -115,6 +115,7 @@ def main() -> None:
             ),
             main_metric=train_args.metric_for_best_model or "accuracy",
             count_tokens=lambda batch: batch["attention_mask"].sum(),
+            loss=classification_loss(train_args.label_smoothing),
         )
         if train_args.report_to != "none":
             accelerator.init_trackers(

@@ -99,7 +99,9 @@ def main() -> None:
         logger.info("Data: %s", describe_lm_data(data, lm_args.block_size))
 
         if lm_args.model_name_or_path:
-            model = load_causal_lm(lm_args.model_name_or_path, tokenizer, lm_args.block_size)
+            model = load_causal_lm(
+                lm_args.model_name_or_path, tokenizer, lm_args.block_size, lm_args.dropout_overrides()
+            )
         else:
             model = build_gpt2(
                 gpt2_config(
@@ -108,6 +110,7 @@ def main() -> None:
                     len(tokenizer),
                     lm_args.block_size,
                     tokenizer.eos_token_id,
+                    lm_args.dropout_overrides(),
                 )
             )
         model.generation_config = generation_config(model, tokenizer)
@@ -147,7 +150,14 @@ def main() -> None:
                 output_dir.name, config={k: v for k, v in config.items() if v is not None}
             )
         result = train(
-            accelerator, train_args, CausalLMForTraining(model), train_dl, eval_dl, task, output_dir, events
+            accelerator,
+            train_args,
+            CausalLMForTraining(model, train_args.label_smoothing),
+            train_dl,
+            eval_dl,
+            task,
+            output_dir,
+            events,
         )
         if result.stopped:
             logger.info(

@@ -28,6 +28,7 @@ SCHEDULERS = (
     "constant",
     "constant_with_warmup",
 )
+OPTIMIZERS = ("adamw", "adam", "sgd", "adafactor")
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 REPORT_TO = ("none", "tensorboard", "trackio", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive")
 
@@ -54,16 +55,46 @@ class TrainingArguments:
     per_device_train_batch_size: int = 32
     per_device_eval_batch_size: int = 64
     learning_rate: float = 5e-5
-    weight_decay: float = 0.01
+    optimizer: str = field(
+        default="adamw",
+        metadata={
+            "help": "adamw (decoupled weight decay, fused kernel), adam (classic: weight_decay is an L2 "
+            "term of the gradient, which Adam rescales; usually worse than adamw, use weight_decay 0), sgd "
+            "(sgd_momentum, sgd_nesterov; weight_decay as L2) or adafactor (factored second moments, "
+            "little optimizer memory; runs at learning_rate, no relative step)."
+        },
+    )
+    weight_decay: float = field(
+        default=0.01, metadata={"help": "Never applied to biases and norm weights (1-D parameters)."}
+    )
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-8
+    sgd_momentum: float = 0.9
+    sgd_nesterov: bool = False
+    l1_lambda: float = field(
+        default=0.0,
+        metadata={
+            "help": "L1 penalty l1_lambda * sum|w| over weight matrices, added to the loss and logged "
+            "separately (train/l1) from the task loss (train/loss)."
+        },
+    )
+    label_smoothing: float = field(
+        default=0.0, metadata={"help": "Label smoothing of the training cross-entropy (not of eval loss)."}
+    )
     num_train_epochs: float = 3.0
     max_train_steps: int | None = field(
         default=None, metadata={"help": "Optimizer steps; overrides num_train_epochs."}
     )
     gradient_accumulation_steps: int = 1
     lr_scheduler_type: str = field(default="linear", metadata={"help": f"One of {', '.join(SCHEDULERS)}."})
+    lr_scheduler_kwargs: str | None = field(
+        default=None,
+        metadata={
+            "help": "Scheduler options as key=value pairs: num_cycles=2 (cosine_with_restarts), "
+            "power=2.0,lr_end=1e-7 (polynomial)."
+        },
+    )
     num_warmup_steps: int = 0
     warmup_ratio: float = field(default=0.0, metadata={"help": "Used when num_warmup_steps is 0."})
     max_grad_norm: float = 1.0
@@ -102,6 +133,8 @@ class TrainingArguments:
         _choice("lr_scheduler_type", self.lr_scheduler_type, SCHEDULERS)
         _choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
         _choice("report_to", self.report_to, REPORT_TO)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        self.scheduler_kwargs()  # validates
         for name in (
             "per_device_train_batch_size",
             "per_device_eval_batch_size",
@@ -113,8 +146,19 @@ class TrainingArguments:
             _positive(name, getattr(self, name))
         for name in ("max_train_steps", "eval_steps", "early_stopping_patience"):
             _positive(name, getattr(self, name))
-        for name in ("weight_decay", "max_grad_norm", "num_warmup_steps", "dataloader_num_workers"):
+        for name in (
+            "weight_decay",
+            "max_grad_norm",
+            "num_warmup_steps",
+            "dataloader_num_workers",
+            "l1_lambda",
+            "sgd_momentum",
+        ):
             _positive(name, getattr(self, name), allow_zero=True)
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.sgd_nesterov and (self.optimizer != "sgd" or not self.sgd_momentum):
+            raise ConfigError("sgd_nesterov needs optimizer sgd with sgd_momentum > 0.")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.checkpointing_steps is not None:
@@ -128,6 +172,29 @@ class TrainingArguments:
             self.metric_for_best_model = self.metric_for_best_model.removeprefix("eval_").removeprefix(
                 "eval/"
             )
+
+    def scheduler_kwargs(self) -> dict[str, Any]:
+        """``lr_scheduler_kwargs`` ('num_cycles=2') as the keyword arguments of transformers' scheduler."""
+        allowed = {
+            "cosine": {"num_cycles": float},
+            "cosine_with_restarts": {"num_cycles": int},
+            "polynomial": {"power": float, "lr_end": float},
+        }
+        out: dict[str, Any] = {}
+        for part in filter(None, (self.lr_scheduler_kwargs or "").split(",")):
+            key, sep, value = (x.strip() for x in part.partition("="))
+            kinds = allowed.get(self.lr_scheduler_type, {})
+            if not sep or key not in kinds:
+                options = ", ".join(kinds) or "none"
+                raise ConfigError(
+                    f"lr_scheduler_kwargs: {part!r} does not apply to lr_scheduler_type="
+                    f"{self.lr_scheduler_type} (its options: {options}; write key=value)."
+                )
+            try:
+                out[key] = kinds[key](value)
+            except ValueError:
+                raise ConfigError(f"lr_scheduler_kwargs: {key}={value!r} is not a number.") from None
+        return out
 
 
 @dataclass
@@ -174,7 +241,15 @@ class ClassificationArguments:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     group_by_length: bool = field(default=False, metadata={"help": "Batch texts of similar length together."})
-    classifier_dropout: float | None = None
+    hidden_dropout: float | None = field(
+        default=None, metadata={"help": "Dropout of the encoder's hidden states (model default if unset)."}
+    )
+    attention_dropout: float | None = field(
+        default=None, metadata={"help": "Dropout of the attention probabilities (model default if unset)."}
+    )
+    classifier_dropout: float | None = field(
+        default=None, metadata={"help": "Dropout before the classification head (model default if unset)."}
+    )
 
     def __post_init__(self) -> None:
         if not self.train_file:
@@ -188,6 +263,21 @@ class ClassificationArguments:
             raise ConfigError(
                 f"validation_split_percentage must be in (0, 100), got {self.validation_split_percentage}"
             )
+        _dropouts(self, ("hidden_dropout", "attention_dropout", "classifier_dropout"))
+
+    def dropout_overrides(self) -> dict[str, float]:
+        return {
+            k: getattr(self, k)
+            for k in ("hidden_dropout", "attention_dropout", "classifier_dropout")
+            if getattr(self, k) is not None
+        }
+
+
+def _dropouts(obj: Any, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value is not None and not 0 <= value < 1:
+            raise ConfigError(f"{name} must be in [0, 1), got {value}")
 
 
 MODEL_SIZES = ("tiny", "mini", "small", "medium")
@@ -229,6 +319,11 @@ class CausalLMArguments:
         default=None, metadata={"help": "Log samples every N steps (default: at each evaluation)."}
     )
     sample_max_new_tokens: int = 64
+    resid_pdrop: float | None = field(
+        default=None, metadata={"help": "Residual dropout (from scratch: 0; continued: the model's)."}
+    )
+    embd_pdrop: float | None = field(default=None, metadata={"help": "Embedding dropout."})
+    attn_pdrop: float | None = field(default=None, metadata={"help": "Attention dropout."})
     cache_dir: str | None = field(
         default=None, metadata={"help": "Token cache folder; default: $TUNELAB_CACHE or ~/.cache/tunelab."}
     )
@@ -246,6 +341,14 @@ class CausalLMArguments:
             raise ConfigError(
                 f"validation_split_percentage must be in (0, 100), got {self.validation_split_percentage}"
             )
+        _dropouts(self, ("resid_pdrop", "embd_pdrop", "attn_pdrop"))
+
+    def dropout_overrides(self) -> dict[str, float]:
+        return {
+            k: getattr(self, k)
+            for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop")
+            if getattr(self, k) is not None
+        }
 
 
 def _yaml_to_argv(values: dict[str, Any], known: dict[str, dataclasses.Field], source: str) -> list[str]:

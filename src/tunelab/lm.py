@@ -136,14 +136,22 @@ def parse_config_overrides(text: str | None) -> dict[str, Any]:
     return out
 
 
-def gpt2_config(model_size: str, overrides: str | None, vocab_size: int, block_size: int, eos_id: int):
-    """The from-scratch GPT2Config: a preset, then overrides; vocab padded, dropout 0."""
+def gpt2_config(
+    model_size: str,
+    overrides: str | None,
+    vocab_size: int,
+    block_size: int,
+    eos_id: int,
+    dropout: dict[str, float] | None = None,
+):
+    """The from-scratch GPT2Config: a preset, then overrides; vocab padded, dropout 0 unless given."""
     from transformers import GPT2Config
 
     values: dict[str, Any] = dict(MODEL_PRESETS[model_size])
     # Room for generating past one block (pipeline's 100 new tokens after a prompt), at tiny cost.
     values["n_positions"] = max(block_size, 1024 if model_size in ("small", "medium") else 256)
     values.update(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    values.update(dropout or {})
     values.update(parse_config_overrides(overrides))
     if values["n_embd"] % values["n_head"]:
         raise ConfigError(f"n_embd={values['n_embd']} must be a multiple of n_head={values['n_head']}.")
@@ -167,11 +175,14 @@ def build_gpt2(config):
     return GPT2LMHeadModel._from_config(config, attn_implementation="sdpa")
 
 
-def load_causal_lm(name_or_path: str, tokenizer, block_size: int):
-    """Continue from a folder, a finished run or a Hub id; embeddings grow if the tokenizer is larger."""
+def load_causal_lm(name_or_path: str, tokenizer, block_size: int, dropout: dict[str, float] | None = None):
+    """Continue from a folder, a finished run or a Hub id; embeddings grow if the tokenizer is larger.
+    ``dropout`` ({"resid_pdrop": 0.1, ...}) overrides the saved config's rates."""
     from transformers import AutoModelForCausalLM
 
-    model = _load(AutoModelForCausalLM, resolve_model_path(name_or_path), attn_implementation="sdpa")
+    model = _load(
+        AutoModelForCausalLM, resolve_model_path(name_or_path), attn_implementation="sdpa", **(dropout or {})
+    )
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=VOCAB_MULTIPLE)
     limit = getattr(model.config, "n_positions", None) or getattr(
@@ -216,8 +227,8 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, h, weight, targets, chunk: int, dtype: torch.dtype):
-        rows = h.shape[0]
+    def forward(ctx, h, weight, targets, chunk: int, dtype: torch.dtype, smoothing: float = 0.0):
+        rows, vocab = h.shape[0], weight.shape[0]
         w = weight.to(dtype)
         grad_h = torch.empty_like(h)
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
@@ -227,10 +238,17 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             y = targets[start : start + chunk]
             logits = (x @ w.T).float()
             lse = torch.logsumexp(logits, dim=-1)
-            loss += (lse - logits.gather(1, y[:, None]).squeeze(1)).sum()
-            # d(mean loss)/d(logits), in place over the logits buffer: softmax - onehot, / rows
+            # With label smoothing s the target is (1 - s) onehot + s / vocab (torch's definition).
+            target_logit = logits.gather(1, y[:, None]).squeeze(1)
+            if smoothing:
+                loss += (lse - (1 - smoothing) * target_logit - smoothing * logits.mean(dim=-1)).sum()
+            else:
+                loss += (lse - target_logit).sum()
+            # d(mean loss)/d(logits), in place over the logits buffer: softmax - target, / rows
             grad = logits.sub_(lse[:, None]).exp_()
-            grad.scatter_add_(1, y[:, None], torch.full_like(grad[:, :1], -1.0))
+            grad.scatter_add_(1, y[:, None], torch.full_like(grad[:, :1], -(1.0 - smoothing)))
+            if smoothing:
+                grad.sub_(smoothing / vocab)
             grad = grad.div_(rows).to(dtype)
             grad_h[start : start + chunk] = (grad @ w).to(h.dtype)
             grad_w += grad.T @ x
@@ -240,7 +258,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         grad_h, grad_w = ctx.saved_tensors
-        return grad_h * grad_output, grad_w * grad_output, None, None, None
+        return grad_h * grad_output, grad_w * grad_output, None, None, None, None
 
 
 def _compute_dtype(device: torch.device, fallback: torch.dtype) -> torch.dtype:
@@ -255,14 +273,16 @@ def chunked_cross_entropy(
     targets: torch.Tensor,
     chunk: int = LOSS_CHUNK_TOKENS,
     reduction: str = "mean",
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """CE of ``h @ weight.T`` against ``targets`` without materializing all logits.
 
-    h: (rows, hidden); targets: (rows,). reduction "mean" (differentiable) or "none" (per row, no grad).
+    h: (rows, hidden); targets: (rows,). reduction "mean" (differentiable; label_smoothing applies) or
+    "none" (per row, no grad, no smoothing: what evaluation reports).
     """
     dtype = _compute_dtype(h.device, h.dtype)
     if reduction == "mean" and torch.is_grad_enabled():
-        return _ChunkedLinearCrossEntropy.apply(h, weight, targets, chunk, dtype)
+        return _ChunkedLinearCrossEntropy.apply(h, weight, targets, chunk, dtype, label_smoothing)
     w = weight.to(dtype)
     out = []
     for start in range(0, h.shape[0], chunk):
@@ -280,16 +300,23 @@ class CausalLMForTraining(nn.Module):
     plain transformers model that gets saved.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, label_smoothing: float = 0.0):
         super().__init__()
         self.model = model
+        self.label_smoothing = label_smoothing
 
     def forward(
         self, input_ids: torch.Tensor, targets: torch.Tensor, reduction: str = "mean"
     ) -> torch.Tensor:
         hidden = self.model.transformer(input_ids=input_ids, use_cache=False).last_hidden_state
         weight = self.model.lm_head.weight
-        losses = chunked_cross_entropy(hidden.flatten(0, 1), weight, targets.flatten(), reduction=reduction)
+        losses = chunked_cross_entropy(
+            hidden.flatten(0, 1),
+            weight,
+            targets.flatten(),
+            reduction=reduction,
+            label_smoothing=self.label_smoothing,
+        )
         if reduction == "none":  # per sequence, for evaluation
             return losses.view(targets.shape).mean(dim=1)
         return losses

@@ -55,8 +55,29 @@ def load_tokenizer(name_or_path: str):
     return _load(AutoTokenizer, resolve_model_path(name_or_path, tokenizer_only=True))
 
 
-def load_classifier(name_or_path: str, labels: list[str], classifier_dropout: float | None = None):
-    """A sequence classifier with our label maps; the head is re-initialised only when the labels differ."""
+# Config attribute names of the dropout rates across BERT-family architectures (first match wins).
+DROPOUT_ATTRIBUTES = {
+    "hidden_dropout": ("hidden_dropout_prob", "dropout", "hidden_dropout"),
+    "attention_dropout": ("attention_probs_dropout_prob", "attention_dropout"),
+    "classifier_dropout": ("classifier_dropout", "seq_classif_dropout"),
+}
+
+
+def dropout_config(config, dropout: dict[str, float]) -> dict[str, float]:
+    """{"hidden_dropout": 0.2} -> {"hidden_dropout_prob": 0.2} for this architecture's config."""
+    out: dict[str, float] = {}
+    for name, value in dropout.items():
+        attribute = next((a for a in DROPOUT_ATTRIBUTES[name] if hasattr(config, a)), None)
+        if attribute is None:
+            raise ConfigError(f"{name}: a {config.model_type} model has no such dropout to set.")
+        out[attribute] = value
+    return out
+
+
+def load_classifier(name_or_path: str, labels: list[str], dropout: dict[str, float] | None = None):
+    """A sequence classifier with our label maps; the head is re-initialised only when the labels differ.
+    ``dropout`` ({"hidden_dropout": 0.2, "attention_dropout": ..., "classifier_dropout": ...}) overrides
+    the model's rates."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     path = resolve_model_path(name_or_path)
@@ -73,8 +94,7 @@ def load_classifier(name_or_path: str, labels: list[str], classifier_dropout: fl
         "id2label": id2label,
         "label2id": {v: k for k, v in id2label.items()},
     }
-    if classifier_dropout is not None:
-        kwargs["classifier_dropout"] = classifier_dropout
+    kwargs.update(dropout_config(config, dropout or {}))
     if not same_head:
         kwargs["ignore_mismatched_sizes"] = True
     return _load(AutoModelForSequenceClassification, path, **kwargs)
