@@ -14,6 +14,7 @@ import yaml
 from tunelab.args import (
     EMBEDDED_ENCODER,
     MODEL_SIZES,
+    OPTIMIZERS,
     SCHEDULERS,
     CausalLMArguments,
     ClassificationArguments,
@@ -63,6 +64,12 @@ DEFAULTS: dict[str, Any] = {
     "eval_steps": 0,
     "logging_steps": 5,
     "seed": 42,
+    "optimizer": "adamw",
+    "weight_decay": 0.01,
+    "l1_lambda": 0.0,
+    "label_smoothing": 0.0,
+    "hidden_dropout": None,
+    "attention_dropout": None,
 }
 TASK_DEFAULTS = {
     "classification": {
@@ -136,7 +143,12 @@ def settings_to_config(state: AppState, settings: dict[str, Any]) -> tuple[str, 
         "eval_steps": _positive_or_none(s["eval_steps"]),
         "logging_steps": int(s["logging_steps"]),
         "seed": int(s["seed"]),
+        "optimizer": s["optimizer"],
+        "weight_decay": float(s["weight_decay"]),
+        "l1_lambda": float(s["l1_lambda"]),
+        "label_smoothing": float(s["label_smoothing"]),
     }
+    hidden, attention = _none_if_blank(s["hidden_dropout"]), _none_if_blank(s["attention_dropout"])
     lora = {"use_peft": bool(s["use_peft"]), "lora_r": int(s["lora_r"]), "lora_alpha": int(s["lora_alpha"])}
     if task == "classification":
         data = {
@@ -147,6 +159,8 @@ def settings_to_config(state: AppState, settings: dict[str, Any]) -> tuple[str, 
             "label_column": _none_if_blank(s["label_column"]),
             "max_length": int(s["max_length"]),
             "max_train_samples": _positive_or_none(s["max_train_samples"]),
+            "hidden_dropout": hidden,
+            "attention_dropout": attention,
         }
         types = (ClassificationArguments, TrainingArguments, LoraArguments)
     else:
@@ -158,6 +172,10 @@ def settings_to_config(state: AppState, settings: dict[str, Any]) -> tuple[str, 
             "text_column": _none_if_blank(s["text_column"]),
             "block_size": int(s["block_size"]),
             "sample_prompts": ["The "],
+            # GPT-2's residual and embedding dropout play the role of the encoder's hidden dropout
+            "resid_pdrop": hidden,
+            "embd_pdrop": hidden,
+            "attn_pdrop": attention,
         }
         types = (CausalLMArguments, TrainingArguments)
     if task == "causal-lm":
@@ -392,6 +410,33 @@ def build(state: AppState) -> dict[str, Any]:
                         use_peft = gr.Checkbox(False, label="LoRA (peft)")
                         lora_r = gr.Number(8, label="LoRA r", precision=0, minimum=1)
                         lora_alpha = gr.Number(16, label="LoRA alpha", precision=0, minimum=1)
+                    with gr.Row():
+                        optimizer = gr.Dropdown(
+                            list(OPTIMIZERS),
+                            value="adamw",
+                            label="Optimizer",
+                            info="adamw: decoupled weight decay · sgd: momentum 0.9 · adafactor: low memory",
+                        )
+                        weight_decay = gr.Number(
+                            DEFAULTS["weight_decay"], label="Weight decay (not on biases/norms)", minimum=0
+                        )
+                        l1_lambda = gr.Number(0.0, label="L1 penalty (λ · Σ|w|)", minimum=0)
+                        label_smoothing = gr.Number(0.0, label="Label smoothing", minimum=0, maximum=0.99)
+                    with gr.Row():
+                        hidden_dropout = gr.Number(
+                            None,
+                            label="Hidden dropout (blank: model's)",
+                            info="GPT-2: resid_pdrop and embd_pdrop",
+                            minimum=0,
+                            maximum=0.99,
+                        )
+                        attention_dropout = gr.Number(
+                            None,
+                            label="Attention dropout (blank: model's)",
+                            info="GPT-2: attn_pdrop",
+                            minimum=0,
+                            maximum=0.99,
+                        )
             with gr.Column(scale=2):
                 with gr.Row():
                     check_btn = gr.Button("Check data", elem_id="train-check")
@@ -440,6 +485,12 @@ def build(state: AppState) -> dict[str, Any]:
             "eval_steps": eval_steps,
             "logging_steps": logging_steps,
             "seed": seed,
+            "optimizer": optimizer,
+            "weight_decay": weight_decay,
+            "l1_lambda": l1_lambda,
+            "label_smoothing": label_smoothing,
+            "hidden_dropout": hidden_dropout,
+            "attention_dropout": attention_dropout,
         }
         assert list(components) == FIELDS
         inputs = list(components.values())

@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import ROOT, sentiment_rows
 
 if str(ROOT) not in sys.path:  # the app is a package at the repo root, not installed
@@ -176,6 +177,29 @@ def test_sample_datasets_ship_with_the_app(app_server):
     assert "--multi_gpu --num_processes 2" in client.predict(two, api_name="/preview_run")[1]
     check = client.predict(json.dumps({"dataset": "sample-sentiment.csv"}), api_name="/check_data_json")
     assert check.startswith("✓") and "600 rows" in check
+
+
+def test_advanced_training_options_reach_the_run_config(app_server):
+    """Optimizer, regularization and dropout settings of the Advanced section, for both tasks."""
+    client = app_server["client"]
+    options = {"optimizer": "sgd", "l1_lambda": 1e-5, "label_smoothing": 0.1, "hidden_dropout": 0.2}
+    cfg, _ = client.predict(
+        json.dumps({"dataset": "sample-sentiment.csv", **options, "attention_dropout": 0.05}),
+        api_name="/preview_run",
+    )
+    config = yaml.safe_load(cfg)
+    assert {k: config[k] for k in options} == options and config["attention_dropout"] == 0.05
+    cfg, _ = client.predict(
+        json.dumps({"task": "causal-lm", "dataset": "sample-python-docs.txt", "hidden_dropout": 0.1}),
+        api_name="/preview_run",
+    )
+    config = yaml.safe_load(cfg)
+    assert (config["resid_pdrop"], config["embd_pdrop"], config["optimizer"]) == (0.1, 0.1, "adamw")
+    assert "attn_pdrop" not in config  # blank: the model's own rate
+    cfg, _ = client.predict(
+        json.dumps({"dataset": "sample-sentiment.csv", "label_smoothing": 1.5}), api_name="/preview_run"
+    )
+    assert "label_smoothing must be in [0, 1)" in cfg  # the recipe's own check, shown before any run
 
 
 @pytest.mark.slow
