@@ -427,7 +427,7 @@ def classification_dataloaders(
     columns = [
         c for c in ("input_ids", "attention_mask", "token_type_ids", "label") if c in train.column_names
     ]
-    lengths = train["length"] if group_by_length else None
+    lengths = list(train["length"]) if group_by_length else None  # a list: a Column indexes row by row
     train = train.with_format(columns=columns)
     # Scores do not depend on order, so evaluate shortest first: batches of similar length pad little.
     validation = validation.sort("length").with_format(columns=columns)
