@@ -8,6 +8,7 @@ a tokenizer trained on the data, a model built from a config, and a loss that ne
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -362,25 +363,26 @@ def evaluate_causal_lm(accelerator, model, dataloader) -> dict[str, float]:
     return {"eval/loss": loss, "eval/perplexity": math.exp(min(loss, 50.0))}
 
 
-def generate_samples(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[dict[str, str]]:
-    """Greedy continuations of ``prompts`` (deterministic, so runs can be compared sample by sample)."""
+def generate_samples(
+    model, tokenizer, prompts: list[str], max_new_tokens: int, seed: int = 0
+) -> list[dict[str, str]]:
+    """Sampled continuations of ``prompts`` (the model's sampling defaults) from a fixed seed: what a
+    user gets, yet comparable from one evaluation to the next. Greedy decoding of a small model loops on
+    one phrase. The training RNG is set aside and restored, so samples never change the run (resume
+    stays exact)."""
     out = []
     device = next(model.parameters()).device
-    with torch.no_grad():
+    devices = [device] if device.type == "cuda" else []
+    config = copy.deepcopy(model.generation_config)
+    config.max_new_tokens, config.pad_token_id = max_new_tokens, tokenizer.pad_token_id
+    with torch.no_grad(), torch.random.fork_rng(devices=devices, device_type=device.type):
+        torch.manual_seed(seed)
         for prompt in prompts:
             ids = tokenizer(prompt, return_tensors="pt")["input_ids"] if prompt else None
             if ids is None or ids.shape[1] == 0:
                 ids = torch.tensor([[tokenizer.eos_token_id]])
             ids = ids[:, -model.config.n_positions // 2 :].to(device)
-            generated = model.generate(
-                ids,
-                attention_mask=torch.ones_like(ids),
-                do_sample=False,
-                max_new_tokens=max_new_tokens,
-                repetition_penalty=1.1,
-                pad_token_id=tokenizer.pad_token_id,
-                generation_config=model.generation_config,
-            )
+            generated = model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config)
             out.append(
                 {
                     "prompt": prompt,
