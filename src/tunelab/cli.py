@@ -29,8 +29,12 @@ from typing import Any
 import tunelab
 from tunelab.errors import ConfigError, TuneLabError
 
-RECIPES = {"cls": "bert_cls.py", "clm": "gpt2_clm.py"}
-RECIPE_TITLES = {"cls": "text classification (recipes/bert_cls.py)", "clm": "causal LM (recipes/gpt2_clm.py)"}
+RECIPES = {"cls": "bert_cls.py", "clm": "gpt2_clm.py", "mlm": "bert_mlm.py"}
+RECIPE_TITLES = {
+    "cls": "text classification (recipes/bert_cls.py)",
+    "clm": "causal LM (recipes/gpt2_clm.py)",
+    "mlm": "masked-LM domain adaptation (recipes/bert_mlm.py)",
+}
 ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 # Metrics that name "best" in `runs list`, in order of preference, with their direction.
 BEST_METRICS = {"accuracy": max, "f1": max, "perplexity": min, "loss": min}
@@ -417,6 +421,10 @@ def recipe_argument_types(task: str) -> tuple[type, ...]:
 
     if task == "cls":
         return (ClassificationArguments, TrainingArguments, LoraArguments)
+    if task == "mlm":
+        from tunelab.mlm import MaskedLMArguments
+
+        return (MaskedLMArguments, TrainingArguments)
     return (CausalLMArguments, TrainingArguments)
 
 
@@ -962,17 +970,24 @@ def build_parser() -> argparse.ArgumentParser:
         commands,
         "train",
         "train with a recipe (accelerate launch)",
-        "Run recipes/bert_cls.py (cls) or recipes/gpt2_clm.py (clm) through `accelerate launch`.\n"
+        "Run recipes/bert_cls.py (cls), recipes/gpt2_clm.py (clm) or recipes/bert_mlm.py (mlm: adapt an\n"
+        "encoder to your text before `train cls --model_name_or_path RUN`) through `accelerate launch`.\n"
         "Every other --key value goes to the recipe (names of the transformers examples:\n"
         "--train_file, --num_train_epochs, --learning_rate, ...); flags override --config.\n"
         "The exact command is printed first; the exit code is the recipe's. Ctrl-C stops the run\n"
         "after saving a checkpoint (`tunelab runs resume RUN` continues it).",
         "  tunelab train cls --train_file reviews.csv --num_train_epochs 1\n"
         "  tunelab train cls --config recipes/configs/bert_cls/sst2_minilm.yaml --dry-run\n"
-        "  tunelab train clm --train_file input.txt --num-processes 2 --mixed-precision bf16",
+        "  tunelab train clm --train_file input.txt --num-processes 2 --mixed-precision bf16\n"
+        "  tunelab train mlm --train_file notes.txt --max_train_steps 300 --output_dir runs/mlm-notes\n"
+        "  tunelab train cls --train_file labelled.csv --model_name_or_path runs/mlm-notes",
         allow_abbrev=False,
     )
-    train.add_argument("recipe", choices=sorted(RECIPES), help="cls: text classification; clm: causal LM")
+    train.add_argument(
+        "recipe",
+        choices=sorted(RECIPES),
+        help="cls: text classification; clm: causal LM; mlm: masked-LM domain adaptation",
+    )
     train.add_argument("--config", metavar="FILE", default=None, help="YAML file of recipe arguments")
     train.add_argument(
         "--num-processes",
