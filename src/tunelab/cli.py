@@ -476,11 +476,15 @@ def resolved_config(task: str, recipe_args: list[str]) -> dict[str, Any]:
     return to_config(*parse_args(recipe_argument_types(task), list(recipe_args)))
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def plan_training(
+    args: argparse.Namespace, recipe_args: list[str]
+) -> tuple[list[str], dict[str, str], dict[str, Any]]:
+    """(accelerate launch argv, its env assignments, resolved config) of a run: `tunelab train` and
+    each trial of `tunelab sweep` start recipes through this one path."""
     from tunelab.runs import new_run_id
 
-    recipe = project_root(f"recipes/{RECIPES[args.recipe]}") / "recipes" / RECIPES[args.recipe]
-    recipe_args = list(args.recipe_args)
+    recipe = recipe_path(args.recipe)
+    recipe_args = list(recipe_args)
     if args.config:
         recipe_args = ["--config", args.config, *recipe_args]
     if args.mixed_precision and not has_flag(recipe_args, "--mixed_precision"):
@@ -493,7 +497,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         recipe_args += ["--output_dir", str(runs_dir_of(args) / new_run_id(args.recipe))]
         config["output_dir"] = recipe_args[-1]
     env_assignments, flags = launch_flags(args.num_processes, args.mixed_precision, cpu=not cuda_available())
-    argv = accelerate_launch() + flags + [str(recipe), *recipe_args]
+    return accelerate_launch() + flags + [str(recipe), *recipe_args], env_assignments, config
+
+
+def recipe_path(task: str) -> Path:
+    return project_root(f"recipes/{RECIPES[task]}") / "recipes" / RECIPES[task]
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    argv, env_assignments, config = plan_training(args, args.recipe_args)
     if args.dry_run:
         import yaml
 
@@ -581,6 +593,156 @@ def report_run(args: argparse.Namespace, run_dir: Path, code: int) -> None:
         + (f": {status['reason']}" if status.get("reason") and code != 0 else "")
         + f"\n  folder: {run_dir}",
     )
+
+
+# ---- sweep ---------------------------------------------------------------------------------------
+
+
+def trial_launcher(args: argparse.Namespace, base_args: list[str]):
+    """Start one sweep trial: the command `tunelab train` would run, in its own process group, with its
+    output in the run folder's process.log (the sweep's terminal shows one line per trial)."""
+    from tunelab.sweep import PROCESS_LOG, param_args
+
+    def launch(params: dict[str, Any], run_dir: Path) -> subprocess.Popen:
+        argv, env_assignments, _ = plan_training(
+            args, [*base_args, *param_args(params), "--output_dir", str(run_dir)]
+        )
+        env = {
+            **os.environ,
+            **env_assignments,
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+            "TQDM_DISABLE": "1",
+            "TRANSFORMERS_VERBOSITY": "error",
+            "PYTHONUNBUFFERED": "1",
+        }
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir / PROCESS_LOG, "ab") as log:
+            log.write(f"$ {command_line(env_assignments, argv)}\n".encode())
+            log.flush()
+            return subprocess.Popen(
+                argv,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    return launch
+
+
+def new_sweep(args: argparse.Namespace):
+    """Check the space and the base config (every range end and choice) before any trial; create the sweep."""
+    from tunelab.sweep import (
+        DEFAULT_METRIC,
+        check_space_values,
+        create_sweep,
+        direction_of,
+        load_space,
+        param_args,
+    )
+
+    if not args.space:
+        raise CliError("--space SPACE.yaml is required (its format: `tunelab sweep --help`)")
+    if not args.trials:
+        raise CliError("--trials N is required (how many trials to run)")
+    if args.config and not Path(args.config).is_file():
+        raise CliError(f"config file {args.config} does not exist")
+    space = load_space(Path(args.space), recipe_argument_types(args.recipe))
+    config_args = ["--config", args.config] if args.config else []
+    base_config = resolved_config(args.recipe, [*config_args, *args.recipe_args])
+    check_space_values(
+        space,
+        lambda values: resolved_config(args.recipe, [*config_args, *args.recipe_args, *param_args(values)]),
+    )
+    metric = (
+        args.metric or base_config.get("metric_for_best_model") or DEFAULT_METRIC[args.recipe]
+    ).removeprefix("eval/")
+    recipe_args = list(args.recipe_args)
+    if not base_config.get("metric_for_best_model") and "metric_for_best_model" not in space:
+        # The run keeps (and reports) its best model by this metric: the one the sweep compares.
+        recipe_args += ["--metric_for_best_model", metric]
+    return create_sweep(
+        runs_dir_of(args),
+        args.name,
+        task=args.recipe,
+        config=str(Path(args.config).resolve()) if args.config else None,
+        recipe_args=recipe_args,
+        space=space,
+        metric=metric,
+        direction=args.direction or direction_of(metric),
+        n_trials=args.trials,
+        seed=args.sampler_seed,
+        prune=not args.no_prune,
+        launch={
+            "recipe": f"recipes/{RECIPES[args.recipe]}",
+            "num_processes": args.num_processes,
+            "mixed_precision": args.mixed_precision,
+        },
+    )
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from tunelab.sweep import SweepRunner, open_sweep, write_results
+
+    runs_dir = runs_dir_of(args)
+    if args.resume:
+        if args.config or args.space or args.recipe_args:
+            raise CliError(
+                "--resume continues a sweep with its own config and space; only --trials may change"
+            )
+        sweep = open_sweep(args.resume, runs_dir)
+        record = sweep.record()
+        if record.get("task") != args.recipe:
+            raise CliError(f"sweep {sweep.id} searches {record.get('task')} runs, not {args.recipe}")
+        if args.trials:
+            sweep.save({**record, "n_trials": args.trials})
+        launch = record.get("launch") or {}
+        args.config = record.get("config")
+        args.num_processes = launch.get("num_processes", 1)
+        args.mixed_precision = launch.get("mixed_precision")
+    else:
+        sweep = new_sweep(args)
+    record = sweep.record()
+    info(
+        args,
+        f"sweep {sweep.id}: {record['n_trials']} trials of {RECIPE_TITLES[args.recipe]}, "
+        f"{record['direction']} eval/{record['metric']}\n  folder: {sweep.path}",
+    )
+    runner = SweepRunner(sweep, trial_launcher(args, record["recipe_args"]), say=lambda m: info(args, m))
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # `kill` of the sweep stops its running trial like Ctrl-C does
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        best = runner.run(record["n_trials"])
+    except KeyboardInterrupt:
+        info(args, f"sweep interrupted; continue it with `tunelab sweep {args.recipe} --resume {sweep.id}`")
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        print_sweep_results(write_results(sweep))
+    if best is None:
+        raise CliError(f"no trial of sweep {sweep.id} completed (see the reasons above and in {sweep.path})")
+    info(
+        args,
+        f"best: trial {best['number']} ({best['run']}), eval/{record['metric']} {best['value']:.4g}\n"
+        f"  best config: {sweep.path / 'best_config.yaml'}\n"
+        f"  train it: tunelab train {args.recipe} --config {sweep.path / 'best_config.yaml'}",
+    )
+    return 0
+
+
+def print_sweep_results(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    columns = [c for c in rows[0] if c != "reason"]
+    cells = [
+        ["-" if r[c] is None else f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in columns]
+        for r in rows
+    ]
+    print_table(cells, [c.upper() for c in columns])
 
 
 # ---- app -----------------------------------------------------------------------------------------
@@ -1009,6 +1171,65 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _runs_dir_option(train)
     train.set_defaults(func=cmd_train, accepts_recipe_args=True)
+
+    sweep = _sub(
+        commands,
+        "sweep",
+        "search hyperparameters with Optuna (each trial is a run)",
+        "Search recipe arguments with Optuna (seeded TPE sampler; trials that fall behind the median\n"
+        "of earlier ones at the same step are pruned: stopped with a checkpoint). Every trial is a\n"
+        "normal run (`tunelab runs list`, the app) launched like `tunelab train`. The sweep folder\n"
+        "RUNS_DIR/NAME holds sweep.json, study.db (for --resume), results.csv/.md and\n"
+        "best_config.yaml (the base config with the best parameters).\n"
+        "Other --key value flags go to every trial. SPACE.yaml maps recipe arguments to ranges:\n"
+        "  learning_rate: {type: float, low: 1e-5, high: 1e-3, log: true}\n"
+        "  warmup_ratio: {type: float, low: 0.0, high: 0.2, step: 0.05}\n"
+        "  num_warmup_steps: {type: int, low: 0, high: 100, step: 10}\n"
+        "  per_device_train_batch_size: {type: categorical, choices: [8, 16, 32]}\n"
+        "  lr_scheduler_type: [linear, cosine]      # a plain list is a categorical",
+        "  tunelab sweep cls --config recipes/configs/bert_cls/sst2_minilm.yaml \\\n"
+        "      --space recipes/configs/sweeps/cls_lr_batch.yaml --trials 12\n"
+        "  tunelab sweep clm --config recipes/configs/gpt2_clm/shakespeare_tiny.yaml \\\n"
+        "      --space recipes/configs/sweeps/clm_lr_schedule.yaml --trials 8 --metric perplexity\n"
+        "  tunelab sweep cls --resume sweep-cls-20261123-171200-ab12",
+        allow_abbrev=False,
+    )
+    sweep.add_argument("recipe", choices=sorted(RECIPES), help="cls: text classification; clm: causal LM")
+    sweep.add_argument(
+        "--config", metavar="FILE", default=None, help="YAML file of the base recipe arguments"
+    )
+    sweep.add_argument("--space", metavar="SPACE.yaml", default=None, help="the search space (format above)")
+    sweep.add_argument(
+        "--trials", type=int, metavar="N", default=None, help="trials to run (pruned and failed count)"
+    )
+    sweep.add_argument(
+        "--metric",
+        default=None,
+        help="eval metric to optimize, e.g. accuracy, f1, loss, perplexity "
+        "(default: the config's metric_for_best_model, else accuracy for cls, loss for clm)",
+    )
+    sweep.add_argument(
+        "--direction",
+        choices=("maximize", "minimize"),
+        default=None,
+        help="default: minimize for loss and perplexity, else maximize",
+    )
+    sweep.add_argument(
+        "--name", default=None, help="the sweep's id and folder (default: sweep-<task>-<time>-<hex>)"
+    )
+    sweep.add_argument(
+        "--resume", metavar="SWEEP", default=None, help="continue an interrupted sweep (id or folder)"
+    )
+    sweep.add_argument("--sampler-seed", type=int, default=0, help="seed of the TPE sampler")
+    sweep.add_argument("--no-prune", action="store_true", help="run every trial to its end")
+    sweep.add_argument(
+        "--num-processes", "--num_processes", type=int, default=1, metavar="N", help="processes per trial"
+    )
+    sweep.add_argument(
+        "--mixed-precision", choices=("no", "fp16", "bf16"), default=None, help="precision of every trial"
+    )
+    _runs_dir_option(sweep)
+    sweep.set_defaults(func=cmd_sweep, accepts_recipe_args=True)
 
     runs = _sub(
         commands,
