@@ -10,13 +10,14 @@ import gradio as gr
 import pandas as pd
 
 from tunelab.runs import Run
+from tunelab.sweep import list_sweeps, results_rows
 
 from .queue import PROCESS_LOG, RECIPES
 from .state import TASK_NAMES, AppState, age, clean_message, failure_advice, format_seconds, run_progress
 
 REFRESH_S = 2.0
 FINAL_MODEL = "final model"
-RUN_COLUMNS = ["run", "task", "state", "stage", "progress", "ETA", "created", "result"]
+RUN_COLUMNS = ["run", "task", "state", "stage", "progress", "ETA", "created", "result", "sweep"]
 
 
 def main_result(status: dict[str, Any]) -> str:
@@ -42,9 +43,39 @@ def runs_table(state: AppState) -> pd.DataFrame:
                 "ETA": eta,
                 "created": age(status.get("created")),
                 "result": main_result(status),
+                "sweep": f"{status['sweep']} #{status.get('trial')}" if status.get("sweep") else "",
             }
         )
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def sweep_view(state: AppState, sweep_id: str | None, param: str | None):
+    """(parameter choices, summary, metric-vs-parameter scatter plot, trials table) of a sweep."""
+    sweep = next((s for s in list_sweeps(state.runs_dir) if s.id == sweep_id), None)
+    if sweep is None:
+        return (
+            gr.update(choices=[], value=None),
+            "Choose a sweep.",
+            gr.ScatterPlot(value=None),
+            pd.DataFrame(),
+        )
+    record, rows = sweep.record(), results_rows(sweep)
+    metric, names = record["metric"], list(record.get("space", {}))
+    param = param if param in names else (names[0] if names else None)
+    points = (
+        pd.DataFrame(
+            [{param: r[param], metric: r[metric], "state": r["state"], "trial": r["trial"]} for r in rows]
+        ).dropna(subset=[metric])
+        if rows and param
+        else pd.DataFrame()
+    )
+    best = record.get("best")
+    summary = (
+        f"**{sweep.id}**: {len(rows)}/{record['n_trials']} trials, {record['direction']} eval/{metric}"
+        + (f"; best: trial {best['number']} ({best['run']}) {best['value']:.4g}" if best else "")
+    )
+    plot = gr.ScatterPlot(value=points, x=param, y=metric, color="state", title=f"eval/{metric} vs {param}")
+    return gr.update(choices=names, value=param), summary, plot, pd.DataFrame(rows)
 
 
 def progress_html(fraction: float, label: str) -> str:
@@ -272,6 +303,13 @@ def build(state: AppState) -> dict[str, Any]:
                 fork_btn = gr.Button("Fork with these settings")
         with gr.Accordion("status.json", open=False):
             status_json = gr.JSON()
+        with gr.Accordion("Sweeps (tunelab sweep)", open=False):
+            with gr.Row():
+                sweep_id = gr.Dropdown([s.id for s in list_sweeps(state.runs_dir)], label="Sweep", scale=2)
+                sweep_param = gr.Dropdown([], label="Hyperparameter", scale=1)
+            sweep_info = gr.Markdown()
+            sweep_plot = gr.ScatterPlot(x="x", y="y", color="state", height=280)
+            sweep_trials = gr.Dataframe(label="Trials", interactive=False, max_height=260)
 
         details = [progress, info, log, loss_plot, lr_plot, eval_plot, status_json, fork_source]
 
@@ -332,6 +370,19 @@ def build(state: AppState) -> dict[str, Any]:
             [run_id, fork_source, fork_epochs, fork_lr, fork_steps],
             [action_msg],
             api_name="fork_run",
+        )
+        sweep_outputs = [sweep_param, sweep_info, sweep_plot, sweep_trials]
+
+        def sweep_choices():
+            return gr.update(choices=[s.id for s in list_sweeps(state.runs_dir)])
+
+        tab.select(sweep_choices, None, [sweep_id], api_name=False)
+        sweep_id.focus(sweep_choices, None, [sweep_id], api_name=False)
+        sweep_id.change(
+            lambda s: sweep_view(state, s, None), [sweep_id], sweep_outputs, api_name="sweep_view"
+        )
+        sweep_param.input(
+            lambda s, p: sweep_view(state, s, p), [sweep_id, sweep_param], sweep_outputs, api_name=False
         )
         gr.api(status_of, api_name="run_status")
         gr.api(list_runs_api, api_name="list_runs")
