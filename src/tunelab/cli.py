@@ -656,7 +656,7 @@ def new_sweep(args: argparse.Namespace):
         lambda values: resolved_config(args.recipe, [*config_args, *args.recipe_args, *param_args(values)]),
     )
     metric = (
-        args.metric or base_config.get("metric_for_best_model") or DEFAULT_METRIC[args.recipe]
+        args.metric or base_config.get("metric_for_best_model") or DEFAULT_METRIC.get(args.recipe, "loss")
     ).removeprefix("eval/")
     recipe_args = list(args.recipe_args)
     if not base_config.get("metric_for_best_model") and "metric_for_best_model" not in space:
@@ -1194,7 +1194,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  tunelab sweep cls --resume sweep-cls-20261123-171200-ab12",
         allow_abbrev=False,
     )
-    sweep.add_argument("recipe", choices=sorted(RECIPES), help="cls: text classification; clm: causal LM")
+    sweep.add_argument("recipe", choices=sorted(RECIPES), help="the recipe, as in `tunelab train`")
     sweep.add_argument(
         "--config", metavar="FILE", default=None, help="YAML file of the base recipe arguments"
     )

@@ -8,6 +8,8 @@ Layout of ``runs/<run-id>/``::
                      "stage": loading data|tokenizing|training|evaluating|saving|done,
                      "pid", "pgid", "reason", "created", "started", "ended",
                      "step", "max_steps"}   (written atomically: temp file + rename)
+                    a trial of `tunelab sweep` also has "sweep": <sweep-id>, "trial": <number>,
+                    "source": "sweep", and "pruned": true once the sweep stopped it (tunelab.sweep)
     events.jsonl    one JSON object per line, flushed per line, written by the main process only:
                     {"time", "kind": "train"|"eval"|"sample"|"info", "step", "epoch", <metric keys>}
                     metric keys: train/loss train/lr train/grad_norm train/tokens_per_s
@@ -17,6 +19,8 @@ Layout of ``runs/<run-id>/``::
     checkpoints/step-<N>/   accelerate save_state + trainer_state.json (atomic: temp sibling, rename)
     config.json, model.safetensors, tokenizer files, README.md
                     the final model at the folder's root, so from_pretrained(run_dir) works
+
+A sweep's own folder ``runs/<sweep-id>/`` (sweep.json, no status.json) is not a run: see tunelab.sweep.
 """
 
 from __future__ import annotations
