@@ -27,9 +27,9 @@ from tunelab.runs import Run, list_runs, new_run_id
 
 logger = logging.getLogger(__name__)
 
-RECIPES = {"classification": "bert_cls.py", "causal-lm": "gpt2_clm.py"}
-TASK_PREFIX = {"classification": "cls", "causal-lm": "clm"}
-STATUS_TASK = {"classification": "cls", "causal-lm": "clm"}
+RECIPES = {"classification": "bert_cls.py", "causal-lm": "gpt2_clm.py", "masked-lm": "bert_mlm.py"}
+TASK_PREFIX = {"classification": "cls", "causal-lm": "clm", "masked-lm": "mlm"}
+STATUS_TASK = {"classification": "cls", "causal-lm": "clm", "masked-lm": "mlm"}
 PROCESS_LOG = "process.log"
 STOP_GRACE_S = 30.0
 MAX_QUEUED = 20  # the queue is bounded: more waiting runs than this are refused
@@ -205,8 +205,11 @@ class RunQueue:
         mixed_precision: str = "no",
         run_id: str | None = None,
         origin: str | None = None,
+        after: str | None = None,
     ) -> Run:
-        """Write the run folder with state "queued"; the scheduler launches it when a slot is free."""
+        """Write the run folder with state "queued"; the scheduler launches it when a slot is free.
+        ``after``: the id of a run that must finish first (e.g. the domain adaptation a classification
+        run starts from); if that run fails or is stopped, this one fails without starting."""
         if task not in RECIPES:
             raise ValueError(f"unknown task {task!r}")
         if not self.recipe_path(task).exists():
@@ -227,6 +230,8 @@ class RunQueue:
             }
             if origin:
                 fields["origin"] = origin
+            if after:
+                fields["after"] = after
             run.update_status(**fields)
         self.start()
         return run
@@ -247,8 +252,31 @@ class RunQueue:
             for run in self.running():
                 self.reconcile(run)
             free = self.max_concurrent - len(self.running())
-            for run in sorted(self.queued(), key=lambda r: r.status().get("created") or 0)[: max(free, 0)]:
+            ready = [r for r in self.queued() if self.dependency_ready(r)]
+            for run in sorted(ready, key=lambda r: r.status().get("created") or 0)[: max(free, 0)]:
                 self._launch(run)
+
+    def dependency_ready(self, run: Run) -> bool:
+        """True when the run waits for no other run; a run whose prerequisite ended without finishing
+        is marked failed here (it would otherwise start from a model that does not exist)."""
+        after = run.status().get("after")
+        if not after:
+            return True
+        before = Run(self.runs_dir / after)
+        state = before.state if (before.path / "status.json").exists() else "missing"
+        if state == "finished":
+            return True
+        if state in ("queued", "running"):
+            return False
+        reason = before.status().get("reason") if state != "missing" else "its folder was deleted"
+        run.update_status(
+            state="failed",
+            stage="failed",
+            reason=f"not started: the run it starts from, {after}, is {state}"
+            + (f" ({reason})" if reason else "")
+            + f". Resume or re-run {after}, then run this one again.",
+        )
+        return False
 
     def reconcile(self, run: Run) -> None:
         """A run that says running but whose processes are all gone did not end by itself."""

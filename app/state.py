@@ -17,7 +17,7 @@ from .queue import RunQueue
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 DATA_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt")
-TASK_NAMES = {"cls": "classification", "clm": "causal-lm"}
+TASK_NAMES = {"cls": "classification", "clm": "causal-lm", "mlm": "masked-lm"}
 _ABS_PATH_RE = re.compile(r"(?<![\w.])(?:/[^\s/:'\"(),]+)+/")
 
 

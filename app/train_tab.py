@@ -24,11 +24,12 @@ from tunelab.args import (
 from tunelab.data.classification import preflight_classification
 from tunelab.data.files import iter_records, read_text
 from tunelab.errors import TuneLabError
+from tunelab.mlm import MaskedLMArguments
 
 from .queue import RECIPES, QueueFullError
 from .state import AppState, clean_message
 
-TASKS = ("classification", "causal-lm")
+TASKS = ("classification", "causal-lm", "masked-lm")
 BASE_KINDS = ("default", "finished run", "local folder", "Hub id")
 
 # Fast first-run defaults on a 2-core CPU (about a minute end to end); the recipe's own defaults apply
@@ -70,6 +71,7 @@ DEFAULTS: dict[str, Any] = {
     "label_smoothing": 0.0,
     "hidden_dropout": None,
     "attention_dropout": None,
+    "domain_adaptation": False,
 }
 TASK_DEFAULTS = {
     "classification": {
@@ -83,6 +85,12 @@ TASK_DEFAULTS = {
         "per_device_train_batch_size": 8,
         "dataset": "sample-python-docs.txt",
         "max_train_steps": 200,
+    },
+    "masked-lm": {
+        "learning_rate": 1e-4,
+        "per_device_train_batch_size": 16,
+        "dataset": "sample-python-docs.txt",
+        "max_train_steps": 100,
     },
 }
 FIELDS = list(DEFAULTS)
@@ -101,7 +109,7 @@ def _positive_or_none(value: Any) -> int | None:
 def base_model(state: AppState, s: dict[str, Any]) -> str | None:
     kind = s.get("base_kind") or "default"
     if kind == "default":
-        return EMBEDDED_ENCODER if s["task"] == "classification" else None
+        return EMBEDDED_ENCODER if s["task"] in ("classification", "masked-lm") else None
     if kind == "finished run":
         run = state.run(s.get("base_run"))
         if not run.has_model():
@@ -116,6 +124,14 @@ def base_model(state: AppState, s: dict[str, Any]) -> str | None:
             raise gr.Error("That folder holds no model (config.json is missing).")
         return str(path.resolve())
     return value
+
+
+def base_run_choices(state: AppState, task: str) -> list[str]:
+    """Finished runs a new run of ``task`` can start from; a classifier also from masked-LM adaptations."""
+    choices = state.run_choices(task=task, with_model=True)
+    if task == "classification":
+        choices += state.run_choices(task="masked-lm", with_model=True)
+    return choices
 
 
 def settings_to_config(state: AppState, settings: dict[str, Any]) -> tuple[str, dict[str, Any], int, str]:
@@ -163,6 +179,19 @@ def settings_to_config(state: AppState, settings: dict[str, Any]) -> tuple[str, 
             "attention_dropout": attention,
         }
         types = (ClassificationArguments, TrainingArguments, LoraArguments)
+    elif task == "masked-lm":
+        data = {
+            "model_name_or_path": base_model(state, s),
+            "train_file": train_file,
+            "text_column": _none_if_blank(s["text_column"]),
+            # rows of a table are separate texts; a .txt file is running text, cut into full blocks
+            "line_by_line": Path(train_file).suffix.lower() != ".txt",
+            "max_seq_length": int(s["max_length"]),
+            "max_train_samples": _positive_or_none(s["max_train_samples"]),
+            "hidden_dropout": hidden,
+            "attention_dropout": attention,
+        }
+        types = (MaskedLMArguments, TrainingArguments)
     else:
         data = {
             "model_name_or_path": base_model(state, s),
@@ -178,10 +207,10 @@ def settings_to_config(state: AppState, settings: dict[str, Any]) -> tuple[str, 
             "attn_pdrop": attention,
         }
         types = (CausalLMArguments, TrainingArguments)
-    if task == "causal-lm":
+    if task != "classification":
         if lora["use_peft"]:
-            raise gr.Error("LoRA is available for classification runs; the GPT-2 recipe trains all weights.")
-        lora = {}  # the GPT-2 recipe takes no LoRA arguments
+            raise gr.Error("LoRA is available for classification runs; this recipe trains all weights.")
+        lora = {}  # the GPT-2 and masked-LM recipes take no LoRA arguments
     elif not lora["use_peft"]:
         lora = {"use_peft": False}
     config = {k: v for part in (data, training, lora) for k, v in part.items() if v is not None}
@@ -276,6 +305,8 @@ def estimate(state: AppState, settings: dict[str, Any]) -> str:
                 processes,
                 accumulation,
             )
+        elif task == "masked-lm":
+            result = mlm_estimate(path, config, processes, accumulation)
         else:
             chars = len(read_text(path)) if path.suffix.lower() == ".txt" else path.stat().st_size
             result = est.estimate_causal_lm(
@@ -300,17 +331,86 @@ def estimate(state: AppState, settings: dict[str, Any]) -> str:
     return text
 
 
-def submit(state: AppState, settings: dict[str, Any]) -> tuple[str, str]:
-    """Queue a run; returns (message, run id)."""
-    task, config, processes, precision = settings_to_config(state, settings)
-    if not state.queue.recipe_path(task).exists():
-        raise gr.Error(f"The {task} recipe ({RECIPES[task]}) is not installed in this checkout.")
+def mlm_estimate(path: Path, config: dict[str, Any], processes: int, accumulation: int):
+    from tunelab.mlm import estimate_masked_lm
+
+    length = config.get("max_seq_length", 128)
+    if path.suffix.lower() == ".txt":
+        text = read_text(path)
+        texts = [line for line in text.splitlines() if line.strip()][:64]
+        examples = max(1, len(text) // 4 // length)  # ~4 characters a token, cut into full blocks
+    else:
+        header, records, _ = iter_records(path)
+        column = config.get("text_column") or ("text" if "text" in header else header[0])
+        rows = [str(r.get(column) or "") for _, r in records]
+        texts, examples = [t for t in rows[:64] if t.strip()], len(rows)
+    if config.get("max_train_samples"):
+        examples = min(examples, config["max_train_samples"])
+    return estimate_masked_lm(
+        config["model_name_or_path"],
+        texts or ["text"],
+        examples,
+        config["per_device_train_batch_size"],
+        length,
+        config["mixed_precision"],
+        processes,
+        accumulation,
+    )
+
+
+def adaptation_settings(state: AppState, settings: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """The masked-LM run that adapts the base encoder to the classification file's texts (labels unused):
+    the same file, text column, base, length, batch, epochs and precision, at the masked-LM learning rate.
+    It sees every text of the file, including the rows the classification run holds out (texts only,
+    never labels: task-adaptive pretraining as in Gururangan et al., 2020)."""
     try:
-        run = state.queue.submit(task, config, processes, precision)
+        _, columns, _, _ = preflight_classification(
+            config["train_file"],
+            text_column=config.get("text_column"),
+            text_pair_column=config.get("text_pair_column"),
+            label_column=config.get("label_column"),
+        )
+    except TuneLabError as e:
+        raise gr.Error(clean_message(str(e))) from None
+    return {
+        **settings,
+        "task": "masked-lm",
+        "text_column": columns.text,
+        "learning_rate": TASK_DEFAULTS["masked-lm"]["learning_rate"],
+        "max_train_samples": 0,
+        "use_peft": False,
+        "label_smoothing": 0.0,
+        "domain_adaptation": False,
+    }
+
+
+def submit(state: AppState, settings: dict[str, Any]) -> tuple[str, str]:
+    """Queue a run (after a domain-adaptation run when asked); returns (message, run id)."""
+    task, config, processes, precision = settings_to_config(state, settings)
+    adapt = task == "classification" and bool(settings.get("domain_adaptation"))
+    for needed in ("masked-lm", task) if adapt else (task,):
+        if not state.queue.recipe_path(needed).exists():
+            raise gr.Error(f"The {needed} recipe ({RECIPES[needed]}) is not installed in this checkout.")
+    try:
+        first = None
+        if adapt:
+            mlm_task, mlm_config, _, _ = settings_to_config(
+                state, adaptation_settings(state, settings, config)
+            )
+            first = state.queue.submit(mlm_task, mlm_config, processes, precision, origin="domain adaptation")
+            # The classifier starts from the adaptation run's folder once that run has finished.
+            config = {**config, "model_name_or_path": str(first.path)}
+        run = state.queue.submit(task, config, processes, precision, after=first.id if first else None)
     except QueueFullError as e:
         raise gr.Error(str(e)) from None
     waiting = len(state.queue.queued())
     note = "it starts in a moment" if waiting <= 1 else f"{waiting} runs are waiting"
+    if first is not None:
+        return (
+            f"Queued **{first.id}** (masked-LM adaptation to this file's texts), then **{run.id}** "
+            f"(classification from it). Follow them in the Runs tab.",
+            run.id,
+        )
     return f"Queued **{run.id}** ({note}). Follow it in the Runs tab.", run.id
 
 
@@ -323,7 +423,9 @@ def build(state: AppState) -> dict[str, Any]:
                         list(TASKS),
                         value=DEFAULTS["task"],
                         label="Task",
-                        info="classification: fine-tune an encoder · causal-lm: pretrain a small GPT-2",
+                        info="classification: fine-tune an encoder · causal-lm: pretrain a small GPT-2 · "
+                        "masked-lm: adapt an encoder to your text (domain adaptation), then pick it as the "
+                        "base (finished run) of a classification run",
                     )
                     dataset = gr.Dropdown(
                         state.datasets(), value=DEFAULTS["dataset"], label="Dataset", allow_custom_value=True
@@ -333,7 +435,8 @@ def build(state: AppState) -> dict[str, Any]:
                         list(BASE_KINDS),
                         value="default",
                         label="Base model",
-                        info="default: the embedded MiniLM (classification) or a new GPT-2 (causal-lm)",
+                        info="default: the embedded MiniLM (classification, masked-lm) or a new GPT-2 "
+                        "(causal-lm)",
                     )
                     base_run = gr.Dropdown(
                         state.run_choices(with_model=True),
@@ -382,6 +485,12 @@ def build(state: AppState) -> dict[str, Any]:
                     text_column = gr.Textbox(label="Text column (blank: detect)")
                     pair_column = gr.Textbox(label="Text pair column (optional)")
                     label_column = gr.Textbox(label="Label column (blank: detect)")
+                    domain_adaptation = gr.Checkbox(
+                        False,
+                        label="Adapt to my domain first",
+                        info="classification: queue a masked-LM run on this file's texts, then "
+                        "fine-tune from it",
+                    )
                 with gr.Accordion("Advanced", open=False):
                     with gr.Row():
                         precision = gr.Dropdown(
@@ -491,6 +600,7 @@ def build(state: AppState) -> dict[str, Any]:
             "label_smoothing": label_smoothing,
             "hidden_dropout": hidden_dropout,
             "attention_dropout": attention_dropout,
+            "domain_adaptation": domain_adaptation,
         }
         assert list(components) == FIELDS
         inputs = list(components.values())
@@ -514,7 +624,7 @@ def build(state: AppState) -> dict[str, Any]:
                 gr.update(value=d["per_device_train_batch_size"]),
                 gr.update(value=d["dataset"]),
                 gr.update(value=d["max_train_steps"]),
-                gr.update(choices=state.run_choices(task=new_task, with_model=True)),
+                gr.update(choices=base_run_choices(state, new_task)),
             )
 
         task.input(on_task, [task], [lr, batch, dataset, max_steps, base_run], api_name=False)

@@ -169,7 +169,7 @@ class MaskedLMForTraining(nn.Module):
 
 def evaluate_masked_lm(accelerator, model, dataloader) -> dict[str, float]:
     """Mean cross-entropy over every scored token of the validation set (all processes), its perplexity,
-    and the accuracy of the masked-token predictions."""
+    and the share of masked tokens predicted exactly (eval/masked_accuracy: not a classifier's accuracy)."""
     totals = torch.zeros(3, dtype=torch.float64, device=accelerator.device)
     with torch.no_grad():
         for batch in dataloader:
@@ -182,7 +182,7 @@ def evaluate_masked_lm(accelerator, model, dataloader) -> dict[str, float]:
     return {
         "eval/loss": loss,
         "eval/perplexity": math.exp(min(loss, 50.0)),
-        "eval/accuracy": correct / max(tokens, 1),
+        "eval/masked_accuracy": correct / max(tokens, 1),
     }
 
 
@@ -232,3 +232,34 @@ def save_masked_lm(model, tokenizer, output_dir: Path, extra_weights: dict[str, 
     state.update({k: v for k, v in extra_weights.items() if k not in state})
     model.save_pretrained(output_dir, state_dict=state, safe_serialization=True)
     tokenizer.save_pretrained(output_dir)
+
+
+def estimate_masked_lm(
+    model_name_or_path: str,
+    texts: list[str],
+    examples: int,
+    batch_size: int,
+    max_seq_length: int,
+    precision: str = "auto",
+    num_processes: int = 1,
+    accumulation: int = 1,
+):
+    """Estimate for ``recipes/bert_mlm.py`` from real texts: a few measured steps of the masked-LM model.
+
+    examples: training examples per epoch (texts with line_by_line, else blocks). The measured step runs
+    the head on every position (the model's own loss), so it errs on the slow side."""
+    from .data.mlm import MaskingCollator
+    from .estimate import measure_step
+    from .models import load_tokenizer
+
+    tokenizer = load_tokenizer(model_name_or_path)
+    model = load_masked_lm(model_name_or_path, max_seq_length)
+    sample = (texts * (batch_size // max(len(texts), 1) + 1))[:batch_size]
+    encoded = tokenizer(sample, truncation=True, max_length=max_seq_length, return_special_tokens_mask=True)
+    rows = [{k: encoded[k][i] for k in ("input_ids", "special_tokens_mask")} for i in range(len(sample))]
+    batch = MaskingCollator(tokenizer, 0.15, whole_word_mask=False, seed=0)(rows)
+    steps = math.ceil(examples / batch_size)
+    est = measure_step(model, batch, precision, steps_per_epoch=steps, num_processes=num_processes)
+    est.steps_per_epoch = max(1, math.ceil(est.steps_per_epoch / accumulation))
+    est.step_seconds *= accumulation
+    return est
