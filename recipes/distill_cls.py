@@ -102,7 +102,11 @@ def main() -> None:
             )
             unlabeled = (
                 load_unlabeled(
-                    kd_args.unlabeled_file, data.columns, kd_args.max_unlabeled_samples, train_args.seed
+                    kd_args.unlabeled_file,
+                    data.columns,
+                    kd_args.max_unlabeled_samples,
+                    train_args.seed,
+                    labeled=data.train,
                 )
                 if kd_args.unlabeled_file
                 else None

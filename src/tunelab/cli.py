@@ -29,11 +29,12 @@ from typing import Any
 import tunelab
 from tunelab.errors import ConfigError, TuneLabError
 
-RECIPES = {"cls": "bert_cls.py", "clm": "gpt2_clm.py", "mlm": "bert_mlm.py"}
+RECIPES = {"cls": "bert_cls.py", "clm": "gpt2_clm.py", "mlm": "bert_mlm.py", "distill": "distill_cls.py"}
 RECIPE_TITLES = {
     "cls": "text classification (recipes/bert_cls.py)",
     "clm": "causal LM (recipes/gpt2_clm.py)",
     "mlm": "masked-LM domain adaptation (recipes/bert_mlm.py)",
+    "distill": "classifier distillation (recipes/distill_cls.py)",
 }
 ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 # Metrics that name "best" in `runs list`, in order of preference, with their direction.
@@ -425,6 +426,10 @@ def recipe_argument_types(task: str) -> tuple[type, ...]:
         from tunelab.mlm import MaskedLMArguments
 
         return (MaskedLMArguments, TrainingArguments)
+    if task == "distill":
+        from tunelab.distill import DistillationArguments
+
+        return (ClassificationArguments, TrainingArguments, DistillationArguments)
     return (CausalLMArguments, TrainingArguments)
 
 
@@ -1142,13 +1147,15 @@ def build_parser() -> argparse.ArgumentParser:
         "  tunelab train cls --config recipes/configs/bert_cls/sst2_minilm.yaml --dry-run\n"
         "  tunelab train clm --train_file input.txt --num-processes 2 --mixed-precision bf16\n"
         "  tunelab train mlm --train_file notes.txt --max_train_steps 300 --output_dir runs/mlm-notes\n"
-        "  tunelab train cls --train_file labelled.csv --model_name_or_path runs/mlm-notes",
+        "  tunelab train cls --train_file labelled.csv --model_name_or_path runs/mlm-notes\n"
+        "  tunelab train distill --train_file labelled.csv --teacher_name_or_path runs/cls-big",
         allow_abbrev=False,
     )
     train.add_argument(
         "recipe",
         choices=sorted(RECIPES),
-        help="cls: text classification; clm: causal LM; mlm: masked-LM domain adaptation",
+        help="cls: text classification; clm: causal LM; mlm: masked-LM domain adaptation; "
+        "distill: distill a finished cls run into a smaller student",
     )
     train.add_argument("--config", metavar="FILE", default=None, help="YAML file of recipe arguments")
     train.add_argument(

@@ -258,8 +258,10 @@ def same_tokenizer(a, b) -> bool:
 # ---------------------------------------------------------------------------------------------------
 # Transfer set: labeled training data plus unlabeled text
 # ---------------------------------------------------------------------------------------------------
-def load_unlabeled(spec: str, columns, max_samples: int | None, seed: int):
-    """Unlabeled texts as a dataset with text[, text_pair] and label -100, in the training data's columns."""
+def load_unlabeled(spec: str, columns, max_samples: int | None, seed: int, labeled=None):
+    """Unlabeled texts as a dataset with text[, text_pair] and label -100, in the training data's columns.
+    Texts of ``labeled`` (the training split) are dropped: they are already in the transfer set, labeled
+    (so train_file itself can serve as the unlabeled pool)."""
     from datasets import Value
 
     from .data.files import TABLE_FORMATS, TEXT_FORMATS, load_source, resolve_source
@@ -289,10 +291,17 @@ def load_unlabeled(spec: str, columns, max_samples: int | None, seed: int):
                 if not isinstance(value, str) or not value.strip():
                     raise DataError(f"{spec}: row {row}, column {column!r}: the text is empty or missing.")
     dataset = dataset.select_columns(list(wanted)).rename_columns({k: v for k, v in wanted.items() if k != v})
+    if labeled is not None:
+        keys = [c for c in ("text", "text_pair") if c in dataset.column_names]
+        known = set(zip(*(labeled[c] for c in keys), strict=True))
+        dataset = dataset.filter(
+            lambda b: [row not in known for row in zip(*(b[c] for c in keys), strict=True)], batched=True
+        )
     if len(dataset) == 0:
-        raise DataError(f"{spec}: no texts.")
+        raise DataError(f"{spec}: no texts (besides those of the labeled training split).")
     if max_samples is not None and max_samples < len(dataset):
-        dataset = dataset.shuffle(seed=seed).select(range(max_samples))
+        # seed + 1: with train_file as the pool, seed would repeat max_train_samples' permutation.
+        dataset = dataset.shuffle(seed=seed + 1).select(range(max_samples))
     labels = [IGNORE_LABEL] * len(dataset)
     return dataset.add_column("label", labels, feature=Value("int64"))
 
@@ -484,10 +493,11 @@ def cpu_latency(
 ) -> dict[str, dict[str, float]]:
     """Milliseconds per example of CPU inference (fp32, inference_mode, batches padded to their longest)
     for each of ``models`` ({name: (model, tokenizer)}), the same code for each: the models take turns
-    within every repeat, so load from other programs hits them alike; the median repeat counts.
+    within every repeat, so load from other programs hits them alike; the median repeat counts. Threads:
+    $TUNELAB_NUM_THREADS, else every core this process may use.
 
     texts: strings, or (text, text_pair) tuples. Returns {name: {"latency_ms_batch_1": ..., ...}}."""
-    threads = len(os.sched_getaffinity(0))
+    threads = int(os.environ.get("TUNELAB_NUM_THREADS", 0)) or len(os.sched_getaffinity(0))
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)  # a launcher may have pinned fewer threads for training
     try:
