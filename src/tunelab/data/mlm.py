@@ -121,6 +121,8 @@ def tokenize_mlm(
             verbose=False,
         )
 
+    if line_by_line and limit is not None and len(texts) > limit:
+        texts = texts.select(range(limit))  # one example per text: tokenize only those kept
     dataset = texts.map(encode, batched=True, remove_columns=texts.column_names, desc="Tokenizing")
     if not line_by_line:
         dataset = dataset.map(
