@@ -49,9 +49,9 @@ def sweep_done(tmp_path_factory, tiny_bert) -> dict:
                 "train_file": str(data),
                 "max_length": 32,
                 "per_device_train_batch_size": 16,
-                "max_train_steps": 8,
-                "eval_steps": 2,
-                "logging_steps": 2,
+                "max_train_steps": 24,
+                "eval_steps": 6,
+                "logging_steps": 6,
                 "mixed_precision": "no",
                 "seed": 7,
             }
@@ -60,7 +60,7 @@ def sweep_done(tmp_path_factory, tiny_bert) -> dict:
     space = base / "space.yaml"
     missing = base / "no-such-model"
     space.write_text(
-        "learning_rate: {type: float, low: 1e-5, high: 1e-2, log: true}\n"
+        "learning_rate: {type: float, low: 3e-4, high: 3e-2, log: true}\n"
         f"model_name_or_path: [{tiny_bert}, {missing}]\n"
     )
     runs = base / "runs"
@@ -263,3 +263,42 @@ def test_space_format(tmp_path):
         with pytest.raises(ConfigError, match="space.yaml") as info:
             load_space(path, types)
         assert message in str(info.value), (text, str(info.value))
+
+
+@pytest.mark.slow
+def test_an_interrupted_sweep_resumes_where_it_stopped(sweep_done):
+    """Runs after the tests above (it adds trials to their sweep): SIGTERM to the sweep stops its running
+    trial and records it interrupted; --resume continues the same study up to the new --trials."""
+    import signal
+    import time
+
+    runs, folder = sweep_done["runs"], sweep_done["sweep"]
+    common = ["--runs-dir", str(runs), "--resume", "tiny-sweep"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tunelab.cli", "sweep", "cls", *common, "--trials", str(TRIALS + 2)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 300
+    while not any(t["state"] == "running" for t in json.loads((folder / "sweep.json").read_text())["trials"]):
+        assert proc.poll() is None and time.time() < deadline, "the resumed sweep started no trial"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 130
+    assert "--resume tiny-sweep" in proc.stderr.read()
+    trials = json.loads((folder / "sweep.json").read_text())["trials"]
+    interrupted = [t for t in trials if t["state"] == "interrupted"]
+    assert len(interrupted) == 1 and Run(runs / interrupted[0]["run"]).status()["state"] == "stopped"
+
+    done = tunelab("sweep", "cls", *common, "--trials", str(TRIALS + 1))
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((folder / "sweep.json").read_text())
+    ended = [t for t in record["trials"] if t["state"] in ("complete", "pruned", "failed")]
+    assert len(ended) == TRIALS + 1 and len(record["trials"]) == TRIALS + 2
+    assert [t["number"] for t in record["trials"]] == list(range(TRIALS + 2))  # one Optuna study throughout
+    new = record["trials"][-1]["params"]
+    assert all(t["params"] != new for t in record["trials"][:-1])  # the resumed sampler does not replay
+    with (folder / "results.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == TRIALS + 2

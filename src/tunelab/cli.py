@@ -649,7 +649,7 @@ def new_sweep(args: argparse.Namespace):
 
     if not args.space:
         raise CliError("--space SPACE.yaml is required (its format: `tunelab sweep --help`)")
-    if not args.trials:
+    if args.trials is None:
         raise CliError("--trials N is required (how many trials to run)")
     if args.config and not Path(args.config).is_file():
         raise CliError(f"config file {args.config} does not exist")
@@ -700,7 +700,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         record = sweep.record()
         if record.get("task") != args.recipe:
             raise CliError(f"sweep {sweep.id} searches {record.get('task')} runs, not {args.recipe}")
-        if args.trials:
+        if args.trials is not None:
+            if args.trials < 1:
+                raise CliError(f"--trials must be at least 1, got {args.trials}")
             sweep.save({**record, "n_trials": args.trials})
         launch = record.get("launch") or {}
         args.config = record.get("config")

@@ -67,6 +67,7 @@ DEFAULT_METRIC = {"cls": "accuracy", "clm": "loss"}
 TRIAL_STATES = ("running", "complete", "pruned", "failed", "interrupted")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
 STOP_GRACE_S = 60.0
+FAILING_START = 3  # a sweep whose first trials all fail with one reason stops there
 POLL_S = 0.5
 
 # (params, run folder) -> the recipe's process, started in its own session (its pid is the group id).
@@ -450,6 +451,8 @@ class SweepRunner:
                 deadline = time.monotonic() + STOP_GRACE_S
                 while _group_alive(pgid) and time.monotonic() < deadline:
                     time.sleep(0.3)
+            if run and run.status().get("state") in ("running", None):
+                run.update_status(state="stopped", stage="stopped", reason="its sweep was interrupted")
             self._update_trial(
                 entry["number"], state="interrupted", reason="the sweep was interrupted", ended=time.time()
             )
@@ -460,7 +463,18 @@ class SweepRunner:
         self.recover_interrupted()
         while self.finished_count() < n_trials:
             self.run_trial()
+            self.check_not_all_failing()
         return best_trial(self.sweep.record())
+
+    def check_not_all_failing(self) -> None:
+        """Stop when the first trials all fail the same way (a missing train_file fails every trial)."""
+        ended = [t for t in self.sweep.trials() if t.get("state") in ("complete", "pruned", "failed")]
+        reasons = {t.get("reason") if t["state"] == "failed" else None for t in ended}
+        if len(ended) == FAILING_START and len(reasons) == 1 and None not in reasons:
+            raise ConfigError(
+                f"the first {FAILING_START} trials all failed the same way: {reasons.pop()} "
+                f"(fix it, then continue with --resume {self.sweep.id})"
+            )
 
     def run_trial(self) -> dict[str, Any]:
         from optuna.trial import TrialState
@@ -490,6 +504,8 @@ class SweepRunner:
         except KeyboardInterrupt:
             self.say(f"trial {number}: interrupted; stopping {run.id} (it saves a checkpoint)")
             stop_trial(proc)
+            if run.status().get("state") == "running":  # stopped before the recipe could say so itself
+                run.update_status(state="stopped", stage="stopped", reason="its sweep was interrupted")
             self.study.tell(trial, state=TrialState.FAIL)
             self._update_trial(
                 number, state="interrupted", reason="the sweep was interrupted", ended=time.time()
