@@ -718,14 +718,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     )
     runner = SweepRunner(sweep, trial_launcher(args, record["recipe_args"]), say=lambda m: info(args, m))
 
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt  # `kill` of the sweep stops its running trial like Ctrl-C does
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    # `kill` of the sweep stops its running trial (with a checkpoint) like Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: runner.request_stop())
     try:
         best = runner.run(record["n_trials"])
     except KeyboardInterrupt:
-        info(args, f"sweep interrupted; continue it with `tunelab sweep {args.recipe} --resume {sweep.id}`")
+        where = f" --runs-dir {args.runs_dir}" if getattr(args, "runs_dir", None) else ""
+        info(
+            args,
+            f"sweep interrupted; continue it with `tunelab sweep {args.recipe} --resume {sweep.id}{where}`",
+        )
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)

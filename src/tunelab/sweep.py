@@ -398,6 +398,7 @@ class SweepRunner:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep prints its own one line per trial
         self.sweep, self.launch, self.say = sweep, launch, say
+        self.stop_requested = False  # set from a signal handler; checked between polls (see request_stop)
         record = sweep.record()
         self.runs_dir = sweep.path.parent
         self.space = sweep.space()
@@ -418,6 +419,11 @@ class SweepRunner:
         self.study.sampler = optuna.samplers.TPESampler(
             seed=record.get("seed", 0) + len(self.study.trials), n_startup_trials=startup
         )
+
+    def request_stop(self) -> None:
+        """Stop the running trial (with its checkpoint) and end the sweep as interrupted. Safe in a signal
+        handler: it only sets a flag, where raising there could land inside a library's cleanup."""
+        self.stop_requested = True
 
     # ---- sweep.json -------------------------------------------------------------------------------
     def _update_trial(self, number: int, **fields: Any) -> None:
@@ -462,6 +468,8 @@ class SweepRunner:
         """Run trials until ``n_trials`` have ended (complete, pruned or failed); return the best."""
         self.recover_interrupted()
         while self.finished_count() < n_trials:
+            if self.stop_requested:
+                raise KeyboardInterrupt
             self.run_trial()
             self.check_not_all_failing()
         return best_trial(self.sweep.record())
@@ -517,6 +525,8 @@ class SweepRunner:
         """Report eval/<metric> events as they appear; stop the run when the pruner says so."""
         reported: dict[int, float] = {}
         while True:
+            if self.stop_requested:
+                raise KeyboardInterrupt
             done = proc.poll() is not None
             for event in run.events("eval"):
                 step, value = event.get("step"), event.get(f"eval/{self.metric}")
