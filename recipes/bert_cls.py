@@ -13,12 +13,14 @@ import logging
 from pathlib import Path
 
 from tunelab.args import ClassificationArguments, LoraArguments, TrainingArguments, to_config
+from tunelab.data.augment import AugmentationArguments, augment_training_set, describe_augmentation
 from tunelab.data.classification import (
     classification_dataloaders,
     describe_data,
     load_classification_data,
     tokenize_classification,
 )
+from tunelab.data.clean import DataCleaningArguments, clean_classification_data, record_data_report
 from tunelab.hub import write_model_card
 from tunelab.models import (
     base_model_hub_id,
@@ -42,14 +44,20 @@ logger = logging.getLogger("tunelab")
 
 
 def main() -> None:
-    data_args, train_args, lora_args = parse_or_exit(
-        (ClassificationArguments, TrainingArguments, LoraArguments)
+    data_args, train_args, lora_args, clean_args, augment_args = parse_or_exit(
+        (
+            ClassificationArguments,
+            TrainingArguments,
+            LoraArguments,
+            DataCleaningArguments,
+            AugmentationArguments,
+        )
     )
     output_dir = resolve_output_dir(train_args, "cls")
     accelerator = build_accelerator(train_args, output_dir)
     main_process = accelerator.is_main_process
     setup_logging(output_dir, main_process)
-    config = to_config(data_args, train_args, lora_args)
+    config = to_config(data_args, train_args, lora_args, clean_args, augment_args)
     command = reproduce_command(accelerator.num_processes, accelerator.mixed_precision)
     run, events = open_run(output_dir, "cls", config, command, main_process)
 
@@ -69,6 +77,18 @@ def main() -> None:
                 train_args.seed,
                 data_args.dataset_config_name,
             )
+            # Cleaning and augmentation change the training split only; validation and test stay as given.
+            cleaning, augmentation = clean_classification_data(data, clean_args), None
+            if augment_args.enabled:
+                data.train, augmentation = augment_training_set(
+                    data.train, augment_args, data_args.model_name_or_path, train_args.seed
+                )
+        augmented = [describe_augmentation(augmentation)] if augmentation else []
+        for line in cleaning.summary_lines() + augmented:
+            logger.info("Data report: %s", line)
+        data_lines = cleaning.summary_lines(only_found=True) + augmented  # for the model card
+        if main_process:  # data_report.json and a "data" event
+            record_data_report(output_dir, events, cleaning, augmentation)
         logger.info("Data: %s", describe_data(data))
         tokenizer = load_tokenizer(data_args.model_name_or_path)
         if main_process:
@@ -134,14 +154,16 @@ def main() -> None:
 
         if main_process:
             run.update_status(stage="saving")
-            save_outputs(output_dir, merge_lora(result.model), tokenizer, data, result, config, command)
+            save_outputs(
+                output_dir, merge_lora(result.model), tokenizer, data, result, config, command, data_lines
+            )
             final = {k: v for k, v in result.metrics.items() if k.startswith("eval/")}
             logger.info("Final: %s", json.dumps({k: round(v, 4) for k, v in final.items()}))
             run.update_status(state="finished", stage="done", metrics=final)
         accelerator.end_training()
 
 
-def save_outputs(output_dir, model, tokenizer, data, result, config, command) -> None:
+def save_outputs(output_dir, model, tokenizer, data, result, config, command, data_lines=()) -> None:
     """The final model at the run folder's root (from_pretrained(output_dir) works), its report and card."""
     model.save_pretrained(output_dir, safe_serialization=True)
     tokenizer.save_pretrained(output_dir)
@@ -168,6 +190,7 @@ def save_outputs(output_dir, model, tokenizer, data, result, config, command) ->
             "train": f"{len(data.train)} examples from {config['train_file']}",
             "validation": f"{len(data.validation)} examples ({data.validation_source})",
             "labels": ", ".join(f"{i}: {name}" for i, name in enumerate(data.labels)),
+            **({"cleaning and augmentation": "; ".join(data_lines)} if data_lines else {}),
         },
         command=command,
         curve_summary=curve_summary(result),

@@ -421,7 +421,16 @@ def recipe_argument_types(task: str) -> tuple[type, ...]:
     )
 
     if task == "cls":
-        return (ClassificationArguments, TrainingArguments, LoraArguments)
+        from tunelab.data.augment import AugmentationArguments
+        from tunelab.data.clean import DataCleaningArguments
+
+        return (
+            ClassificationArguments,
+            TrainingArguments,
+            LoraArguments,
+            DataCleaningArguments,
+            AugmentationArguments,
+        )
     if task == "mlm":
         from tunelab.mlm import MaskedLMArguments
 

@@ -260,3 +260,13 @@ def augment_training_set(train, args: AugmentationArguments, model_name_or_path:
         ],
     }
     return concatenate_datasets([train, added]), report
+
+
+def describe_augmentation(report: dict) -> str:
+    """One line for train.log and the model card."""
+    source = f" from {report['model']}" if report.get("model") else ""
+    return (
+        f"augmentation: {report['method']}{source} (augment_prob {report['augment_prob']}): "
+        f"{report['added_rows']} copies added to {report['original_rows']} training examples "
+        f"({report['unchanged_copies']} copies came out unchanged)"
+    )

@@ -25,18 +25,21 @@ Rows are dropped with ``datasets``' ``select`` and texts rewritten with ``map``.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import string
 import unicodedata
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
+DATA_REPORT_FILE = "data_report.json"
 LENGTH_UNITS = ("chars", "words")
 DUPLICATE_MODES = ("none", "exact", "near")
 EXAMPLES_PER_RULE = 5
@@ -165,11 +168,13 @@ class CleaningReport:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def summary_lines(self) -> list[str]:
-        """One line per rule, for train.log and the model card."""
+    def summary_lines(self, only_found: bool = False) -> list[str]:
+        """One line per rule (``only_found``: per rule that found something), for train.log and the card."""
         lines = [f"train rows: {self.train_rows_before} before cleaning, {self.train_rows_after} after"]
         for rule in self.RULES:
             report: RuleReport = getattr(self, rule)
+            if only_found and not report.found:
+                continue
             line = f"{rule.replace('_', ' ')}: {report.found} rows found, {report.removed} removed"
             if rule == "normalized":
                 line = f"normalized: {report.found} rows changed"
@@ -355,3 +360,21 @@ def _leakage(rows: _Rows, report: CleaningReport, data, remove: bool) -> None:
         return where is not None
 
     rows.drop(report.leakage, remove, leaked)
+
+
+def record_data_report(output_dir: Path, events, cleaning: CleaningReport, augmentation: dict | None) -> None:
+    """``data_report.json`` in the run folder (with examples) and a ``data`` event of the counts."""
+    report = {"cleaning": cleaning.to_dict(), "augmentation": augmentation}
+    (Path(output_dir) / DATA_REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    if events is not None:
+        events.write(
+            "data",
+            train_rows_before=cleaning.train_rows_before,
+            train_rows_after=cleaning.train_rows_after,
+            cleaning={
+                r: {"found": getattr(cleaning, r).found, "removed": getattr(cleaning, r).removed}
+                for r in cleaning.RULES
+            },
+            leaked_eval_rows=cleaning.leaked_eval_rows,
+            augmented_rows=augmentation["added_rows"] if augmentation else 0,
+        )
