@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..errors import ConfigError
 
@@ -103,18 +104,34 @@ def example_rng(seed: int, copy: int, row: int) -> random.Random:
     return random.Random(f"{seed}/{copy}/{row}")
 
 
+def input_embedding_matrix(path: str):
+    """The word-embedding matrix of a model folder or Hub id (read straight from model.safetensors when
+    there is one: a tenth of a second instead of building the whole model)."""
+    file = Path(path) / "model.safetensors"
+    if file.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(file), "pt") as f:
+            keys = [k for k in f.keys() if k.endswith("word_embeddings.weight")]  # noqa: SIM118
+            if len(keys) == 1:
+                return f.get_tensor(keys[0]).float()
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(path).get_input_embeddings().weight.detach().float()
+
+
 class EmbeddingNeighbours:
     """Nearest whole-word vocabulary entries of a word in a model's input embedding matrix (cosine)."""
 
     def __init__(self, model_name_or_path: str):
         import torch
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoTokenizer
 
         from ..models import resolve_model_path
 
         path = resolve_model_path(model_name_or_path)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        weight = AutoModel.from_pretrained(path).get_input_embeddings().weight.detach().float()
+        weight = input_embedding_matrix(path)
         vocab = self.tokenizer.get_vocab()
         # Candidates: whole alphabetic words (no '##' pieces, no [unused] or special tokens).
         self.candidates = sorted(
