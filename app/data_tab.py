@@ -12,7 +12,13 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from tunelab.data.classification import preflight_classification
+from tunelab.data.classification import load_classification_data, preflight_classification
+from tunelab.data.clean import (
+    DataCleaningArguments,
+    clean_classification_data,
+    report_examples,
+    report_markdown,
+)
 from tunelab.data.files import iter_records, read_text
 from tunelab.data.samples import SAMPLES, materialize_samples
 from tunelab.errors import TuneLabError
@@ -199,6 +205,35 @@ def inspect_dataset(
     )
 
 
+def cleaning_report(
+    state: AppState, name: str, text_col: str | None, pair_col: str | None, label_col: str | None
+) -> tuple[str, pd.DataFrame]:
+    """Duplicates, conflicting labels and train/validation overlap of a classification file, with the
+    validation share the Train tab holds out (the recipe's defaults: 10%, seed 42)."""
+    examples = pd.DataFrame(columns=["rule", "row", "text", "detail"])
+    path = state.dataset_path(name) if name else None
+    if path is None or path.suffix.lower() == ".txt" or not path.exists():
+        return "", examples
+    try:
+        data = load_classification_data(
+            str(path),
+            text_column=_column_choice(text_col),
+            text_pair_column=_column_choice(pair_col),
+            label_column=_column_choice(label_col),
+        )
+    except TuneLabError:
+        return "", examples  # the check above already shows the problem
+    report = clean_classification_data(data, DataCleaningArguments())  # report only: nothing removed
+    rows = report_examples(report)
+    note = (
+        "\n\nNothing is removed unless asked: the Train tab's cleaning options (or `--remove_duplicates`, "
+        "`--drop_conflicting_labels`, `--remove_leakage`, ...) apply the rules to the training split."
+    )
+    return clean_message(report_markdown(report, data.validation_source)) + note, pd.DataFrame(
+        rows, columns=examples.columns
+    )
+
+
 def _first_records(path: Path, n: int) -> list[dict[str, Any]]:
     _, records, _ = iter_records(path)
     out = []
@@ -261,6 +296,18 @@ def build(state: AppState) -> dict[str, Any]:
                 x="tokens", y="texts", title="Token lengths (MiniLM tokenizer)", height=260, sort=None
             )
         outputs = [report, problems, preview, label_plot, length_plot, text_col, pair_col, label_col]
+        cleaning_md = gr.Markdown(elem_id="data-cleaning")
+        cleaning_examples = gr.Dataframe(
+            label="Cleaning report: examples per rule (row: position in the training split)",
+            interactive=False,
+            max_height=300,
+            elem_id="data-cleaning-examples",
+        )
+        cleaning = dict(
+            fn=lambda name, t, p, lab: cleaning_report(state, name, t, p, lab),
+            inputs=[dataset, text_col, pair_col, label_col],
+            outputs=[cleaning_md, cleaning_examples],
+        )
 
         def do_inspect(name, t, p, lab):
             return inspect_dataset(state, name, t, p, lab)
@@ -284,9 +331,15 @@ def build(state: AppState) -> dict[str, Any]:
                 return gr.skip()
             return inspect_dataset(state, name, AUTO, NONE, AUTO)
 
-        upload.upload(do_upload, [upload], [dataset, *outputs], api_name="upload_dataset")
-        use_sample.click(do_sample, [sample], [dataset, *outputs], api_name="use_sample")
-        check.click(do_inspect, [dataset, text_col, pair_col, label_col], outputs, api_name="check_dataset")
-        dataset.input(do_select, [dataset], outputs, api_name=False)
+        upload.upload(do_upload, [upload], [dataset, *outputs], api_name="upload_dataset").then(
+            **cleaning, api_name=False
+        )
+        use_sample.click(do_sample, [sample], [dataset, *outputs], api_name="use_sample").then(
+            **cleaning, api_name=False
+        )
+        check.click(
+            do_inspect, [dataset, text_col, pair_col, label_col], outputs, api_name="check_dataset"
+        ).then(**cleaning, api_name="cleaning_report")
+        dataset.input(do_select, [dataset], outputs, api_name=False).then(**cleaning, api_name=False)
         tab.select(lambda: gr.update(choices=state.datasets()), None, [dataset], api_name=False)
     return {"dataset": dataset}

@@ -165,6 +165,34 @@ def test_bad_upload_gives_a_readable_report_not_a_traceback(app_server, tmp_path
     assert "fields" in problems["data"][0][3]
 
 
+def test_data_tab_reports_duplicates_and_overlap_with_the_held_out_share(app_server, tmp_path):
+    import re
+
+    from gradio_client import handle_file
+
+    # 10 copies of one review (9 exact, 1 differing in case and punctuation) among 36 distinct ones
+    rows = [("a fine film", "pos")] * 9 + [("A fine film!", "pos")]
+    rows += [(f"review number {i}", "pos" if i % 2 else "neg") for i in range(36)]
+    path = tmp_path / "dupes.csv"
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([("text", "label"), *rows])
+    client = app_server["client"]
+    dataset = client.predict(handle_file(str(path)), api_name="/upload_dataset")[0]["value"]
+    report, examples = client.predict(dataset, "(auto)", "(none)", "(auto)", api_name="/cleaning_report")
+    found = {t: int(n) for t, n in re.findall(r"^\| ([^|(]+?)(?: \([^|]*\))? \| (\d+) \|", report, re.M)}
+    held_out_overlap = int(re.search(r"validation rows whose text is also in train: \*\*(\d+)", report)[1])
+    assert "41 training rows, validation: 10% of dupes.csv" in report  # 5 of 46 held out, as in the Train tab
+    assert str(tmp_path) not in report  # no folder paths shown
+    # Whichever copies the seeded split holds out, each of the 10 is counted exactly once: the first in
+    # train, the other train copies as exact/near duplicates, the held-out ones as overlap.
+    in_train = 1 + found["exact duplicates"] + found["near duplicates"]
+    assert in_train + held_out_overlap == 10
+    assert found["also in validation/test"] == (in_train if held_out_overlap else 0)
+    assert found["one text, several labels"] == 0
+    assert {r[0] for r in examples["data"]} <= {"exact_duplicates", "near_duplicates", "leakage"}
+    assert all("fine film" in r[2].lower() for r in examples["data"])
+
+
 def test_sample_datasets_ship_with_the_app(app_server):
     client = app_server["client"]
     result = client.predict("sample-python-docs-topics.csv", api_name="/use_sample")

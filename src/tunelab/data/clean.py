@@ -378,3 +378,46 @@ def record_data_report(output_dir: Path, events, cleaning: CleaningReport, augme
             leaked_eval_rows=cleaning.leaked_eval_rows,
             augmented_rows=augmentation["added_rows"] if augmentation else 0,
         )
+
+
+RULE_TITLES = {
+    "normalized": "changed by Unicode/whitespace normalization",
+    "empty": "empty (after normalization)",
+    "too_short": "shorter than min_text_length",
+    "too_long": "longer than max_text_length",
+    "conflicting_labels": "one text, several labels",
+    "exact_duplicates": "exact duplicates (same text and label)",
+    "near_duplicates": "near duplicates (differ in case, accents, punctuation or spaces)",
+    "leakage": "also in validation/test (leakage)",
+}
+
+
+def report_markdown(report: CleaningReport, validation: str) -> str:
+    """The report as a Markdown table (the app's Data tab); ``validation`` says where it came from."""
+    lines = [
+        f"### Cleaning report: {report.train_rows_before:,} training rows, validation: {validation}",
+        "| rule | rows found | removed |",
+        "|---|---:|---:|",
+    ]
+    for rule in report.RULES:
+        found = getattr(report, rule)
+        title = RULE_TITLES[rule]
+        if rule == "conflicting_labels" and report.conflicting_texts:
+            title += f" ({report.conflicting_texts:,} texts)"
+        removed = "-" if rule == "normalized" else f"{found.removed:,}"
+        lines.append(f"| {title} | {found.found:,} | {removed} |")
+    for split, rows in report.leaked_eval_rows.items():
+        lines.append(f"\n{split} rows whose text is also in train: **{rows:,}**")
+    return "\n".join(lines)
+
+
+def report_examples(report: CleaningReport) -> list[dict[str, Any]]:
+    """A few rows per rule: (rule, training row, text, detail), for a table."""
+    out = []
+    for rule in report.RULES:
+        for example in getattr(report, rule).examples:
+            text = example.get("text", example.get("before", ""))
+            detail = {k: v for k, v in example.items() if k not in ("row", "text", "before")}
+            shown = "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in detail.items())
+            out.append({"rule": rule, "row": example.get("row", ""), "text": text, "detail": shown})
+    return out
