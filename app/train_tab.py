@@ -21,7 +21,10 @@ from tunelab.args import (
     LoraArguments,
     TrainingArguments,
 )
+from tunelab.data.augment import METHODS as AUGMENT_METHODS
+from tunelab.data.augment import AugmentationArguments
 from tunelab.data.classification import preflight_classification
+from tunelab.data.clean import DUPLICATE_MODES, DataCleaningArguments
 from tunelab.data.files import iter_records, read_text
 from tunelab.errors import TuneLabError
 from tunelab.mlm import MaskedLMArguments
@@ -72,6 +75,16 @@ DEFAULTS: dict[str, Any] = {
     "hidden_dropout": None,
     "attention_dropout": None,
     "domain_adaptation": False,
+    # classification only: cleaning and augmentation of the training split (0: no length limit)
+    "normalize_text": False,
+    "min_text_length": 0,
+    "max_text_length": 0,
+    "remove_duplicates": "none",
+    "drop_conflicting_labels": False,
+    "remove_leakage": False,
+    "augment_method": "none",
+    "augment_prob": 0.1,
+    "augment_copies": 1,
 }
 TASK_DEFAULTS = {
     "classification": {
@@ -177,8 +190,23 @@ def settings_to_config(state: AppState, settings: dict[str, Any]) -> tuple[str, 
             "max_train_samples": _positive_or_none(s["max_train_samples"]),
             "hidden_dropout": hidden,
             "attention_dropout": attention,
+            "normalize_text": bool(s["normalize_text"]),
+            "min_text_length": _positive_or_none(s["min_text_length"]),
+            "max_text_length": _positive_or_none(s["max_text_length"]),
+            "remove_duplicates": s["remove_duplicates"],
+            "drop_conflicting_labels": bool(s["drop_conflicting_labels"]),
+            "remove_leakage": bool(s["remove_leakage"]),
+            "augment_method": s["augment_method"],
+            "augment_prob": float(s["augment_prob"]),
+            "augment_copies": int(s["augment_copies"]),
         }
-        types = (ClassificationArguments, TrainingArguments, LoraArguments)
+        types = (
+            ClassificationArguments,
+            TrainingArguments,
+            LoraArguments,
+            DataCleaningArguments,
+            AugmentationArguments,
+        )
     elif task == "masked-lm":
         data = {
             "model_name_or_path": base_model(state, s),
@@ -546,6 +574,34 @@ def build(state: AppState) -> dict[str, Any]:
                             minimum=0,
                             maximum=0.99,
                         )
+                with gr.Accordion("Data cleaning and augmentation (classification)", open=False):
+                    with gr.Row():
+                        remove_duplicates = gr.Dropdown(
+                            list(DUPLICATE_MODES),
+                            value="none",
+                            label="Remove duplicates",
+                            info="exact: same text and label · near: also differing in case/punctuation",
+                        )
+                        drop_conflicts = gr.Checkbox(False, label="Drop texts with conflicting labels")
+                        remove_leakage = gr.Checkbox(False, label="Remove train rows found in validation")
+                        normalize = gr.Checkbox(False, label="Normalize text (NFKC, whitespace)")
+                    with gr.Row():
+                        min_chars = gr.Number(
+                            0, label="Min text length (chars, 0: none)", precision=0, minimum=0
+                        )
+                        max_chars = gr.Number(
+                            0, label="Max text length (chars, 0: none)", precision=0, minimum=0
+                        )
+                    with gr.Row():
+                        augment_method = gr.Dropdown(
+                            list(AUGMENT_METHODS),
+                            value="none",
+                            label="Augment training data",
+                            info="embedding_neighbors: similar words from the model's embeddings · "
+                            "masked_lm: needs a base with a trained MLM head (a masked-lm run)",
+                        )
+                        augment_prob = gr.Number(0.1, label="Per-word probability", minimum=0.01, maximum=1)
+                        augment_copies = gr.Number(1, label="Copies per example", precision=0, minimum=1)
             with gr.Column(scale=2):
                 with gr.Row():
                     check_btn = gr.Button("Check data", elem_id="train-check")
@@ -601,6 +657,15 @@ def build(state: AppState) -> dict[str, Any]:
             "hidden_dropout": hidden_dropout,
             "attention_dropout": attention_dropout,
             "domain_adaptation": domain_adaptation,
+            "normalize_text": normalize,
+            "min_text_length": min_chars,
+            "max_text_length": max_chars,
+            "remove_duplicates": remove_duplicates,
+            "drop_conflicting_labels": drop_conflicts,
+            "remove_leakage": remove_leakage,
+            "augment_method": augment_method,
+            "augment_prob": augment_prob,
+            "augment_copies": augment_copies,
         }
         assert list(components) == FIELDS
         inputs = list(components.values())

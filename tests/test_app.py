@@ -191,6 +191,12 @@ def test_data_tab_reports_duplicates_and_overlap_with_the_held_out_share(app_ser
     assert found["one text, several labels"] == 0
     assert {r[0] for r in examples["data"]} <= {"exact_duplicates", "near_duplicates", "leakage"}
     assert all("fine film" in r[2].lower() for r in examples["data"])
+    # the Train tab passes the cleaning and augmentation options to the run's config
+    chosen = {"remove_duplicates": "near", "remove_leakage": True, "augment_method": "random_swap"}
+    cfg, _ = client.predict(json.dumps({"dataset": dataset, **chosen}), api_name="/preview_run")
+    assert chosen.items() <= yaml.safe_load(cfg).items()
+    bad, _ = client.predict(json.dumps({"dataset": dataset, "augment_copies": 0}), api_name="/preview_run")
+    assert bad.startswith("#") and "augment_copies must be >= 1" in bad
 
 
 def test_sample_datasets_ship_with_the_app(app_server):
