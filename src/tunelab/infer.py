@@ -28,10 +28,15 @@ def resolve_model(model_or_run: str | Path, runs_dir: Path | None = None) -> str
 
 
 def _load(auto_model: Any, model_or_run: str | Path, runs_dir: Path | None, what: str) -> tuple[Any, Any]:
-    """Model (on the GPU when there is one, in eval mode) and tokenizer from a run, folder or Hub id."""
+    """Model (on the GPU when there is one, in eval mode) and tokenizer from a run, folder, export or Hub id."""
     from transformers import AutoTokenizer
 
     path = resolve_model(model_or_run, runs_dir)
+    if (Path(path) / "export.json").is_file():  # a `tunelab export` folder: ONNX Runtime on the CPU
+        from .export import load_export
+
+        task = "clm" if "CausalLM" in auto_model.__name__ else "cls"
+        return load_export(path, task), AutoTokenizer.from_pretrained(path)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         model = auto_model.from_pretrained(path).to(device).eval()
