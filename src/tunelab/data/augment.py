@@ -272,9 +272,11 @@ def augment_training_set(train, args: AugmentationArguments, model_name_or_path:
         "original_rows": len(texts),
         "added_rows": len(added),
         "unchanged_copies": unchanged,
-        "examples": [
-            {"original": texts[row], "augmented": columns["text"][n]} for n, (_, row) in enumerate(rows[:5])
-        ],
+        "examples": [  # the first few copies that differ from their original
+            {"original": texts[row], "augmented": columns["text"][n]}
+            for n, (_, row) in enumerate(rows)
+            if " ".join(words[n]) != columns["text"][n]
+        ][:5],
     }
     return concatenate_datasets([train, added]), report
 
