@@ -310,9 +310,13 @@ def save_report(output_dir: Path, data, result, config, command, summary, report
         f"Distilled from the teacher `{summary['teacher']}` ({report['teacher']['layers']} layers) into a "
         f"student initialised from {summary['student_init']}, with loss alpha * CE + (1 - alpha) * T^2 * KL "
         f"(alpha {summary['alpha']}, T {summary['temperature']}). The teacher's logits were computed once "
-        f"({summary['teacher_examples_forwarded']} examples) before training. Latency: CPU, fp32, "
-        f"{report['student'].get('latency_threads', '-')} threads, per example, batches padded to their longest."
+        f"({summary['teacher_examples_forwarded']} examples) before training."
     )
+    if "latency_threads" in report["student"]:
+        origin += (
+            f" Latency: CPU, fp32, {report['student']['latency_threads']} threads, per example, batches "
+            "padded to their longest; the models took turns, median of 3 repeats."
+        )
     write_model_card(
         output_dir,
         task="text-classification",

@@ -349,11 +349,15 @@ def compute_teacher_logits(
     rows = dataset.select_columns(columns)
     teacher.to(accelerator.device)
     chunks = []
+    last_log = time.perf_counter()
     for start in range(0, len(mine), batch_size):
         batch = tokenizer.pad(rows[mine[start : start + batch_size]], return_tensors="pt")
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         with accelerator.autocast():
             chunks.append(teacher(**batch).logits.float())
+        if accelerator.is_main_process and time.perf_counter() - last_log > 30:
+            logger.info("Teacher logits: %d of %d examples (this process)", start + batch_size, len(mine))
+            last_log = time.perf_counter()
     num_labels = teacher.config.num_labels
     logits = torch.cat(chunks) if chunks else torch.zeros(0, num_labels, device=accelerator.device)
     padding = torch.zeros(per_process - len(mine), num_labels, device=accelerator.device)
