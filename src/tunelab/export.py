@@ -695,14 +695,15 @@ def lm_report(run: Run, export_dir: Path, options: ExportOptions) -> dict[str, A
     prompts = [before.tokenizer.decode(b[:16]) for b in blocks]
 
     def generate(generator):
-        # "Latency per example" of a language model: one prompt continued by 32 greedy tokens.
+        # Latency "per example" of a language model: one prompt continued by 32 greedy tokens.
         return lambda texts, batch: [generator.generate(t, max_new_tokens=32, temperature=0) for t in texts]
 
-    settings = ExportOptions(latency_examples=min(8, options.latency_examples), repeats=options.repeats)
-    latency = {}
-    for name, generator in (("before", before), ("after", after)):
-        samples = [latency_ms(generate(generator), prompts, 1, settings.latency_examples)]
-        latency[name] = {"generate_32_tokens": statistics.median(samples)}
+    calls = min(8, options.latency_examples)
+    samples: dict[str, list[float]] = {"before": [], "after": []}
+    for _ in range(options.repeats):  # alternating, as for classifiers
+        for name, generator in (("before", before), ("after", after)):
+            samples[name].append(latency_ms(generate(generator), prompts, 1, calls))
+    latency = {name: {"generate_32_tokens": statistics.median(v)} for name, v in samples.items()}
     return {
         "validation": source,
         "metric": "loss",
