@@ -11,8 +11,9 @@ Layout of ``runs/<run-id>/``::
                     a trial of `tunelab sweep` also has "sweep": <sweep-id>, "trial": <number>,
                     "source": "sweep", and "pruned": true once the sweep stopped it (tunelab.sweep)
     events.jsonl    one JSON object per line, flushed per line, written by the main process only:
-                    {"time", "kind": "train"|"eval"|"sample"|"info", "step", "epoch", <metric keys>}
-                    metric keys: train/loss train/lr train/grad_norm train/tokens_per_s
+                    {"time", "kind": "train"|"eval"|"sample"|"info"|"data", "step", "epoch", <metric keys>}
+                    ("data": the cleaning/augmentation counts of bert_cls, without a step)
+                    metric keys: train/loss train/lr train/grad_norm train/l1 train/tokens_per_s
                     train/samples_per_s eval/loss eval/accuracy eval/f1 eval/precision eval/recall
                     eval/perplexity perf/mfu perf/peak_mem_gb; "samples" (list of str) on kind=sample
     train.log       human-readable log
