@@ -31,12 +31,14 @@ from tunelab.models import (
     wrap_lora,
 )
 from tunelab.recipe import (
+    ended_by_stop,
     guard,
     open_run,
     parse_or_exit,
     reproduce_command,
     resolve_output_dir,
     setup_logging,
+    start_trackers,
 )
 from tunelab.train import Task, build_accelerator, classification_loss, train
 
@@ -137,19 +139,9 @@ def main() -> None:
             count_tokens=lambda batch: batch["attention_mask"].sum(),
             loss=classification_loss(train_args.label_smoothing),
         )
-        if train_args.report_to != "none":
-            accelerator.init_trackers(
-                output_dir.name, config={k: v for k, v in config.items() if v is not None}
-            )
+        start_trackers(accelerator, train_args.report_to, output_dir, config)
         result = train(accelerator, train_args, model, train_dl, eval_dl, task, output_dir, events)
-        if result.stopped:
-            logger.info(
-                "Stopped at step %d; checkpoint saved. Resume with --resume_from_checkpoint latest.",
-                result.state.global_step,
-            )
-            if main_process:
-                run.update_status(state="stopped", stage="stopped", reason="stopped by request (SIGTERM)")
-            accelerator.end_training()
+        if ended_by_stop(accelerator, result, run):
             return
 
         if main_process:

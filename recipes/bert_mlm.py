@@ -30,12 +30,14 @@ from tunelab.mlm import (
 )
 from tunelab.models import base_model_hub_id, count_parameters, load_tokenizer
 from tunelab.recipe import (
+    ended_by_stop,
     guard,
     open_run,
     parse_or_exit,
     reproduce_command,
     resolve_output_dir,
     setup_logging,
+    start_trackers,
 )
 from tunelab.train import Task, build_accelerator, train
 
@@ -125,19 +127,9 @@ def main() -> None:
             loss=lambda m, batch: m(**batch),
             flops_per_token=flops_per_token(model, mlm_args.mlm_probability),
         )
-        if train_args.report_to != "none":
-            accelerator.init_trackers(
-                output_dir.name, config={k: v for k, v in config.items() if v is not None}
-            )
+        start_trackers(accelerator, train_args.report_to, output_dir, config)
         result = train(accelerator, train_args, wrapped, train_dl, eval_dl, task, output_dir, events)
-        if result.stopped:
-            logger.info(
-                "Stopped at step %d; checkpoint saved. Resume with --resume_from_checkpoint latest.",
-                result.state.global_step,
-            )
-            if main_process:
-                run.update_status(state="stopped", stage="stopped", reason="stopped by request (SIGTERM)")
-            accelerator.end_training()
+        if ended_by_stop(accelerator, result, run):
             return
 
         if main_process:

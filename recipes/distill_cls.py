@@ -53,12 +53,14 @@ from tunelab.errors import ConfigError
 from tunelab.hub import write_model_card
 from tunelab.models import base_model_hub_id, count_parameters, load_tokenizer
 from tunelab.recipe import (
+    ended_by_stop,
     guard,
     open_run,
     parse_or_exit,
     reproduce_command,
     resolve_output_dir,
     setup_logging,
+    start_trackers,
 )
 from tunelab.train import Task, build_accelerator, train
 
@@ -199,19 +201,9 @@ def main() -> None:
             count_tokens=lambda batch: batch["attention_mask"].sum(),
             loss=distillation_loss(kd_args.temperature, kd_args.alpha, train_args.label_smoothing),
         )
-        if train_args.report_to != "none":
-            accelerator.init_trackers(
-                output_dir.name, config={k: v for k, v in config.items() if v is not None}
-            )
+        start_trackers(accelerator, train_args.report_to, output_dir, config)
         result = train(accelerator, train_args, student, train_dl, eval_dl, task, output_dir, events)
-        if result.stopped:
-            logger.info(
-                "Stopped at step %d; checkpoint saved. Resume with --resume_from_checkpoint latest.",
-                result.state.global_step,
-            )
-            if main_process:
-                run.update_status(state="stopped", stage="stopped", reason="stopped by request (SIGTERM)")
-            accelerator.end_training()
+        if ended_by_stop(accelerator, result, run):
             return
 
         if main_process:

@@ -40,12 +40,14 @@ from tunelab.lm import (
 )
 from tunelab.models import base_model_hub_id, count_parameters
 from tunelab.recipe import (
+    ended_by_stop,
     guard,
     open_run,
     parse_or_exit,
     reproduce_command,
     resolve_output_dir,
     setup_logging,
+    start_trackers,
 )
 from tunelab.train import Task, build_accelerator, train
 
@@ -145,10 +147,7 @@ def main() -> None:
             on_evaluate=lambda m, state: samples(accelerator, m, tokenizer, lm_args, state),
             flops_per_token=flops_per_token(model, lm_args.block_size),
         )
-        if train_args.report_to != "none":
-            accelerator.init_trackers(
-                output_dir.name, config={k: v for k, v in config.items() if v is not None}
-            )
+        start_trackers(accelerator, train_args.report_to, output_dir, config)
         result = train(
             accelerator,
             train_args,
@@ -159,14 +158,7 @@ def main() -> None:
             output_dir,
             events,
         )
-        if result.stopped:
-            logger.info(
-                "Stopped at step %d; checkpoint saved. Resume with --resume_from_checkpoint latest.",
-                result.state.global_step,
-            )
-            if main_process:
-                run.update_status(state="stopped", stage="stopped", reason="stopped by request (SIGTERM)")
-            accelerator.end_training()
+        if ended_by_stop(accelerator, result, run):
             return
 
         if main_process:

@@ -127,3 +127,23 @@ def parse_or_exit(types: tuple[type, ...]) -> tuple:
     except TuneLabError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def start_trackers(accelerator, report_to: str, output_dir: Path, config: dict) -> None:
+    """Experiment trackers (tensorboard, trackio, wandb, ...) when asked for, with the run's config."""
+    if report_to != "none":
+        accelerator.init_trackers(output_dir.name, config={k: v for k, v in config.items() if v is not None})
+
+
+def ended_by_stop(accelerator, result, run: Run) -> bool:
+    """True when SIGTERM ended training: the checkpoint is saved, the run is marked stopped."""
+    if not result.stopped:
+        return False
+    logger.info(
+        "Stopped at step %d; checkpoint saved. Resume with --resume_from_checkpoint latest.",
+        result.state.global_step,
+    )
+    if accelerator.is_main_process:
+        run.update_status(state="stopped", stage="stopped", reason="stopped by request (SIGTERM)")
+    accelerator.end_training()
+    return True
