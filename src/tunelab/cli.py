@@ -28,6 +28,7 @@ from typing import Any
 
 import tunelab
 from tunelab.errors import ConfigError, TuneLabError
+from tunelab.runs import group_alive  # light: no torch
 
 RECIPES = {"cls": "bert_cls.py", "clm": "gpt2_clm.py", "mlm": "bert_mlm.py", "distill": "distill_cls.py"}
 RECIPE_TITLES = {
@@ -100,29 +101,6 @@ def _is_zombie(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[-1].split()[0] == "Z"
-
-
-def group_alive(pgid: int) -> bool:
-    """True while a process of the group runs (zombies excluded where /proc tells them apart)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return True
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
 
 
 def format_time(stamp: float | None) -> str:

@@ -49,7 +49,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
-from .runs import Run, new_run_id, write_json_atomic
+from .runs import Run, group_alive, new_run_id, write_json_atomic
 
 logger = logging.getLogger("tunelab")
 
@@ -343,28 +343,6 @@ def list_sweeps(runs_dir: Path) -> list[Sweep]:
 # ---- running trials -------------------------------------------------------------------------------
 
 
-def _group_alive(pgid: int) -> bool:
-    """True while a live (not zombie) process of the group exists."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return True
-    for entry in proc.iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                return True
-    return False
-
-
 def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
@@ -374,9 +352,9 @@ def stop_trial(proc: subprocess.Popen, grace: float = STOP_GRACE_S) -> None:
     """SIGTERM to the trial's group (the recipe saves a checkpoint and exits); SIGKILL after ``grace``."""
     _signal_group(proc.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while (proc.poll() is None or _group_alive(proc.pid)) and time.monotonic() < deadline:
+    while (proc.poll() is None or group_alive(proc.pid)) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if proc.poll() is None or _group_alive(proc.pid):
+    if proc.poll() is None or group_alive(proc.pid):
         _signal_group(proc.pid, signal.SIGKILL)
         proc.wait()
 
@@ -385,7 +363,7 @@ def _wait_for_group(proc: subprocess.Popen) -> None:
     # The launcher may end before the recipe has written its final status (after a SIGTERM it leaves at
     # once while the recipe saves its checkpoint): wait for the whole group.
     proc.wait()
-    while _group_alive(proc.pid):
+    while group_alive(proc.pid):
         time.sleep(0.2)
 
 
@@ -451,11 +429,11 @@ class SweepRunner:
                 continue
             run = Run(self.runs_dir / entry["run"]) if entry.get("run") else None
             pgid = run.status().get("pgid") if run else None
-            if pgid and _group_alive(pgid):
+            if pgid and group_alive(pgid):
                 self.say(f"trial {entry['number']}: its run {run.id} is still going; stopping it")
                 _signal_group(pgid, signal.SIGTERM)
                 deadline = time.monotonic() + STOP_GRACE_S
-                while _group_alive(pgid) and time.monotonic() < deadline:
+                while group_alive(pgid) and time.monotonic() < deadline:
                     time.sleep(0.3)
             if run and run.status().get("state") in ("running", None):
                 run.update_status(state="stopped", stage="stopped", reason="its sweep was interrupted")
