@@ -34,7 +34,7 @@ def build(state: AppState) -> dict[str, Any]:
         )
         with gr.Row():
             run_id = gr.Dropdown(
-                state.run_choices(task="causal-lm", with_model=True),
+                state.model_choices("causal-lm"),
                 label="Causal-LM run",
                 allow_custom_value=True,
                 elem_id="chat-run",
@@ -102,7 +102,7 @@ def build(state: AppState) -> dict[str, Any]:
         stop.click(stop_generation, None, None, api_name="stop_chat")
         clear.click(lambda: [], None, [chatbot], api_name=False)
         tab.select(
-            lambda: gr.update(choices=state.run_choices(task="causal-lm", with_model=True)),
+            lambda: gr.update(choices=state.model_choices("causal-lm")),
             None,
             [run_id],
             api_name=False,

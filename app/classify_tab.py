@@ -70,8 +70,11 @@ def confusion_table(run_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def wrong_examples(state: AppState, run_dir: Path, top: int = 20) -> pd.DataFrame:
-    """Re-run the model on the run's own validation split (same files, split, seed as config.yaml)."""
+def wrong_examples(
+    state: AppState, run_dir: Path, top: int = 20, model_dir: Path | None = None
+) -> pd.DataFrame:
+    """Re-run the model (the run's, or ``model_dir``: one of its exports) on the run's own validation split
+    (same files, split, seed as config.yaml)."""
     from tunelab.data.classification import load_classification_data
 
     config = yaml_config(run_dir)
@@ -92,7 +95,7 @@ def wrong_examples(state: AppState, run_dir: Path, top: int = 20) -> pd.DataFram
     except (TuneLabError, KeyError) as e:
         raise gr.Error(f"Cannot reload this run's validation data: {clean_message(str(e))}") from None
     validation = data.validation.select(range(min(len(data.validation), MAX_VALIDATION)))
-    classifier = load(Classifier, str(run_dir))
+    classifier = load(Classifier, str(model_dir or run_dir))
     texts = validation["text"]
     if "text_pair" in validation.column_names:  # show both parts; predict on the pair
         probs = _predict_pairs(classifier, texts, validation["text_pair"])
@@ -149,7 +152,7 @@ def build(state: AppState) -> dict[str, Any]:
     with gr.Tab("Classify", id="classify") as tab:
         with gr.Row():
             run_id = gr.Dropdown(
-                state.run_choices(task="classification", with_model=True),
+                state.model_choices("classification"),
                 label="Classification run",
                 allow_custom_value=True,
                 elem_id="classify-run",
@@ -186,17 +189,17 @@ def build(state: AppState) -> dict[str, Any]:
             return classify_file(state, model_spec(state, rid, path), file)
 
         def report(rid):
-            run = state.run(rid)
+            run = state.run((rid or "").partition("/")[0])  # an export is scored on its run's split
             if not run.has_model():
                 raise gr.Error("This run has no final model yet.")
-            return confusion_table(run.path), wrong_examples(state, run.path)
+            return confusion_table(run.path), wrong_examples(state, run.path, model_dir=state.model_dir(rid))
 
         classify_btn.click(classify, [run_id, model_path, text], [label], api_name="classify")
         text.submit(classify, [run_id, model_path, text], [label], api_name=False)
         file_btn.click(do_file, [run_id, model_path, texts_file], [predictions], api_name="classify_file")
         report_btn.click(report, [run_id], [confusion, mistakes], api_name="validation_report")
         tab.select(
-            lambda: gr.update(choices=state.run_choices(task="classification", with_model=True)),
+            lambda: gr.update(choices=state.model_choices("classification")),
             None,
             [run_id],
             api_name=False,

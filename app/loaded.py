@@ -20,11 +20,12 @@ _lock = threading.Lock()
 
 
 def model_spec(state: AppState, run_id: str | None, model_path: str | None) -> str:
-    """A run of this app (by name) or, when given, a model folder / Hub id typed by the user."""
+    """A run of this app or one of its exports (by name) or, when given, a model folder / Hub id typed
+    by the user."""
     typed = (model_path or "").strip()
     if typed:
         return typed
-    return str(state.run(run_id).path)
+    return str(state.model_dir(run_id))
 
 
 def _stamp(spec: str) -> float:

@@ -23,13 +23,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tunelab.runs import Run, list_runs, new_run_id
+from tunelab.runs import Run, group_alive, list_runs, new_run_id
 
 logger = logging.getLogger(__name__)
 
-RECIPES = {"classification": "bert_cls.py", "causal-lm": "gpt2_clm.py", "masked-lm": "bert_mlm.py"}
-TASK_PREFIX = {"classification": "cls", "causal-lm": "clm", "masked-lm": "mlm"}
-STATUS_TASK = {"classification": "cls", "causal-lm": "clm", "masked-lm": "mlm"}
+RECIPES = {
+    "classification": "bert_cls.py",
+    "causal-lm": "gpt2_clm.py",
+    "masked-lm": "bert_mlm.py",
+    "distillation": "distill_cls.py",
+}
+# The task's name in status.json, also the run id's prefix (as the recipes name their runs).
+STATUS_TASK = {"classification": "cls", "causal-lm": "clm", "masked-lm": "mlm", "distillation": "distill"}
 PROCESS_LOG = "process.log"
 STOP_GRACE_S = 30.0
 MAX_QUEUED = 20  # the queue is bounded: more waiting runs than this are refused
@@ -94,43 +99,6 @@ def executable_argv(argv: list[str]) -> list[str]:
     return argv
 
 
-def _proc_pgid_states() -> dict[int, list[str]]:
-    """pgid -> process states of every process on the machine (from /proc)."""
-    out: dict[int, list[str]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        out.setdefault(int(fields[2]), []).append(fields[0])
-    return out
-
-
-def group_alive(pgid: int | None, pid: int | None = None) -> bool:
-    """True while a live (non-zombie) process of the group, or the pid, exists."""
-    if pgid is None and pid is None:
-        return False
-    if Path("/proc/self/stat").exists():
-        groups = _proc_pgid_states()
-        if pgid is not None and any(s != "Z" for s in groups.get(pgid, [])):
-            return True
-        if pid is not None:
-            try:
-                stat = Path(f"/proc/{pid}/stat").read_text()
-                return stat.rsplit(")", 1)[1].split()[0] != "Z"
-            except OSError:
-                return False
-        return False
-    try:  # no /proc: signal 0 tells whether the group exists
-        os.killpg(pgid, 0) if pgid else os.kill(pid, 0)  # type: ignore[arg-type]
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
-
-
 class RunQueue:
     """Queued runs on disk, at most ``max_concurrent`` running; a daemon thread does the scheduling."""
 
@@ -185,7 +153,7 @@ class RunQueue:
         run_id: str | None = None,
     ) -> tuple[Path, dict[str, Any], str]:
         """(run folder, config with output_dir, command text) of a run not yet written."""
-        run_dir = self.runs_dir / (run_id or new_run_id(TASK_PREFIX[task]))
+        run_dir = self.runs_dir / (run_id or new_run_id(STATUS_TASK[task]))
         config = {**config, "output_dir": str(run_dir)}
         argv = launch_argv(self.display_recipe(task), run_dir / "config.yaml", num_processes, mixed_precision)
         return run_dir, config, command_text(argv)

@@ -4,19 +4,35 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shlex
+import subprocess
+import sys
 from typing import Any
 
 import gradio as gr
 import pandas as pd
 
+from tunelab.errors import TuneLabError
 from tunelab.runs import Run
 from tunelab.sweep import list_sweeps, results_rows
 
 from .queue import PROCESS_LOG, RECIPES
-from .state import TASK_NAMES, AppState, age, clean_message, failure_advice, format_seconds, run_progress
+from .state import (
+    TASK_NAMES,
+    AppState,
+    age,
+    clean_message,
+    exports,
+    failure_advice,
+    format_seconds,
+    run_progress,
+)
 
 REFRESH_S = 2.0
 FINAL_MODEL = "final model"
+EXPORT_LOG = "export.log"
+EXPORT_TASKS = ("classification", "distillation", "causal-lm")
 RUN_COLUMNS = ["run", "task", "state", "stage", "progress", "ETA", "created", "result", "sweep"]
 
 
@@ -200,6 +216,16 @@ def task_of(run: Run) -> str:
     return TASK_NAMES.get(run.status().get("task"), "classification")
 
 
+def start_from(config: dict[str, Any], run: Run) -> None:
+    """Point a copied config at ``run``'s final model (a distillation's model is its student)."""
+    if task_of(run) == "distillation":
+        config.pop("student_layers", None)
+        config.pop("student_num_layers", None)
+        config["student_name_or_path"] = str(run.path)
+    else:
+        config["model_name_or_path"] = str(run.path)
+
+
 def derived_run(
     state: AppState, run: Run, config: dict[str, Any], origin: str, resume_from: str | None = None
 ) -> Run:
@@ -224,7 +250,8 @@ def continue_run(state: AppState, run_id: str, epochs: float) -> str:
     config = {k: v for k, v in run.config().items() if v is not None}
     config.pop("max_train_steps", None)
     if run.has_model():
-        config.update(model_name_or_path=str(run.path), num_train_epochs=epochs)
+        start_from(config, run)
+        config["num_train_epochs"] = epochs
     elif run.checkpoints():
         last = run.checkpoints()[-1]
         done = json.loads((last / "trainer_state.json").read_text()).get("epoch", 0)
@@ -250,7 +277,7 @@ def fork_run(
     if source in (None, "", FINAL_MODEL):
         if not run.has_model():
             raise gr.Error("This run has no final model; fork from one of its checkpoints.")
-        config["model_name_or_path"] = str(run.path)
+        start_from(config, run)
         new = derived_run(state, run, config, origin=run.id)
         return f"Queued **{new.id}** from {run.id}'s final model."
     checkpoint = next((c for c in run.checkpoints() if c.name == source), None)
@@ -261,6 +288,81 @@ def fork_run(
         f"Queued **{new.id}** from {run.id}/{checkpoint.name} (optimizer and schedule continue from the "
         "checkpoint; the new length applies)."
     )
+
+
+def export_argv(run: Run, quantize: str, prune: str | None, recovery_steps: int) -> list[str]:
+    """The `tunelab export` command line of these choices (what the app runs and shows)."""
+    argv = ["tunelab", "export", str(run.path), "--quantize", quantize]
+    if prune:
+        argv += ["--prune", prune, "--recovery-steps", str(recovery_steps)]
+    return argv
+
+
+def export_model(
+    state: AppState, run_id: str, quantize: str, prune: str | None, recovery_steps: float
+) -> tuple[str, str]:
+    """Run `tunelab export` on a finished run (a subprocess, as from a shell); (message, report.md).
+
+    The export measures latency and accuracy and may fine-tune after pruning: it runs in its own process
+    so that a crash or a long recovery fine-tune never takes the app down, and one at a time."""
+    from tunelab.export import ExportOptions, default_output_dir, parse_prune
+
+    run = state.run(run_id)
+    if not run.has_model():
+        raise gr.Error(f"Run {run.id} has no final model yet (it is {run.state}); export a finished run.")
+    if task_of(run) not in EXPORT_TASKS:
+        raise gr.Error("Export works on classification, distillation and causal-LM runs.")
+    prune = (prune or "").strip() or None
+    try:  # the same checks as the CLI, before a process starts
+        options = ExportOptions(
+            quantize=quantize, prune=parse_prune(prune), recovery_steps=int(recovery_steps or 0)
+        )
+    except TuneLabError as e:
+        raise gr.Error(clean_message(str(e))) from None
+    if options.prune and task_of(run) == "causal-lm":
+        raise gr.Error("Pruning works on BERT-family classifiers; export a causal-LM run without it.")
+    argv = export_argv(run, quantize, prune, options.recovery_steps)
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
+    env.update(TRANSFORMERS_VERBOSITY="error", HF_HUB_DISABLE_PROGRESS_BARS="1", TQDM_DISABLE="1")
+    with (run.path / EXPORT_LOG).open("ab") as log:
+        log.write(f"\n$ {shlex.join(argv)}\n".encode())
+        log.flush()
+        proc = subprocess.run(
+            [sys.executable, "-m", "tunelab.cli", *argv[1:]],
+            cwd=state.queue.cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    out = default_output_dir(run, options)
+    if proc.returncode != 0 or not (out / "report.md").is_file():
+        lines = (run.path / EXPORT_LOG).read_text(errors="replace").splitlines()
+        why = next((ln for ln in reversed(lines) if ln.startswith("error:")), None)
+        why = why.removeprefix("error:").strip() if why else f"it exited with code {proc.returncode}"
+        raise gr.Error(f"The export failed: {clean_message(why)} (the run's {EXPORT_LOG} has the output).")
+    return (
+        f"Exported **{run.id}/{out.name}**: pick it in the Classify or Chat tab.\n\n"
+        f"`{shlex.join(argv).replace(str(run.path), f'{state.runs_dir.name}/{run.id}')}`",
+        (out / "report.md").read_text(),
+    )
+
+
+def export_reports(state: AppState, run_id: str | None) -> str:
+    """The report of each export of a run (newest last)."""
+    if not run_id:
+        return ""
+    try:
+        run = state.run(run_id)
+    except gr.Error:
+        return ""
+    parts = []
+    for folder in exports(run.path):
+        report = folder / "report.md"
+        text = report.read_text() if report.is_file() else "(no report)"
+        parts.append(f"#### {run.id}/{folder.name}\n\n{text}")
+    return "\n\n".join(parts) or "No export of this run yet."
 
 
 def build(state: AppState) -> dict[str, Any]:
@@ -301,6 +403,23 @@ def build(state: AppState) -> dict[str, Any]:
                 fork_lr = gr.Number(5e-5, label="Learning rate", minimum=0)
                 fork_steps = gr.Number(0, label="Max steps (0: by epochs)", precision=0, minimum=0)
                 fork_btn = gr.Button("Fork with these settings")
+        with gr.Accordion("Export for CPU inference (int8, pruning)", open=False):
+            gr.Markdown(
+                "Dynamic int8 quantization with ONNX Runtime (smaller and faster on CPU), optionally after "
+                "structured pruning with a short recovery fine-tune. The report gives size, CPU latency and "
+                "accuracy (or validation loss) before and after. The export appears in Classify and Chat."
+            )
+            with gr.Row():
+                export_quantize = gr.Dropdown(["int8", "none"], value="int8", label="Quantize")
+                export_prune = gr.Textbox(
+                    label="Prune (optional, classifiers)",
+                    placeholder="e.g. layers=4 or layers=4,ffn=0.5",
+                    info="layers=N keeps the lowest N layers · ffn=F keeps F of each feed-forward block",
+                )
+                export_steps = gr.Number(200, label="Recovery fine-tune steps", precision=0, minimum=0)
+                export_btn = gr.Button("Export", elem_id="runs-export")
+            export_msg = gr.Markdown(elem_id="runs-export-msg")
+            export_md = gr.Markdown(elem_id="runs-export-report")
         with gr.Accordion("status.json", open=False):
             status_json = gr.JSON()
         with gr.Accordion("Sweeps (tunelab sweep)", open=False):
@@ -371,6 +490,15 @@ def build(state: AppState) -> dict[str, Any]:
             [action_msg],
             api_name="fork_run",
         )
+        export_btn.click(
+            lambda r, q, p, n: export_model(state, r, q, p, n),
+            [run_id, export_quantize, export_prune, export_steps],
+            [export_msg, export_md],
+            api_name="export_run",
+            concurrency_limit=1,
+            concurrency_id="export",
+        )
+        run_id.input(lambda r: export_reports(state, r), [run_id], [export_md], api_name=False)
         sweep_outputs = [sweep_param, sweep_info, sweep_plot, sweep_trials]
 
         def sweep_choices():

@@ -17,7 +17,10 @@ from .queue import RunQueue
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 DATA_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt")
-TASK_NAMES = {"cls": "classification", "clm": "causal-lm", "mlm": "masked-lm"}
+TASK_NAMES = {"cls": "classification", "clm": "causal-lm", "mlm": "masked-lm", "distill": "distillation"}
+# A distilled student is a classifier like any other: Classify, the Hub and new runs take it.
+SAME_MODELS = {"classification": ("classification", "distillation")}
+EXPORT_MARKER = "export.json"  # tunelab.export writes it into every export folder
 _ABS_PATH_RE = re.compile(r"(?<![\w.])(?:/[^\s/:'\"(),]+)+/")
 
 
@@ -44,15 +47,36 @@ class AppState:
         return list_runs(self.runs_dir)
 
     def run_choices(self, task: str | None = None, with_model: bool = False) -> list[str]:
+        """Run ids; ``task`` keeps the runs whose model does that task (a distilled student classifies)."""
+        tasks = SAME_MODELS.get(task, (task,)) if task else None
         out = []
         for run in self.runs():
             status = run.status()
-            if task and TASK_NAMES.get(status.get("task"), status.get("task")) != task:
+            if tasks and TASK_NAMES.get(status.get("task"), status.get("task")) not in tasks:
                 continue
             if with_model and not run.has_model():
                 continue
             out.append(run.id)
         return out
+
+    def model_choices(self, task: str) -> list[str]:
+        """Finished runs of ``task`` and their CPU exports ("<run>/export-int8"), for Classify and Chat."""
+        out = []
+        for run_id in self.run_choices(task=task, with_model=True):
+            out.append(run_id)
+            out += [f"{run_id}/{folder.name}" for folder in exports(self.runs_dir / run_id)]
+        return out
+
+    def model_dir(self, choice: str | None) -> Path:
+        """The folder of a run's final model, or of one of its exports ("<run>/<export folder>")."""
+        run_id, _, export = (choice or "").strip().partition("/")
+        run = self.run(run_id)
+        if not export:
+            return run.path
+        folder = run.path / export
+        if not RUN_ID_RE.match(export) or ".." in export or not (folder / EXPORT_MARKER).is_file():
+            raise gr.Error(f"{run.id} has no export named {export!r}.")
+        return folder
 
     # ---- data ----------------------------------------------------------------------------------
     def dataset_path(self, name: str | None) -> Path:
@@ -72,6 +96,14 @@ class AppState:
         return sorted(
             p.name for p in self.data_dir.iterdir() if p.is_file() and p.suffix.lower() in DATA_SUFFIXES
         )
+
+
+def exports(run_dir: Path) -> list[Path]:
+    """The export folders (tunelab export) inside a run folder, oldest first."""
+    if not run_dir.is_dir():
+        return []
+    found = [p for p in run_dir.iterdir() if (p / EXPORT_MARKER).is_file()]
+    return sorted(found, key=lambda p: (p / EXPORT_MARKER).stat().st_mtime)
 
 
 def clean_message(message: str) -> str:

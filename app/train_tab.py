@@ -26,13 +26,15 @@ from tunelab.data.augment import AugmentationArguments
 from tunelab.data.classification import preflight_classification
 from tunelab.data.clean import DUPLICATE_MODES, DataCleaningArguments
 from tunelab.data.files import iter_records, read_text
+from tunelab.distill import DistillationArguments
 from tunelab.errors import TuneLabError
 from tunelab.mlm import MaskedLMArguments
 
 from .queue import RECIPES, QueueFullError
 from .state import AppState, clean_message
 
-TASKS = ("classification", "causal-lm", "masked-lm")
+TASKS = ("classification", "causal-lm", "masked-lm", "distillation")
+CLASSIFIER_TASKS = ("classification", "distillation")  # labeled data, a classifier comes out
 BASE_KINDS = ("default", "finished run", "local folder", "Hub id")
 
 # Fast first-run defaults on a 2-core CPU (about a minute end to end); the recipe's own defaults apply
@@ -85,6 +87,11 @@ DEFAULTS: dict[str, Any] = {
     "augment_method": "none",
     "augment_prob": 0.1,
     "augment_copies": 1,
+    # distillation only: the teacher is the base model (a finished classification run, folder or Hub id)
+    "student_num_layers": 0,  # 0: every other teacher layer
+    "temperature": 2.0,
+    "alpha": 0.5,
+    "unlabeled_dataset": "",
 }
 TASK_DEFAULTS = {
     "classification": {
@@ -105,6 +112,12 @@ TASK_DEFAULTS = {
         "dataset": "sample-python-docs.txt",
         "max_train_steps": 100,
     },
+    "distillation": {
+        "learning_rate": 1e-4,
+        "per_device_train_batch_size": 32,
+        "dataset": "sample-sentiment.csv",
+        "max_train_steps": 0,
+    },
 }
 FIELDS = list(DEFAULTS)
 
@@ -121,6 +134,11 @@ def _positive_or_none(value: Any) -> int | None:
 
 def base_model(state: AppState, s: dict[str, Any]) -> str | None:
     kind = s.get("base_kind") or "default"
+    if kind == "default" and s["task"] == "distillation":
+        raise gr.Error(
+            "Distillation needs a teacher: set Base model to 'finished run' and pick a classification run "
+            "(or give a fine-tuned classifier's folder or Hub id)."
+        )
     if kind == "default":
         return EMBEDDED_ENCODER if s["task"] in ("classification", "masked-lm") else None
     if kind == "finished run":
@@ -140,7 +158,10 @@ def base_model(state: AppState, s: dict[str, Any]) -> str | None:
 
 
 def base_run_choices(state: AppState, task: str) -> list[str]:
-    """Finished runs a new run of ``task`` can start from; a classifier also from masked-LM adaptations."""
+    """Finished runs a new run of ``task`` can start from; a classifier also from masked-LM adaptations;
+    a distillation from classifiers (its teacher)."""
+    if task == "distillation":
+        return state.run_choices(task="classification", with_model=True)
     choices = state.run_choices(task=task, with_model=True)
     if task == "classification":
         choices += state.run_choices(task="masked-lm", with_model=True)
@@ -220,6 +241,22 @@ def settings_to_config(state: AppState, settings: dict[str, Any]) -> tuple[str, 
             "attention_dropout": attention,
         }
         types = (MaskedLMArguments, TrainingArguments)
+    elif task == "distillation":
+        unlabeled = _none_if_blank(s["unlabeled_dataset"])
+        data = {
+            "teacher_name_or_path": base_model(state, s),
+            "student_num_layers": _positive_or_none(s["student_num_layers"]),
+            "temperature": float(s["temperature"]),
+            "alpha": float(s["alpha"]),
+            "unlabeled_file": str(state.dataset_path(unlabeled)) if unlabeled else None,
+            "train_file": train_file,
+            "text_column": _none_if_blank(s["text_column"]),
+            "text_pair_column": _none_if_blank(s["text_pair_column"]),
+            "label_column": _none_if_blank(s["label_column"]),
+            "max_length": int(s["max_length"]),
+            "max_train_samples": _positive_or_none(s["max_train_samples"]),
+        }
+        types = (ClassificationArguments, TrainingArguments, DistillationArguments)
     else:
         data = {
             "model_name_or_path": base_model(state, s),
@@ -238,7 +275,7 @@ def settings_to_config(state: AppState, settings: dict[str, Any]) -> tuple[str, 
     if task != "classification":
         if lora["use_peft"]:
             raise gr.Error("LoRA is available for classification runs; this recipe trains all weights.")
-        lora = {}  # the GPT-2 and masked-LM recipes take no LoRA arguments
+        lora = {}  # the GPT-2, masked-LM and distillation recipes take no LoRA arguments
     elif not lora["use_peft"]:
         lora = {"use_peft": False}
     config = {k: v for part in (data, training, lora) for k, v in part.items() if v is not None}
@@ -272,7 +309,7 @@ def check_data(state: AppState, settings: dict[str, Any]) -> str:
     task, config, _, _ = settings_to_config(state, settings)
     path = Path(config["train_file"])
     try:
-        if task == "classification":
+        if task in CLASSIFIER_TASKS:
             _, columns, labels, reports = preflight_classification(
                 str(path),
                 text_column=config.get("text_column"),
@@ -310,7 +347,7 @@ def estimate(state: AppState, settings: dict[str, Any]) -> str:
     path = Path(config["train_file"])
     accumulation = config.get("gradient_accumulation_steps", 1)
     try:
-        if task == "classification":
+        if task in CLASSIFIER_TASKS:
             _, columns, labels, reports = preflight_classification(
                 str(path),
                 text_column=config.get("text_column"),
@@ -323,7 +360,7 @@ def estimate(state: AppState, settings: dict[str, Any]) -> str:
             if config.get("max_train_samples"):
                 rows = min(rows, config["max_train_samples"])
             result = est.estimate_classification(
-                config["model_name_or_path"],
+                config.get("model_name_or_path") or config["teacher_name_or_path"],
                 texts,
                 labels,
                 rows,
@@ -351,6 +388,11 @@ def estimate(state: AppState, settings: dict[str, Any]) -> str:
     except TuneLabError as e:
         raise gr.Error(clean_message(str(e))) from None
     text = result.describe()
+    if task == "distillation":
+        text += (
+            "\n\nMeasured on the teacher's size: the student (fewer layers) steps faster, after one pass of "
+            "the teacher over the training (and unlabeled) texts."
+        )
     if config.get("max_train_steps"):
         text += (
             f"\n\nThis run stops after {config['max_train_steps']} steps ≈ "
@@ -453,7 +495,8 @@ def build(state: AppState) -> dict[str, Any]:
                         label="Task",
                         info="classification: fine-tune an encoder · causal-lm: pretrain a small GPT-2 · "
                         "masked-lm: adapt an encoder to your text (domain adaptation), then pick it as the "
-                        "base (finished run) of a classification run",
+                        "base (finished run) of a classification run · distillation: a smaller, faster "
+                        "student of a finished classifier (the teacher: Base model → finished run)",
                     )
                     dataset = gr.Dropdown(
                         state.datasets(), value=DEFAULTS["dataset"], label="Dataset", allow_custom_value=True
@@ -602,6 +645,29 @@ def build(state: AppState) -> dict[str, Any]:
                         )
                         augment_prob = gr.Number(0.1, label="Per-word probability", minimum=0.01, maximum=1)
                         augment_copies = gr.Number(1, label="Copies per example", precision=0, minimum=1)
+                with gr.Accordion("Distillation (task: distillation)", open=False), gr.Row():
+                    student_layers = gr.Number(
+                        0,
+                        label="Student layers (0: every other teacher layer)",
+                        precision=0,
+                        minimum=0,
+                        info="kept evenly spaced from the teacher, initialized with its weights",
+                    )
+                    temperature = gr.Number(2.0, label="Temperature T", minimum=0.01)
+                    alpha = gr.Number(
+                        0.5,
+                        label="alpha",
+                        minimum=0,
+                        maximum=1,
+                        info="α·CE(labels) + (1−α)·T²·KL(teacher‖student)",
+                    )
+                    unlabeled = gr.Dropdown(
+                        ["", *state.datasets()],
+                        value="",
+                        label="Unlabeled texts (optional)",
+                        info="a dataset whose texts the teacher labels (its labels are not used)",
+                        allow_custom_value=True,
+                    )
             with gr.Column(scale=2):
                 with gr.Row():
                     check_btn = gr.Button("Check data", elem_id="train-check")
@@ -666,6 +732,10 @@ def build(state: AppState) -> dict[str, Any]:
             "augment_method": augment_method,
             "augment_prob": augment_prob,
             "augment_copies": augment_copies,
+            "student_num_layers": student_layers,
+            "temperature": temperature,
+            "alpha": alpha,
+            "unlabeled_dataset": unlabeled,
         }
         assert list(components) == FIELDS
         inputs = list(components.values())
@@ -690,9 +760,11 @@ def build(state: AppState) -> dict[str, Any]:
                 gr.update(value=d["dataset"]),
                 gr.update(value=d["max_train_steps"]),
                 gr.update(choices=base_run_choices(state, new_task)),
+                # a teacher is a finished run (or a folder / Hub id), never the default encoder
+                gr.update(value="finished run") if new_task == "distillation" else gr.update(),
             )
 
-        task.input(on_task, [task], [lr, batch, dataset, max_steps, base_run], api_name=False)
+        task.input(on_task, [task], [lr, batch, dataset, max_steps, base_run, base_kind], api_name=False)
         preview_event = dict(
             fn=lambda *v: preview(state, settings(v)),
             inputs=inputs,
@@ -706,9 +778,10 @@ def build(state: AppState) -> dict[str, Any]:
             lambda: (
                 gr.update(choices=state.datasets()),
                 gr.update(choices=state.run_choices(with_model=True)),
+                gr.update(choices=["", *state.datasets()]),
             ),
             None,
-            [dataset, base_run],
+            [dataset, base_run, unlabeled],
             api_name=False,
         ).then(**preview_event)
         check_btn.click(lambda *v: check_data(state, settings(v)), inputs, [status], api_name="check_data")

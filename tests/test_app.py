@@ -236,6 +236,29 @@ def test_advanced_training_options_reach_the_run_config(app_server):
     assert "label_smoothing must be in [0, 1)" in cfg  # the recipe's own check, shown before any run
 
 
+def test_distillation_settings_need_a_teacher_and_reach_the_run_config(app_server, tiny_bert):
+    client = app_server["client"]
+    settings = {"task": "distillation", "dataset": "sample-sentiment.csv"}
+    cfg, command = client.predict(json.dumps(settings), api_name="/preview_run")
+    assert "needs a teacher" in cfg and command == ""  # the embedded encoder is no teacher
+    settings.update(
+        base_kind="local folder",
+        base_path=str(tiny_bert),
+        student_num_layers=1,
+        temperature=3.0,
+        alpha=0.25,
+        unlabeled_dataset="sample-sentiment.csv",
+    )
+    cfg, command = client.predict(json.dumps(settings), api_name="/preview_run")
+    config = yaml.safe_load(cfg)
+    assert "recipes/distill_cls.py" in command
+    assert config["teacher_name_or_path"] == str(tiny_bert) and "model_name_or_path" not in config
+    assert (config["student_num_layers"], config["temperature"], config["alpha"]) == (1, 3.0, 0.25)
+    assert config["unlabeled_file"].endswith("sample-sentiment.csv")
+    cfg, _ = client.predict(json.dumps({**settings, "alpha": 1.5}), api_name="/preview_run")
+    assert "alpha must be in [0, 1]" in cfg  # the recipe's own check, before any run
+
+
 @pytest.mark.slow
 def test_train_classifier_then_classify_and_report(app_server, uploaded, tiny_bert, tmp_path):
     client = app_server["client"]
@@ -269,6 +292,52 @@ def test_train_classifier_then_classify_and_report(app_server, uploaded, tiny_be
     diff, _, _, metrics = client.predict(run_id, new_id, api_name="/compare_runs")
     assert any(row[0] == "model_name_or_path" for row in diff["data"])
     assert any(row[0] == "eval/accuracy" for row in metrics["data"])
+
+
+@pytest.mark.slow
+def test_distill_a_classifier_then_export_the_student_for_cpu(app_server, uploaded, tiny_bert):
+    client = app_server["client"]
+    teacher = submit(client, **tiny_cls_settings(uploaded, tiny_bert, num_train_epochs=4))
+    teacher_status = wait_for(client, teacher, ("finished",))
+    settings = tiny_cls_settings(
+        uploaded,
+        tiny_bert,
+        task="distillation",
+        base_kind="finished run",
+        base_run=teacher,
+        student_num_layers=1,
+        num_train_epochs=4,
+        per_device_train_batch_size=16,
+    )
+    config_yaml, command = client.predict(json.dumps(settings), api_name="/preview_run")
+    config = yaml.safe_load(config_yaml)
+    assert "recipes/distill_cls.py" in command
+    assert config["teacher_name_or_path"].endswith(teacher) and config["student_num_layers"] == 1
+    student = submit(client, **settings)
+    status = wait_for(client, student, ("finished",))
+    assert status["task"] == "distill"
+    student_config = json.loads((app_server["runs"] / student / "config.json").read_text())
+    assert student_config["num_hidden_layers"] == 1  # the teacher has 2
+    # the student learned from its teacher: it stays close to the teacher's accuracy, well above chance
+    assert status["metrics"]["eval/accuracy"] >= min(0.75, teacher_status["metrics"]["eval/accuracy"] - 0.1)
+    texts = ["the film is wonderful and superb", "the plot is awful and boring"]
+    fp32 = [client.predict(student, "", t, api_name="/classify") for t in texts]
+
+    message, report = client.predict(student, "int8", "", 0, api_name="/export_run")
+    assert f"{student}/export-int8" in message and "tunelab export" in message
+    assert "| size on disk |" in report and "| accuracy |" in report
+    export_dir = app_server["runs"] / student / "export-int8"
+    assert (export_dir / "model.onnx").is_file() and (export_dir / "export.json").is_file()
+    # the export is a model of the Classify tab: it agrees with the fp32 student
+    for text, before in zip(texts, fp32, strict=True):
+        after = client.predict(f"{student}/export-int8", "", text, api_name="/classify")
+        assert after["label"] == before["label"]
+    # a wrong option is a readable error, not a traceback, and nothing is exported
+    with pytest.raises(Exception, match="prune") as error:
+        client.predict(student, "int8", "layers=abc", 0, api_name="/export_run")
+    assert "Traceback" not in str(error.value)
+    with pytest.raises(Exception, match="no export named"):
+        client.predict(f"{student}/export-fp99", "", texts[0], api_name="/classify")
 
 
 @pytest.mark.slow

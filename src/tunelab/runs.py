@@ -196,16 +196,19 @@ def new_run_id(prefix: str) -> str:
     return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(2).hex()}"
 
 
-def group_alive(pgid: int) -> bool:
-    """True while a process of the group runs (zombies excluded where /proc tells them apart)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
+def group_alive(pgid: int | None, pid: int | None = None) -> bool:
+    """True while a live process of the group ``pgid``, or the process ``pid``, exists (zombies, whose
+    exit nobody has collected yet, count as gone where /proc tells them apart)."""
+    if pgid is None and pid is None:
         return False
-    except PermissionError:
-        return True
     proc = Path("/proc")
-    if not proc.is_dir():
+    if not (proc / "self" / "stat").exists():  # no /proc: signal 0 tells whether it exists
+        try:
+            os.killpg(pgid, 0) if pgid is not None else os.kill(pid, 0)  # type: ignore[arg-type]
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
         return True
     for entry in proc.iterdir():
         if not entry.name.isdigit():
@@ -214,6 +217,6 @@ def group_alive(pgid: int) -> bool:
             fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
+        if fields[0] != "Z" and (int(fields[2]) == pgid or int(entry.name) == pid):
             return True
     return False
