@@ -14,7 +14,9 @@ object), same batch (16), optimizer settings and number of steps.
   with ``--torch_compile``; tokens/s read from its events.jsonl.
 
 tokens/s excludes the first 10 steps on both sides (start-up, first-call allocations, compilation);
-the wall column includes everything. Validation loss: both final models evaluated by the same function
+the wall column includes everything. The script also measures this CPU's fp32 matmul rate (a 2048x2048
+sgemm on all cores) and reports each run's model FLOP/s (6N + attention per token, as nanoGPT counts) as a
+share of it: how much room the hardware leaves, since on a CPU both loops are bound by the same matmuls. Validation loss: both final models evaluated by the same function
 (transformers' loss, labels = input_ids) on the same held-out blocks. JSON goes to
 benchmarks/results/gpt2_clm_cpu.json.
 """
@@ -39,12 +41,23 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from tunelab.data.lm import split_tokens  # noqa: E402
-from tunelab.lm import gpt2_config, train_bpe_tokenizer  # noqa: E402
+from tunelab.lm import flops_per_token, gpt2_config, train_bpe_tokenizer  # noqa: E402
 from tunelab.train import cpu_has_fast_bf16  # noqa: E402
 
 BLOCK, BATCH, VOCAB, SKIP = 256, 16, 8192, 10
 MODEL = "n_layer=4,n_embd=256,n_head=4"
 OPTIM = {"learning_rate": 1e-3, "weight_decay": 0.1, "warmup": 20, "scheduler": "cosine", "seed": 42}
+
+
+def sgemm_gflops(n: int = 2048, calls: int = 10) -> float:
+    """This CPU's fp32 matmul rate (all cores), the ceiling of a matmul-bound training step."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(calls):
+        a @ b
+    return 2 * n**3 * calls / (time.perf_counter() - start) / 1e9
 
 
 def blocks(ids: np.ndarray) -> torch.Tensor:
@@ -193,10 +206,20 @@ def main() -> None:
             )
             print("tunelab compiled", results["tunelab_compiled"], flush=True)
 
+    from transformers import GPT2LMHeadModel
+
+    probe = GPT2LMHeadModel(gpt2_config("tiny", MODEL, len(tokenizer), BLOCK, tokenizer.eos_token_id))
+    flops_token = flops_per_token(probe, BLOCK)
+    sgemm = sgemm_gflops()
+    for r in results.values():
+        r["model_gflops"] = r["tokens_per_s"] * flops_token / 1e9
+        r["share_of_sgemm"] = r["model_gflops"] / sgemm
+    print(f"fp32 sgemm on this CPU: {sgemm:.1f} GFLOP/s; model FLOPs per token {flops_token / 1e6:.1f} M")
     base = results["trainer_fp32"]["tokens_per_s"]
     bf16_base = results.get("trainer_bf16", {}).get("tokens_per_s")
     print(
         f"\n{'run':<18}{'tokens/s':>10}{'wall s':>9}{'val loss':>10}{'vs Trainer fp32':>17}{'vs Trainer bf16':>17}"
+        f"{'GFLOP/s':>9}{'of sgemm':>10}"
     )
     for name, r in results.items():
         r["ratio_vs_trainer_fp32"] = r["tokens_per_s"] / base
@@ -204,7 +227,8 @@ def main() -> None:
         vs_bf16 = f"{r['ratio_vs_trainer_bf16']:.2f}x" if bf16_base else "n/a"
         print(
             f"{name:<18}{r['tokens_per_s']:>10.0f}{r['wall_s']:>9.0f}{r['eval_loss']:>10.3f}"
-            f"{r['ratio_vs_trainer_fp32']:>16.2f}x{vs_bf16:>17}"
+            f"{r['ratio_vs_trainer_fp32']:>16.2f}x{vs_bf16:>17}{r['model_gflops']:>9.1f}"
+            f"{r['share_of_sgemm']:>10.0%}"
         )
     report = {
         "benchmark": "gpt2_clm_vs_trainer", "steps": args.steps, "batch": BATCH, "block": BLOCK, "vocab": VOCAB,
@@ -213,6 +237,7 @@ def main() -> None:
         "tunelab_measured_via": "recipe subprocess (accelerate launch), tokens/s from events.jsonl",
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": len(os.sched_getaffinity(0)),
                     "native_bf16": cpu_has_fast_bf16(), "torch": torch.__version__,
+                    "fp32_sgemm_gflops": sgemm, "model_flops_per_token": flops_token,
                     "load_average_at_end": os.getloadavg()},
         "trainer_bf16_skipped": None if bf16 else "the CPU has no native bf16 (AVX-512 BF16/AMX)",
         "results": results, "val_loss_note": "same eval function, same held-out blocks, after the same tokens",
