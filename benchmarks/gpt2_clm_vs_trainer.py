@@ -6,19 +6,22 @@ Same data (Tiny Shakespeare, one BPE of 8,192 tokens trained once and given to b
 tokens held out), same model (GPT-2, 4 layers, 256 wide, 4 heads, block 256, dropout 0, same config
 object), same batch (16), optimizer settings and number of steps.
 
-- Trainer: group_texts blocks with labels = input_ids and the default collator, at its fp32 default and
-  at bf16 (``bf16=True, use_cpu=True``). The bf16 Trainer is skipped on a CPU without native bf16
-  (no AVX-512 BF16 / AMX): there bf16 matmuls are emulated and tens of times slower, and TuneLab's
-  ``mixed_precision: auto`` picks fp32 for the same reason.
+- Trainer: group_texts blocks with labels = input_ids and the default collator, at its fp32 default, at
+  bf16 (``bf16=True, use_cpu=True``) and, unless ``--skip_compiled``, with its own ``torch_compile=True``
+  at its best precision. The bf16 Trainer is skipped on a CPU without native bf16 (no AVX-512 BF16 /
+  AMX): there bf16 matmuls are emulated and tens of times slower, and TuneLab's ``mixed_precision: auto``
+  picks fp32 for the same reason.
 - TuneLab: the recipe launched as a subprocess (``accelerate launch recipes/gpt2_clm.py``), eager and
-  with ``--torch_compile``; tokens/s read from its events.jsonl.
+  with ``--torch_compile``; tokens/s read from its events.jsonl. Each TuneLab run is also compared with
+  the Trainer run of the same precision and compile mode.
 
 tokens/s excludes the first 10 steps on both sides (start-up, first-call allocations, compilation);
-the wall column includes everything. The script also measures this CPU's fp32 matmul rate (a 2048x2048
-sgemm on all cores) and reports each run's model FLOP/s (6N + attention per token, as nanoGPT counts) as a
-share of it: how much room the hardware leaves, since on a CPU both loops are bound by the same matmuls. Validation loss: both final models evaluated by the same function
-(transformers' loss, labels = input_ids) on the same held-out blocks. JSON goes to
-benchmarks/results/gpt2_clm_cpu.json.
+the wall column includes everything. The script also measures this CPU's matmul rate (2048x2048, all
+cores, fp32 and, where native, bf16) and reports each run's model FLOP/s (6N + attention per token, as
+nanoGPT counts) as a share of the rate of the precision it trained in: how much room the hardware
+leaves, since on a CPU both loops are bound by the same matmuls. Validation loss: both final models
+evaluated by the same function (transformers' loss, labels = input_ids) on the same held-out blocks.
+JSON goes to benchmarks/results/gpt2_clm_cpu.json.
 """
 
 from __future__ import annotations
@@ -49,9 +52,9 @@ MODEL = "n_layer=4,n_embd=256,n_head=4"
 OPTIM = {"learning_rate": 1e-3, "weight_decay": 0.1, "warmup": 20, "scheduler": "cosine", "seed": 42}
 
 
-def sgemm_gflops(n: int = 2048, calls: int = 10) -> float:
-    """This CPU's fp32 matmul rate (all cores), the ceiling of a matmul-bound training step."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def gemm_gflops(dtype=torch.float32, n: int = 2048, calls: int = 10) -> float:
+    """This CPU's matmul rate in ``dtype`` (all cores), the ceiling of a matmul-bound training step."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     for _ in range(2):
         a @ b
     start = time.perf_counter()
@@ -75,7 +78,9 @@ def eval_loss(model, val_blocks: torch.Tensor) -> float:
     return sum(losses) / len(val_blocks)
 
 
-def run_trainer(tokenizer, train_ids, val_blocks, steps: int, bf16: bool, workdir: Path) -> dict:
+def run_trainer(
+    tokenizer, train_ids, val_blocks, steps: int, bf16: bool, workdir: Path, compile_: bool = False
+) -> dict:
     import datasets
     from transformers import (
         GPT2LMHeadModel,
@@ -100,11 +105,11 @@ def run_trainer(tokenizer, train_ids, val_blocks, steps: int, bf16: bool, workdi
             Clock.ends.append(time.perf_counter())
 
     args = TrainingArguments(
-        output_dir=str(workdir / f"trainer-{'bf16' if bf16 else 'fp32'}"), per_device_train_batch_size=BATCH,
+        output_dir=str(workdir / f"trainer-{'bf16' if bf16 else 'fp32'}-{compile_}"), per_device_train_batch_size=BATCH,
         max_steps=steps, learning_rate=OPTIM["learning_rate"], weight_decay=OPTIM["weight_decay"],
         warmup_steps=OPTIM["warmup"], lr_scheduler_type=OPTIM["scheduler"], logging_steps=10,
         save_strategy="no", eval_strategy="no", report_to=[], use_cpu=True, bf16=bf16, seed=OPTIM["seed"],
-        dataloader_drop_last=True, disable_tqdm=True,
+        dataloader_drop_last=True, disable_tqdm=True, torch_compile=compile_,
     )  # fmt: skip
     Clock.ends = []
     trainer = Trainer(
@@ -121,7 +126,9 @@ def run_trainer(tokenizer, train_ids, val_blocks, steps: int, bf16: bool, workdi
     return {
         "tokens_per_s": tokens_per_s,
         "wall_s": wall,
-        "eval_loss": eval_loss(trainer.model.float(), val_blocks),
+        "eval_loss": eval_loss(getattr(trainer.model, "_orig_mod", trainer.model).float(), val_blocks),
+        "mixed_precision": "bf16" if bf16 else "no",
+        "compiled": compile_,
     }
 
 
@@ -157,6 +164,7 @@ def run_tunelab(
         "wall_s": wall,
         "eval_loss": eval_loss(model, val_blocks),
         "mixed_precision": precision,
+        "compiled": compile_,
     }
 
 
@@ -196,6 +204,10 @@ def main() -> None:
         if bf16:
             results["trainer_bf16"] = run_trainer(tokenizer, train_ids, val_blocks, args.steps, True, workdir)
             print("trainer bf16", results["trainer_bf16"], flush=True)
+        if not args.skip_compiled:  # the Trainer's best: its own torch_compile, at its best precision
+            name = f"trainer_{'bf16' if bf16 else 'fp32'}_compiled"
+            results[name] = run_trainer(tokenizer, train_ids, val_blocks, args.steps, bf16, workdir, True)
+            print(name.replace("_", " "), results[name], flush=True)
         results["tunelab"] = run_tunelab(
             workdir / "tokenizer", args.train_file, val_blocks, args.steps, False, workdir
         )
@@ -210,25 +222,39 @@ def main() -> None:
 
     probe = GPT2LMHeadModel(gpt2_config("tiny", MODEL, len(tokenizer), BLOCK, tokenizer.eos_token_id))
     flops_token = flops_per_token(probe, BLOCK)
-    sgemm = sgemm_gflops()
+    gemm = {"no": gemm_gflops(torch.float32)}
+    if cpu_has_fast_bf16():
+        gemm["bf16"] = gemm_gflops(torch.bfloat16)
     for r in results.values():
         r["model_gflops"] = r["tokens_per_s"] * flops_token / 1e9
-        r["share_of_sgemm"] = r["model_gflops"] / sgemm
-    print(f"fp32 sgemm on this CPU: {sgemm:.1f} GFLOP/s; model FLOPs per token {flops_token / 1e6:.1f} M")
+        # against the matmul rate of the precision the run trained in (fp32 where bf16 is emulated)
+        r["share_of_gemm"] = r["model_gflops"] / gemm.get(r["mixed_precision"], gemm["no"])
+    rates = ", ".join(f"{'fp32' if k == 'no' else k} {v:.0f}" for k, v in gemm.items())
+    print(f"matmul GFLOP/s on this CPU (2048^2): {rates}; model FLOPs per token {flops_token / 1e6:.1f} M")
+
+    def same_trainer(r: dict) -> dict | None:  # the Trainer run in the same precision and compile mode
+        for name, t in results.items():
+            if name.startswith("trainer") and (t["mixed_precision"], t["compiled"]) == (
+                r["mixed_precision"],
+                r["compiled"],
+            ):
+                return t
+        return None
+
     base = results["trainer_fp32"]["tokens_per_s"]
-    bf16_base = results.get("trainer_bf16", {}).get("tokens_per_s")
     print(
-        f"\n{'run':<18}{'tokens/s':>10}{'wall s':>9}{'val loss':>10}{'vs Trainer fp32':>17}{'vs Trainer bf16':>17}"
-        f"{'GFLOP/s':>9}{'of sgemm':>10}"
+        f"\n{'run':<24}{'tokens/s':>10}{'wall s':>9}{'val loss':>10}{'vs Trainer fp32':>17}"
+        f"{'vs Trainer, same mode':>23}{'GFLOP/s':>9}{'of gemm':>9}"
     )
     for name, r in results.items():
         r["ratio_vs_trainer_fp32"] = r["tokens_per_s"] / base
-        r["ratio_vs_trainer_bf16"] = r["tokens_per_s"] / bf16_base if bf16_base else None
-        vs_bf16 = f"{r['ratio_vs_trainer_bf16']:.2f}x" if bf16_base else "n/a"
+        twin = same_trainer(r) if name.startswith("tunelab") else None
+        r["ratio_vs_trainer_same_mode"] = r["tokens_per_s"] / twin["tokens_per_s"] if twin else None
+        vs_twin = f"{r['ratio_vs_trainer_same_mode']:.2f}x" if twin else "-"
         print(
-            f"{name:<18}{r['tokens_per_s']:>10.0f}{r['wall_s']:>9.0f}{r['eval_loss']:>10.3f}"
-            f"{r['ratio_vs_trainer_fp32']:>16.2f}x{vs_bf16:>17}{r['model_gflops']:>9.1f}"
-            f"{r['share_of_sgemm']:>10.0%}"
+            f"{name:<24}{r['tokens_per_s']:>10.0f}{r['wall_s']:>9.0f}{r['eval_loss']:>10.3f}"
+            f"{r['ratio_vs_trainer_fp32']:>16.2f}x{vs_twin:>23}{r['model_gflops']:>9.1f}"
+            f"{r['share_of_gemm']:>9.0%}"
         )
     report = {
         "benchmark": "gpt2_clm_vs_trainer", "steps": args.steps, "batch": BATCH, "block": BLOCK, "vocab": VOCAB,
@@ -237,7 +263,7 @@ def main() -> None:
         "tunelab_measured_via": "recipe subprocess (accelerate launch), tokens/s from events.jsonl",
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": len(os.sched_getaffinity(0)),
                     "native_bf16": cpu_has_fast_bf16(), "torch": torch.__version__,
-                    "fp32_sgemm_gflops": sgemm, "model_flops_per_token": flops_token,
+                    "gemm_gflops": gemm, "model_flops_per_token": flops_token,
                     "load_average_at_end": os.getloadavg()},
         "trainer_bf16_skipped": None if bf16 else "the CPU has no native bf16 (AVX-512 BF16/AMX)",
         "results": results, "val_loss_note": "same eval function, same held-out blocks, after the same tokens",

@@ -45,7 +45,7 @@ GENERATION_DEFAULTS = {
     "max_new_tokens": 100,
     "repetition_penalty": 1.1,
 }
-LOSS_CHUNK_TOKENS = 1024  # rows of logits computed at once by the chunked loss
+LOSS_CHUNK_TOKENS = 512  # rows of logits at once in the chunked loss (fastest on CPU at 8k and 50k vocab)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -152,6 +152,9 @@ def gpt2_config(
     # Room for generating past one block (pipeline's 100 new tokens after a prompt), at tiny cost.
     values["n_positions"] = max(block_size, 1024 if model_size in ("small", "medium") else 256)
     values.update(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    # GPT-2's tanh-approximated GELU, as torch's one-kernel version: "gelu_new" (GPT2Config's default)
+    # computes the same function in seven element-wise ops, ~10% of a CPU training step at 4x256.
+    values["activation_function"] = "gelu_pytorch_tanh"
     values.update(dropout or {})
     values.update(parse_config_overrides(overrides))
     if values["n_embd"] % values["n_head"]:
@@ -222,38 +225,47 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     """mean CE(h @ W.T, targets), computed ``chunk`` rows at a time, gradients computed in the forward.
 
     Autograd would keep every chunk's logits (and autocast's fp32 copy) alive for the backward, which
-    is the full logits tensor again. Computing d(loss)/d(logits) = softmax - onehot right away, chunk by
+    is the full logits tensor again. Computing d(loss)/d(logits) = softmax - target right away, chunk by
     chunk, keeps one chunk alive (the idea of Liger-Kernel's fused linear cross-entropy); the FLOPs are
-    the ones autograd would spend.
+    the ones autograd would spend. Per chunk the logits are read by one fused softmax (fp32 accumulation,
+    output in the compute dtype), which then becomes the gradient in place: a few passes over a buffer
+    in bf16 instead of an fp32 copy, a log-sum-exp, and the conversions back (2x faster on a CPU).
+    The loss is read off the softmax at the targets (-log p); a token whose p underflows fp32 (a loss
+    above 87) counts as 87. Evaluation does not use this path: it reports the exact cross-entropy.
     """
 
     @staticmethod
     def forward(ctx, h, weight, targets, chunk: int, dtype: torch.dtype, smoothing: float = 0.0):
         rows, vocab = h.shape[0], weight.shape[0]
         w = weight.to(dtype)
+        # fp16 cannot hold small probabilities: its softmax is taken in fp32
+        softmax_dtype = torch.float32 if dtype == torch.float16 else None
         grad_h = torch.empty_like(h)
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
         loss = torch.zeros((), dtype=torch.float32, device=h.device)
+        tiny = torch.finfo(torch.float32).tiny
         for start in range(0, rows, chunk):
             x = h[start : start + chunk].to(dtype)
             y = targets[start : start + chunk]
-            logits = (x @ w.T).float()
-            lse = torch.logsumexp(logits, dim=-1)
-            # With label smoothing s the target is (1 - s) onehot + s / vocab (torch's definition).
-            target_logit = logits.gather(1, y[:, None]).squeeze(1)
+            at_y = (torch.arange(len(y), device=y.device), y)  # (row, target) of each row
+            logits = x @ w.T
+            grad = torch.softmax(logits, dim=-1, dtype=softmax_dtype)
+            p_y = grad[at_y].float()
+            loss -= p_y.clamp_min(tiny).log().sum()
             if smoothing:
-                loss += (lse - (1 - smoothing) * target_logit - smoothing * logits.mean(dim=-1)).sum()
-            else:
-                loss += (lse - target_logit).sum()
-            # d(mean loss)/d(logits), in place over the logits buffer: softmax - target, / rows
-            grad = logits.sub_(lse[:, None]).exp_()
-            grad.scatter_add_(1, y[:, None], torch.full_like(grad[:, :1], -(1.0 - smoothing)))
+                # torch's smoothed target (1 - s) onehot + s / vocab adds s * (logit_y - mean logit) per row
+                target_logits = logits[at_y].float().sum()
+                loss += smoothing * (target_logits - logits.sum(dim=-1, dtype=torch.float32).sum() / vocab)
+            # d(loss)/d(logits) = softmax - target, in place; the 1 / rows of the mean comes at the end.
+            # (Indexing, not scatter_add_: on CPU that copies a bf16 tensor whole.)
+            grad[at_y] = (p_y - (1.0 - smoothing)).to(grad.dtype)
             if smoothing:
                 grad.sub_(smoothing / vocab)
-            grad = grad.div_(rows).to(dtype)
-            grad_h[start : start + chunk] = (grad @ w).to(h.dtype)
+            grad = grad.to(dtype)
+            grad_h[start : start + chunk] = grad @ w
             grad_w += grad.T @ x
-        ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
+        grad_h.div_(rows)
+        ctx.save_for_backward(grad_h, grad_w.div_(rows).to(weight.dtype))
         return loss / rows
 
     @staticmethod
