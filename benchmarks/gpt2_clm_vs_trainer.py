@@ -1,6 +1,6 @@
 """GPT-2 pretraining on CPU: TuneLab's recipe vs the Hugging Face ``Trainer`` (run_clm style), side by side.
 
-    python benchmarks/gpt2_clm_vs_trainer.py [--steps 200] [--train_file ../shared/data/tinyshakespeare/input.txt]
+    python benchmarks/gpt2_clm_vs_trainer.py [--steps 200] [--repeats 3] [--train_file ../shared/data/tinyshakespeare/input.txt]
 
 Same data (Tiny Shakespeare, one BPE of 8,192 tokens trained once and given to both, last 5% of the
 tokens held out), same model (GPT-2, 4 layers, 256 wide, 4 heads, block 256, dropout 0, same config
@@ -16,7 +16,8 @@ object), same batch (16), optimizer settings and number of steps.
   the Trainer run of the same precision and compile mode.
 
 tokens/s excludes the first 10 steps on both sides (start-up, first-call allocations, compilation);
-the wall column includes everything. The script also measures this CPU's matmul rate (2048x2048, all
+the wall column includes everything. With ``--repeats N`` the runs take turns for N rounds and
+medians are reported (every round's tokens/s is in the JSON). The script also measures this CPU's matmul rate (2048x2048, all
 cores, fp32 and, where native, bf16) and reports each run's model FLOP/s (6N + attention per token, as
 nanoGPT counts) as a share of the rate of the precision it trained in: how much room the hardware
 leaves, since on a CPU both loops are bound by the same matmuls. Validation loss: both final models
@@ -137,7 +138,7 @@ def run_tunelab(
 ) -> dict:
     from transformers import AutoModelForCausalLM
 
-    out = workdir / f"tunelab-{'compiled' if compile_ else 'eager'}"
+    out = Path(tempfile.mkdtemp(prefix=f"tunelab-{'compiled' if compile_ else 'eager'}-", dir=workdir))
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
            "--dynamo_backend", "no", str(ROOT / "recipes" / "gpt2_clm.py"), "--train_file", train_file,
            "--tokenizer_name", str(tokenizer_dir), "--config_overrides", MODEL, "--block_size", str(BLOCK),
@@ -181,6 +182,7 @@ def main() -> None:
         help="auto: only where the CPU has native bf16",
     )
     parser.add_argument("--skip_compiled", action="store_true")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of alternating runs; medians reported")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gpt2_clm_cpu.json"))
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -194,29 +196,39 @@ def main() -> None:
     )
     train_ids, val_ids = split_tokens(ids, 5.0)  # the split the recipe makes
     val_blocks = blocks(val_ids)
-    results: dict[str, dict] = {}
+    bf16 = args.trainer_bf16 == "yes" or (args.trainer_bf16 == "auto" and cpu_has_fast_bf16())
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         tokenizer.save_pretrained(workdir / "tokenizer")
-        results["trainer_fp32"] = run_trainer(tokenizer, train_ids, val_blocks, args.steps, False, workdir)
-        print("trainer fp32", results["trainer_fp32"], flush=True)
-        bf16 = args.trainer_bf16 == "yes" or (args.trainer_bf16 == "auto" and cpu_has_fast_bf16())
+        data = (tokenizer, train_ids, val_blocks, args.steps)
+        runs = {"trainer_fp32": lambda: run_trainer(*data, False, workdir)}
         if bf16:
-            results["trainer_bf16"] = run_trainer(tokenizer, train_ids, val_blocks, args.steps, True, workdir)
-            print("trainer bf16", results["trainer_bf16"], flush=True)
+            runs["trainer_bf16"] = lambda: run_trainer(*data, True, workdir)
         if not args.skip_compiled:  # the Trainer's best: its own torch_compile, at its best precision
-            name = f"trainer_{'bf16' if bf16 else 'fp32'}_compiled"
-            results[name] = run_trainer(tokenizer, train_ids, val_blocks, args.steps, bf16, workdir, True)
-            print(name.replace("_", " "), results[name], flush=True)
-        results["tunelab"] = run_tunelab(
-            workdir / "tokenizer", args.train_file, val_blocks, args.steps, False, workdir
-        )
-        print("tunelab", results["tunelab"], flush=True)
-        if not args.skip_compiled:
-            results["tunelab_compiled"] = run_tunelab(
-                workdir / "tokenizer", args.train_file, val_blocks, args.steps, True, workdir
+            runs[f"trainer_{'bf16' if bf16 else 'fp32'}_compiled"] = lambda: run_trainer(
+                *data, bf16, workdir, True
             )
-            print("tunelab compiled", results["tunelab_compiled"], flush=True)
+        tunelab = (workdir / "tokenizer", args.train_file, val_blocks, args.steps)
+        runs["tunelab"] = lambda: run_tunelab(*tunelab, False, workdir)
+        if not args.skip_compiled:
+            runs["tunelab_compiled"] = lambda: run_tunelab(*tunelab, True, workdir)
+        # Runs take turns, round after round: on a shared VM the speed of the machine drifts by tens of
+        # percent within minutes, and alternating spreads the drift over all of them.
+        rounds: dict[str, list[dict]] = {name: [] for name in runs}
+        for i in range(args.repeats):
+            for name, run in runs.items():
+                rounds[name].append(run())
+                print(f"round {i + 1}: {name}", rounds[name][-1], flush=True)
+    results: dict[str, dict] = {}
+    for name, outcomes in rounds.items():
+        speeds = sorted(r["tokens_per_s"] for r in outcomes)
+        walls = sorted(r["wall_s"] for r in outcomes)
+        results[name] = {
+            **outcomes[0],  # the loss is the same every round (same seed)
+            "tokens_per_s": speeds[len(speeds) // 2],
+            "wall_s": walls[len(walls) // 2],
+            "tokens_per_s_all": speeds,
+        }
 
     from transformers import GPT2LMHeadModel
 
@@ -257,7 +269,7 @@ def main() -> None:
             f"{r['share_of_gemm']:>9.0%}"
         )
     report = {
-        "benchmark": "gpt2_clm_vs_trainer", "steps": args.steps, "batch": BATCH, "block": BLOCK, "vocab": VOCAB,
+        "benchmark": "gpt2_clm_vs_trainer", "steps": args.steps, "repeats": args.repeats, "batch": BATCH, "block": BLOCK, "vocab": VOCAB,
         "model": MODEL, "tokens_per_run": args.steps * BATCH * BLOCK, "optimizer": OPTIM,
         "tokens_per_s_excludes_first_steps": SKIP,
         "tunelab_measured_via": "recipe subprocess (accelerate launch), tokens/s from events.jsonl",

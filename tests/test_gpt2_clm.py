@@ -251,3 +251,31 @@ def test_training_continues_from_a_finished_run(trained_run, tmp_path, shakespea
     # Starting from random weights, 5 steps would leave the loss near ln(vocab) ~ 6.2.
     assert continued < first_loss + 0.2, (continued, first_loss)
     assert (out / "tokenizer.json").read_text() == (first / "tokenizer.json").read_text()
+
+
+def test_from_scratch_gpt2_computes_gpt2s_gelu_and_its_loss_matches_torch_in_bf16():
+    """The one-kernel GELU is GPT-2's function, and the bf16 chunked loss is the cross-entropy."""
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    from tunelab.lm import CausalLMForTraining, build_gpt2, gpt2_config
+
+    config = gpt2_config("tiny", "n_layer=2", 1000, 64, 0)
+    assert config.activation_function == "gelu_pytorch_tanh"
+    torch.manual_seed(0)
+    model = build_gpt2(config).eval()
+    original = GPT2LMHeadModel(gpt2_config("tiny", "n_layer=2,activation_function=gelu_new", 1000, 64, 0))
+    original.load_state_dict(model.state_dict())
+    ids = torch.randint(0, 1000, (2, 64))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, original.eval()(ids).logits, rtol=1e-4, atol=1e-4)
+
+        # Training loss under bf16 autocast (chunks, softmax in bf16) vs torch's fp32 cross-entropy.
+        targets = torch.randint(0, 1000, (2, 64))
+        exact = torch.nn.functional.cross_entropy(model(ids).logits.flatten(0, 1), targets.flatten())
+    wrapped = CausalLMForTraining(model)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = wrapped(ids, targets)
+    loss.backward()
+    assert float(loss.detach()) == pytest.approx(float(exact), abs=0.05)  # bf16 logits, as any bf16 run has
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
