@@ -17,8 +17,8 @@ object), same batch (16), optimizer settings and number of steps.
 
 tokens/s excludes the first 10 steps on both sides (start-up, first-call allocations, compilation);
 the wall column includes everything. With ``--repeats N`` the runs take turns for N rounds and
-medians are reported (every round's tokens/s is in the JSON). The script also measures this CPU's matmul rate (2048x2048, all
-cores, fp32 and, where native, bf16) and reports each run's model FLOP/s (6N + attention per token, as
+medians are reported (every round's tokens/s is in the JSON). The script also measures this CPU's
+matmul rate (2048x2048, all cores, fp32 and, where native, bf16) and reports each run's model FLOP/s (6N + attention per token, as
 nanoGPT counts) as a share of the rate of the precision it trained in: how much room the hardware
 leaves, since on a CPU both loops are bound by the same matmuls. Validation loss: both final models
 evaluated by the same function (transformers' loss, labels = input_ids) on the same held-out blocks.
@@ -32,6 +32,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -221,13 +222,11 @@ def main() -> None:
                 print(f"round {i + 1}: {name}", rounds[name][-1], flush=True)
     results: dict[str, dict] = {}
     for name, outcomes in rounds.items():
-        speeds = sorted(r["tokens_per_s"] for r in outcomes)
-        walls = sorted(r["wall_s"] for r in outcomes)
         results[name] = {
             **outcomes[0],  # the loss is the same every round (same seed)
-            "tokens_per_s": speeds[len(speeds) // 2],
-            "wall_s": walls[len(walls) // 2],
-            "tokens_per_s_all": speeds,
+            "tokens_per_s": statistics.median(r["tokens_per_s"] for r in outcomes),
+            "wall_s": statistics.median(r["wall_s"] for r in outcomes),
+            "tokens_per_s_all": [r["tokens_per_s"] for r in outcomes],
         }
 
     from transformers import GPT2LMHeadModel
