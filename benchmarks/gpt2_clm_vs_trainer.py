@@ -17,7 +17,9 @@ object), same batch (16), optimizer settings and number of steps.
 
 tokens/s excludes the first 10 steps on both sides (start-up, first-call allocations, compilation);
 the wall column includes everything. With ``--repeats N`` the runs take turns for N rounds and
-medians are reported (every round's tokens/s is in the JSON). The script also measures this CPU's
+medians are reported (every round's tokens/s is in the JSON). Round i uses seed 42 + i on every side
+(model initialization and data order), and the validation loss reported is the mean over the rounds:
+one seed's loss after 100 steps varies by ~0.01-0.02 with the order of the batches alone. The script also measures this CPU's
 matmul rate (2048x2048, all cores, fp32 and, where native, bf16) and reports each run's model FLOP/s (6N + attention per token, as
 nanoGPT counts) as a share of the rate of the precision it trained in: how much room the hardware
 leaves, since on a CPU both loops are bound by the same matmuls. Validation loss: both final models
@@ -51,7 +53,8 @@ from tunelab.train import cpu_has_fast_bf16  # noqa: E402
 
 BLOCK, BATCH, VOCAB, SKIP = 256, 16, 8192, 10
 MODEL = "n_layer=4,n_embd=256,n_head=4"
-OPTIM = {"learning_rate": 1e-3, "weight_decay": 0.1, "warmup": 20, "scheduler": "cosine", "seed": 42}
+OPTIM = {"learning_rate": 1e-3, "weight_decay": 0.1, "warmup": 20, "scheduler": "cosine"}
+SEED = 42  # round i uses seed SEED + i on every side
 
 
 def gemm_gflops(dtype=torch.float32, n: int = 2048, calls: int = 10) -> float:
@@ -81,7 +84,7 @@ def eval_loss(model, val_blocks: torch.Tensor) -> float:
 
 
 def run_trainer(
-    tokenizer, train_ids, val_blocks, steps: int, bf16: bool, workdir: Path, compile_: bool = False
+    tokenizer, train_ids, val_blocks, steps: int, seed: int, bf16: bool, workdir: Path, compile_: bool = False
 ) -> dict:
     import datasets
     from transformers import (
@@ -95,7 +98,7 @@ def run_trainer(
     train_blocks = blocks(train_ids)  # run_clm's group_texts: consecutive blocks, labels = input_ids
     dataset = datasets.Dataset.from_dict({"input_ids": train_blocks.tolist()})
     dataset = dataset.map(lambda b: {"labels": b["input_ids"]}, batched=True)
-    torch.manual_seed(OPTIM["seed"])
+    torch.manual_seed(seed)
     model = GPT2LMHeadModel(gpt2_config("tiny", MODEL, len(tokenizer), BLOCK, tokenizer.eos_token_id))
 
     class Clock(TrainerCallback):
@@ -110,7 +113,7 @@ def run_trainer(
         output_dir=str(workdir / f"trainer-{'bf16' if bf16 else 'fp32'}-{compile_}"), per_device_train_batch_size=BATCH,
         max_steps=steps, learning_rate=OPTIM["learning_rate"], weight_decay=OPTIM["weight_decay"],
         warmup_steps=OPTIM["warmup"], lr_scheduler_type=OPTIM["scheduler"], logging_steps=10,
-        save_strategy="no", eval_strategy="no", report_to=[], use_cpu=True, bf16=bf16, seed=OPTIM["seed"],
+        save_strategy="no", eval_strategy="no", report_to=[], use_cpu=True, bf16=bf16, seed=seed,
         dataloader_drop_last=True, disable_tqdm=True, torch_compile=compile_,
     )  # fmt: skip
     Clock.ends = []
@@ -135,7 +138,7 @@ def run_trainer(
 
 
 def run_tunelab(
-    tokenizer_dir: Path, train_file: str, val_blocks, steps: int, compile_: bool, workdir: Path
+    tokenizer_dir: Path, train_file: str, val_blocks, steps: int, seed: int, compile_: bool, workdir: Path
 ) -> dict:
     from transformers import AutoModelForCausalLM
 
@@ -146,7 +149,7 @@ def run_tunelab(
            "--per_device_train_batch_size", str(BATCH), "--max_train_steps", str(steps),
            "--learning_rate", str(OPTIM["learning_rate"]), "--weight_decay", str(OPTIM["weight_decay"]),
            "--num_warmup_steps", str(OPTIM["warmup"]), "--lr_scheduler_type", OPTIM["scheduler"],
-           "--seed", str(OPTIM["seed"]), "--logging_steps", str(SKIP), "--validation_split_percentage", "5",
+           "--seed", str(seed), "--logging_steps", str(SKIP), "--validation_split_percentage", "5",
            "--max_eval_samples", "8", "--cache_dir", str(workdir / "cache"), "--output_dir", str(out),
            "--torch_compile", str(compile_)]  # fmt: skip
     env = {**os.environ, "ACCELERATE_USE_CPU": "1"}
@@ -202,31 +205,34 @@ def main() -> None:
         workdir = Path(tmp)
         tokenizer.save_pretrained(workdir / "tokenizer")
         data = (tokenizer, train_ids, val_blocks, args.steps)
-        runs = {"trainer_fp32": lambda: run_trainer(*data, False, workdir)}
+        runs = {"trainer_fp32": lambda seed: run_trainer(*data, seed, False, workdir)}
         if bf16:
-            runs["trainer_bf16"] = lambda: run_trainer(*data, True, workdir)
+            runs["trainer_bf16"] = lambda seed: run_trainer(*data, seed, True, workdir)
         if not args.skip_compiled:  # the Trainer's best: its own torch_compile, at its best precision
-            runs[f"trainer_{'bf16' if bf16 else 'fp32'}_compiled"] = lambda: run_trainer(
-                *data, bf16, workdir, True
+            runs[f"trainer_{'bf16' if bf16 else 'fp32'}_compiled"] = lambda seed: run_trainer(
+                *data, seed, bf16, workdir, True
             )
         tunelab = (workdir / "tokenizer", args.train_file, val_blocks, args.steps)
-        runs["tunelab"] = lambda: run_tunelab(*tunelab, False, workdir)
+        runs["tunelab"] = lambda seed: run_tunelab(*tunelab, seed, False, workdir)
         if not args.skip_compiled:
-            runs["tunelab_compiled"] = lambda: run_tunelab(*tunelab, True, workdir)
+            runs["tunelab_compiled"] = lambda seed: run_tunelab(*tunelab, seed, True, workdir)
         # Runs take turns, round after round: on a shared VM the speed of the machine drifts by tens of
         # percent within minutes, and alternating spreads the drift over all of them.
         rounds: dict[str, list[dict]] = {name: [] for name in runs}
         for i in range(args.repeats):
             for name, run in runs.items():
-                rounds[name].append(run())
+                rounds[name].append(run(SEED + i))
                 print(f"round {i + 1}: {name}", rounds[name][-1], flush=True)
     results: dict[str, dict] = {}
     for name, outcomes in rounds.items():
         results[name] = {
-            **outcomes[0],  # the loss is the same every round (same seed)
+            **outcomes[0],
             "tokens_per_s": statistics.median(r["tokens_per_s"] for r in outcomes),
             "wall_s": statistics.median(r["wall_s"] for r in outcomes),
             "tokens_per_s_all": [r["tokens_per_s"] for r in outcomes],
+            # each round has its own seed (init and data order): the loss is the mean over seeds
+            "eval_loss": statistics.mean(r["eval_loss"] for r in outcomes),
+            "eval_loss_all": [r["eval_loss"] for r in outcomes],
         }
 
     from transformers import GPT2LMHeadModel
@@ -270,6 +276,7 @@ def main() -> None:
     report = {
         "benchmark": "gpt2_clm_vs_trainer", "steps": args.steps, "repeats": args.repeats, "batch": BATCH, "block": BLOCK, "vocab": VOCAB,
         "model": MODEL, "tokens_per_run": args.steps * BATCH * BLOCK, "optimizer": OPTIM,
+        "seeds": [SEED + i for i in range(args.repeats)],
         "tokens_per_s_excludes_first_steps": SKIP,
         "tunelab_measured_via": "recipe subprocess (accelerate launch), tokens/s from events.jsonl",
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": len(os.sched_getaffinity(0)),

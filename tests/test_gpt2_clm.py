@@ -253,29 +253,47 @@ def test_training_continues_from_a_finished_run(trained_run, tmp_path, shakespea
     assert (out / "tokenizer.json").read_text() == (first / "tokenizer.json").read_text()
 
 
-def test_from_scratch_gpt2_computes_gpt2s_gelu_and_its_loss_matches_torch_in_bf16():
-    """The one-kernel GELU is GPT-2's function, and the bf16 chunked loss is the cross-entropy."""
-    import torch
-    from transformers import GPT2LMHeadModel
+def test_cpu_training_attention_and_loss_compute_gpt2s_function_and_the_saved_model_is_plain(tmp_path):
+    """From scratch the GELU is the exact one (nanoGPT's). Training on CPU switches the attention to the
+    batched-matmul path (no flash kernel runs) and the loss to the chunked one: in fp32 the loss and
+    every gradient equal a plain SDPA GPT-2's with torch's cross-entropy; in bf16 the loss is the
+    cross-entropy to bf16 precision. The saved model loads as a plain SDPA GPT-2 with the same logits."""
+    import copy
 
-    from tunelab.lm import CausalLMForTraining, build_gpt2, gpt2_config
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.lm import CPU_ATTENTION, CausalLMForTraining, build_gpt2, gpt2_config
 
     config = gpt2_config("tiny", "n_layer=2", 1000, 64, 0)
-    assert config.activation_function == "gelu_pytorch_tanh"
+    assert config.activation_function == "gelu"
     torch.manual_seed(0)
-    model = build_gpt2(config).eval()
-    original = GPT2LMHeadModel(gpt2_config("tiny", "n_layer=2,activation_function=gelu_new", 1000, 64, 0))
-    original.load_state_dict(model.state_dict())
-    ids = torch.randint(0, 1000, (2, 64))
-    with torch.no_grad():
-        torch.testing.assert_close(model(ids).logits, original.eval()(ids).logits, rtol=1e-4, atol=1e-4)
-
-        # Training loss under bf16 autocast (chunks, softmax in bf16) vs torch's fp32 cross-entropy.
-        targets = torch.randint(0, 1000, (2, 64))
-        exact = torch.nn.functional.cross_entropy(model(ids).logits.flatten(0, 1), targets.flatten())
+    model = build_gpt2(config)
+    reference = copy.deepcopy(model)  # SDPA attention, transformers' own forward
     wrapped = CausalLMForTraining(model)
+    assert model.config._attn_implementation == CPU_ATTENTION
+    ids, targets = torch.randint(0, 1000, (3, 64)), torch.randint(0, 1000, (3, 64))
+
+    with torch.profiler.profile() as prof:
+        loss = wrapped(ids, targets)
+    ops = {event.name for event in prof.events()}
+    assert "aten::baddbmm" in ops and not any("flash" in op for op in ops), sorted(ops)
+    loss.backward()
+    exact = torch.nn.functional.cross_entropy(reference(ids).logits.flatten(0, 1), targets.flatten())
+    exact.backward()
+    torch.testing.assert_close(loss, exact)
+    for (name, p), q in zip(model.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+
+    model.zero_grad()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = wrapped(ids, targets)
     loss.backward()
-    assert float(loss.detach()) == pytest.approx(float(exact), abs=0.05)  # bf16 logits, as any bf16 run has
+    assert float(loss.detach()) == pytest.approx(float(exact.detach()), abs=0.05)  # bf16 logits
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert loaded.config._attn_implementation == "sdpa"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, reference.eval()(ids).logits)
