@@ -187,6 +187,13 @@ def main() -> None:
     )
     parser.add_argument("--skip_compiled", action="store_true")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of alternating runs; medians reported")
+    parser.add_argument(
+        "--loss_seeds",
+        type=int,
+        default=0,
+        help="after the timed rounds, K more seeds of TuneLab (eager) and the Trainer (eager, its best "
+        "precision) for the validation loss only",
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gpt2_clm_cpu.json"))
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -223,6 +230,12 @@ def main() -> None:
             for name, run in runs.items():
                 rounds[name].append(run(SEED + i))
                 print(f"round {i + 1}: {name}", rounds[name][-1], flush=True)
+        # Loss only: more seeds, so that "equal loss" rests on more than the rounds' few seeds.
+        loss_seeds: dict[str, dict[int, float]] = {"tunelab": {}, "trainer": {}}
+        for seed in range(SEED + args.repeats, SEED + args.repeats + args.loss_seeds):
+            loss_seeds["tunelab"][seed] = run_tunelab(*tunelab, seed, False, workdir)["eval_loss"]
+            loss_seeds["trainer"][seed] = run_trainer(*data, seed, bf16, workdir)["eval_loss"]
+            print(f"loss, seed {seed}:", {k: v[seed] for k, v in loss_seeds.items()}, flush=True)
     results: dict[str, dict] = {}
     for name, outcomes in rounds.items():
         results[name] = {
@@ -287,6 +300,22 @@ def main() -> None:
         "results": results, "val_loss_note": "same eval function, same held-out blocks, after the same tokens",
         "perplexity": {k: math.exp(r["eval_loss"]) for k, r in results.items()},
     }  # fmt: skip
+    if args.loss_seeds:
+        trainer_name = "trainer_bf16" if bf16 else "trainer_fp32"
+        diffs = [
+            rounds["tunelab"][i]["eval_loss"] - rounds[trainer_name][i]["eval_loss"]
+            for i in range(args.repeats)
+        ]
+        diffs += [loss_seeds["tunelab"][k] - loss_seeds["trainer"][k] for k in loss_seeds["tunelab"]]
+        report["loss_vs_trainer"] = {
+            "trainer": trainer_name, "seeds": len(diffs), "extra_seeds": loss_seeds,
+            "tunelab_minus_trainer": diffs, "mean": statistics.mean(diffs),
+            "stdev": statistics.stdev(diffs) if len(diffs) > 1 else None,
+        }  # fmt: skip
+        print(
+            f"validation loss, TuneLab - {trainer_name}, {len(diffs)} seeds: mean {statistics.mean(diffs):+.4f}"
+            f" (per seed {', '.join(f'{d:+.3f}' for d in diffs)})"
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(f"\nwrote {args.out}")
