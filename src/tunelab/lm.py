@@ -367,7 +367,8 @@ class CausalLMForTraining(nn.Module):
 
     The loss lives inside ``forward`` so DDP and FSDP see one forward per step (their gradient hooks
     and parameter gathering hang on it) and ``torch.compile`` can trace it. The wrapped model is the
-    plain transformers model that gets saved.
+    plain transformers model that gets saved; while wrapped, a GPT-2's attention is
+    ``cpu_training_attention`` (SDPA except for short causal blocks on CPU).
     """
 
     def __init__(self, model, label_smoothing: float = 0.0):
