@@ -19,10 +19,11 @@ tokens/s excludes the first 10 steps on both sides (start-up, first-call allocat
 the wall column includes everything. With ``--repeats N`` the runs take turns for N rounds and
 medians are reported (every round's tokens/s is in the JSON). Round i uses seed 42 + i on every side
 (model initialization and data order), and the validation loss reported is the mean over the rounds:
-one seed's loss after 100 steps varies by ~0.01-0.02 with the order of the batches alone. The script also measures this CPU's
-matmul rate (2048x2048, all cores, fp32 and, where native, bf16) and reports each run's model FLOP/s (6N + attention per token, as
-nanoGPT counts) as a share of the rate of the precision it trained in: how much room the hardware
-leaves, since on a CPU both loops are bound by the same matmuls. Validation loss: both final models
+one seed's loss after 100 steps varies by ~0.01-0.02 with the order of the batches alone;
+``--loss_seeds K`` adds K seeds of TuneLab and the Trainer for the loss only. The script also measures
+this CPU's matmul rate (2048x2048, all cores, fp32 and, where native, bf16) and reports each run's
+model FLOP/s (6N + attention per token, as nanoGPT counts) as a share of the rate of the precision it
+trained in: how much room the hardware leaves, since on a CPU both loops are bound by the same matmuls. Validation loss: both final models
 evaluated by the same function (transformers' loss, labels = input_ids) on the same held-out blocks.
 JSON goes to benchmarks/results/gpt2_clm_cpu.json.
 """

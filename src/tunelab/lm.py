@@ -197,7 +197,8 @@ def cpu_training_attention(module, query, key, value, attention_mask, dropout=0.
     matmul: forward and backward together 1.5-3x faster than PyTorch's CPU flash-attention kernel at
     these lengths (its backward is most of an attention layer's cost). Same function as SDPA (the scores
     are rounded to the compute dtype before the softmax, as in eager attention under autocast).
-    Everything else (GPU, generation with a cache, padding masks, long blocks) goes to SDPA."""
+    Everything else (GPU, generation with a cache, padding masks, long blocks) goes to SDPA. Only
+    GPT-2 models are switched to it (``use_cpu_training_attention``)."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     b, h, t, d = query.shape
@@ -207,9 +208,7 @@ def cpu_training_attention(module, query, key, value, attention_mask, dropout=0.
         and not dropout
         and key.shape == query.shape
         and t <= CPU_MATMUL_ATTENTION_MAX_LEN
-        and getattr(module, "is_causal", False)
-        and kwargs.get("is_causal") is not False
-        and not any(kwargs.get(k) is not None for k in ("softcap", "position_bias", "sliding_window"))
+        and module.is_causal  # GPT-2's self-attention (its cross-attention is not causal)
     )
     if not short_causal_block:
         return sdpa_attention_forward(
