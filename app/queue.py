@@ -1,127 +1,56 @@
-"""Launching recipe subprocesses from the app, with a bounded queue kept in the run folders.
+"""The app's run queue: runs written to disk as "queued", started by a scheduler thread.
 
-The app never imports a recipe. It writes ``config.yaml``, ``command.txt`` and ``status.json``
-(state "queued") into a new run folder, and a scheduler thread starts queued runs as
-``accelerate launch ...`` subprocesses, each in its own process group (``start_new_session=True``),
-while fewer than ``max_concurrent`` are running. Everything lives on disk, so the queue survives an
-app restart: queued runs found in the runs folder are picked up, and a run whose processes are gone
-while its status still says "running" is marked failed ("process ended unexpectedly").
+Every run goes through ``tunelab.launch``, like the CLI's: ``submit`` prepares the run folder
+(config.yaml, launch.json, command.txt, status "queued"), and the scheduler starts runs while fewer
+than ``max_concurrent`` of this machine's runs are running. Everything lives on disk, so the queue survives an app restart: a
+run still running after the app was killed is found by its recorded process (pid, start time, boot id
+and its marker), queued runs are started when a slot frees up, and a run whose processes are gone
+while its status says "running" is marked failed with the reason its log gives.
+
+The scheduler only starts the queued runs that are the app's to start (``"queue": "app"`` in their
+status); ``tunelab train`` and sweeps start their own runs.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import shlex
 import shutil
-import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from tunelab.runs import Run, group_alive, list_runs, new_run_id
+from tunelab import launch
+from tunelab.hardware import Hardware
+from tunelab.launch import Resources
+from tunelab.runs import ACTIVE_STATES, Run, list_runs
 
 logger = logging.getLogger(__name__)
 
-RECIPES = {
-    "classification": "bert_cls.py",
-    "causal-lm": "gpt2_clm.py",
-    "masked-lm": "bert_mlm.py",
-    "distillation": "distill_cls.py",
-}
-# The task's name in status.json, also the run id's prefix (as the recipes name their runs).
-STATUS_TASK = {"classification": "cls", "causal-lm": "clm", "masked-lm": "mlm", "distillation": "distill"}
-PROCESS_LOG = "process.log"
-STOP_GRACE_S = 30.0
 MAX_QUEUED = 20  # the queue is bounded: more waiting runs than this are refused
+QUEUE = "app"  # status["queue"] of the runs this scheduler starts
 
 
 class QueueFullError(RuntimeError):
     pass
 
 
-def launch_argv(recipe: Path, config_path: Path, num_processes: int, mixed_precision: str) -> list[str]:
-    """The user-facing `accelerate launch` command (see ENV_NOTES: --multi_gpu + ACCELERATE_USE_CPU on CPU)."""
-    argv = ["accelerate", "launch"]
-    if num_processes > 1:
-        argv += [
-            "--multi_gpu",
-            "--num_processes",
-            str(num_processes),
-            "--num_machines",
-            "1",
-            "--main_process_port",
-            "0",
-        ]
-    else:
-        argv += ["--num_processes", "1", "--num_machines", "1"]
-    argv += [
-        "--mixed_precision",
-        mixed_precision,
-        "--dynamo_backend",
-        "no",
-        str(recipe),
-        "--config",
-        str(config_path),
-    ]
-    return argv
-
-
-def command_text(argv: list[str], cpu: bool = True) -> str:
-    return ("ACCELERATE_USE_CPU=1 " if cpu else "") + shlex.join(argv)
-
-
-def parse_command(command: str) -> tuple[dict[str, str], list[str]]:
-    """Split command.txt into leading VAR=value assignments and the argv."""
-    tokens = shlex.split(command)
-    env: dict[str, str] = {}
-    while (
-        tokens
-        and "=" in tokens[0]
-        and not tokens[0].startswith("-")
-        and tokens[0].split("=")[0].isidentifier()
-    ):
-        key, value = tokens.pop(0).split("=", 1)
-        env[key] = value
-    return env, tokens
-
-
-def executable_argv(argv: list[str]) -> list[str]:
-    """`accelerate launch` through this interpreter, so the app's venv is used even off PATH."""
-    if argv[:2] == ["accelerate", "launch"]:
-        return [sys.executable, "-m", "accelerate.commands.launch", *argv[2:]]
-    if argv and argv[0] == "python":
-        return [sys.executable, *argv[1:]]
-    return argv
-
-
 class RunQueue:
-    """Queued runs on disk, at most ``max_concurrent`` running; a daemon thread does the scheduling."""
+    """Queued runs on disk, at most ``max_concurrent`` running here; a daemon thread does the scheduling."""
 
-    def __init__(
-        self,
-        runs_dir: Path,
-        recipes_dir: Path,
-        max_concurrent: int = 1,
-        cwd: Path | None = None,
-        poll_s: float = 1.0,
-    ):
+    def __init__(self, runs_dir: Path, max_concurrent: int = 1, cwd: Path | None = None, poll_s: float = 1.0):
         self.runs_dir = Path(runs_dir).resolve()
-        self.recipes_dir = Path(recipes_dir).resolve()
         self.max_concurrent = max(1, int(max_concurrent))
-        self.cwd = Path(cwd or self.recipes_dir.parent)
+        self.cwd = Path(cwd or Path.cwd())
         self.poll_s = poll_s
-        self._procs: dict[str, subprocess.Popen] = {}
+        self._procs: dict[str, subprocess.Popen] = {}  # children of this app, reaped in tick()
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.runs_dir.mkdir(parents=True, exist_ok=True)
 
-    # ---- lifecycle -----------------------------------------------------------------------------
+    # ---- the scheduler thread ------------------------------------------------------------------
     def start(self) -> None:
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
@@ -141,66 +70,50 @@ class RunQueue:
             self._stop.wait(self.poll_s)
 
     # ---- building runs -------------------------------------------------------------------------
-    def recipe_path(self, task: str) -> Path:
-        return self.recipes_dir / RECIPES[task]
-
     def plan(
         self,
         task: str,
         config: dict[str, Any],
-        num_processes: int = 1,
-        mixed_precision: str = "no",
+        resources: Resources | None = None,
         run_id: str | None = None,
+        hardware: Hardware | None = None,
     ) -> tuple[Path, dict[str, Any], str]:
-        """(run folder, config with output_dir, command text) of a run not yet written."""
-        run_dir = self.runs_dir / (run_id or new_run_id(STATUS_TASK[task]))
-        config = {**config, "output_dir": str(run_dir)}
-        argv = launch_argv(self.display_recipe(task), run_dir / "config.yaml", num_processes, mixed_precision)
-        return run_dir, config, command_text(argv)
-
-    def display_recipe(self, task: str) -> Path:
-        path = self.recipe_path(task)
-        try:
-            return path.relative_to(self.cwd)
-        except ValueError:
-            return path
+        """(run folder, resolved config, command) of a run not yet written: what ``submit`` would write
+        (on ``hardware``, by default this machine's)."""
+        run, config, _, command = launch.plan(
+            task,
+            config,
+            resources,
+            run_dir=self.runs_dir / run_id if run_id else None,
+            runs_dir=self.runs_dir,
+            cwd=self.cwd,
+            hardware=hardware,
+        )
+        return run.path, config, command
 
     def submit(
         self,
         task: str,
         config: dict[str, Any],
-        num_processes: int = 1,
-        mixed_precision: str = "no",
-        run_id: str | None = None,
+        resources: Resources | None = None,
         origin: str | None = None,
         after: str | None = None,
     ) -> Run:
-        """Write the run folder with state "queued"; the scheduler launches it when a slot is free.
-        ``after``: the id of a run that must finish first (e.g. the domain adaptation a classification
-        run starts from); if that run fails or is stopped, this one fails without starting."""
-        if task not in RECIPES:
-            raise ValueError(f"unknown task {task!r}")
-        if not self.recipe_path(task).exists():
-            raise FileNotFoundError(f"the recipe {RECIPES[task]} is not installed")
+        """Write the run folder with state "queued"; it starts when a slot is free. ``after``: the id of a run that must finish first (e.g. the domain adaptation a
+        classification run starts from); if that run fails or is stopped, this one fails without starting."""
         with self._lock:
             if len(self.queued()) >= MAX_QUEUED:
                 raise QueueFullError(f"{MAX_QUEUED} runs are already waiting; stop or delete some first")
-            run_dir, config, command = self.plan(task, config, num_processes, mixed_precision, run_id)
-            run = Run(run_dir)
-            run.write_config(config)
-            run.write_command(command)
-            fields: dict[str, Any] = {
-                "state": "queued",
-                "task": STATUS_TASK[task],
-                "stage": "queued",
-                "created": time.time(),
-                "source": "app",
-            }
-            if origin:
-                fields["origin"] = origin
-            if after:
-                fields["after"] = after
-            run.update_status(**fields)
+            status: dict[str, Any] = {"source": "app", "queue": QUEUE, "created": time.time()}
+            status.update({k: v for k, v in (("origin", origin), ("after", after)) if v})
+            run = launch.prepare_run(
+                task,
+                config,
+                resources,
+                runs_dir=self.runs_dir,
+                cwd=self.cwd,
+                status=status,
+            )
         self.start()
         return run
 
@@ -212,17 +125,33 @@ class RunQueue:
         return [r for r in list_runs(self.runs_dir) if r.state == "running"]
 
     def tick(self) -> None:
-        """Reap finished processes, mark vanished runs, start queued runs while slots are free."""
+        """Reap ended children, settle every active run against its processes or cluster job, and start
+        the app's queued runs while this machine has free slots."""
         with self._lock:
             for run_id, proc in list(self._procs.items()):
-                if proc.poll() is not None and not group_alive(proc.pid):
+                if proc.poll() is not None:  # reaped: no zombie is left behind
                     del self._procs[run_id]
-            for run in self.running():
-                self.reconcile(run)
-            free = self.max_concurrent - len(self.running())
-            ready = [r for r in self.queued() if self.dependency_ready(r)]
-            for run in sorted(ready, key=lambda r: r.status().get("created") or 0)[: max(free, 0)]:
-                self._launch(run)
+            active = [r for r in list_runs(self.runs_dir) if r.state in ACTIVE_STATES]
+            busy = sum(launch.is_local_and_running_here(r) for r in active)
+            waiting = []
+            for run in active:
+                status = run.status()
+                if status.get("state") != "queued" or status.get("queue") != QUEUE:
+                    continue
+                if self.dependency_ready(run):
+                    waiting.append(run)
+            waiting.sort(key=lambda r: r.status().get("queued_at") or r.status().get("created") or 0)
+            for run in waiting[: max(self.max_concurrent - busy, 0)]:
+                self._start(run)
+
+    def _start(self, run: Run) -> None:
+        try:
+            proc = launch.start(run)
+        except launch.LaunchError as e:
+            run.update_status(expect=ACTIVE_STATES, state="failed", stage="failed", reason=str(e))
+            return
+        if proc is not None:
+            self._procs[run.id] = proc
 
     def dependency_ready(self, run: Run) -> bool:
         """True when the run waits for no other run; a run whose prerequisite ended without finishing
@@ -234,10 +163,11 @@ class RunQueue:
         state = before.state if (before.path / "status.json").exists() else "missing"
         if state == "finished":
             return True
-        if state in ("queued", "running"):
+        if state in ACTIVE_STATES:
             return False
         reason = before.status().get("reason") if state != "missing" else "its folder was deleted"
         run.update_status(
+            expect=("queued",),
             state="failed",
             stage="failed",
             reason=f"not started: the run it starts from, {after}, is {state}"
@@ -246,122 +176,24 @@ class RunQueue:
         )
         return False
 
-    def reconcile(self, run: Run) -> None:
-        """A run that says running but whose processes are all gone did not end by itself."""
-        status = run.status()
-        if status.get("state") != "running":
-            return
-        proc = self._procs.get(run.id)
-        if proc is not None and proc.poll() is None:
-            return
-        if group_alive(status.get("pgid"), status.get("pid")):
-            return
-        status = run.status()  # the recipe may have written its final state meanwhile
-        if status.get("state") != "running":
-            return
-        if status.get("stop_requested"):
-            run.update_status(
-                state="stopped", stage="stopped", reason="stopped by request (killed after the grace period)"
-            )
-        else:
-            run.update_status(state="failed", stage="failed", reason="process ended unexpectedly")
-
-    def _launch(self, run: Run) -> None:
-        env_vars, argv = parse_command(run.command())
-        if not argv:
-            run.update_status(state="failed", stage="failed", reason="command.txt is missing or empty")
-            return
-        env = {
-            **os.environ,
-            **env_vars,
-            "TRANSFORMERS_VERBOSITY": "error",
-            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-            "TOKENIZERS_PARALLELISM": "false",
-            "PYTHONUNBUFFERED": "1",
-        }
-        env.pop("HF_TOKEN", None)  # a training run never needs the user's token
-        log = open(run.path / PROCESS_LOG, "ab")  # noqa: SIM115 - handed to the child
-        log.write(f"\n$ {run.command()}\n".encode())
-        log.flush()
-        try:
-            proc = subprocess.Popen(
-                executable_argv(argv),
-                cwd=self.cwd,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        except OSError as e:
-            run.update_status(
-                state="failed", stage="failed", reason=f"could not start the recipe: {e.strerror}"
-            )
-            return
-        finally:
-            log.close()
-        self._procs[run.id] = proc
-        run.update_status(
-            state="running", stage="starting", pid=proc.pid, pgid=proc.pid, stop_requested=False
-        )
-
     # ---- actions -------------------------------------------------------------------------------
-    def stop(self, run: Run, grace_s: float = STOP_GRACE_S) -> str:
-        """SIGTERM to the run's process group (it saves a checkpoint), SIGKILL to the group after grace_s."""
-        with self._lock:
-            status = run.status()
-            if status.get("state") == "queued":
-                run.update_status(state="stopped", stage="stopped", reason="removed from the queue")
-                return "removed from the queue"
-            if status.get("state") != "running":
-                return f"not running ({status.get('state', 'unknown')})"
-            pgid = status.get("pgid")
-            run.update_status(stop_requested=True, stage="stopping")
-        if not pgid:
-            return "no process group recorded"
+    def stop(self, run: Run) -> str:
+        """Ask the run to save a checkpoint and exit (it is killed after the grace period); never blocks."""
         try:
-            os.killpg(pgid, signal.SIGTERM)
-        except ProcessLookupError:
-            self.reconcile(run)
-            return "the process had already ended"
-
-        def kill_later() -> None:
-            deadline = time.time() + grace_s
-            while time.time() < deadline:
-                if not group_alive(pgid):
-                    return
-                time.sleep(0.5)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-
-        threading.Thread(target=kill_later, daemon=True).start()
-        return "stopping: a checkpoint is being saved"
+            return launch.stop(run, block=False)
+        except launch.LaunchError as e:
+            return str(e)
 
     def resume(self, run: Run) -> None:
-        """Queue the run's own command again with --resume_from_checkpoint latest, into the same folder."""
-        if run.state in ("queued", "running"):
-            raise ValueError("the run is still active")
-        if not run.checkpoints():
-            raise ValueError("the run has no checkpoint to resume from")
-        env_vars, argv = parse_command(run.command())
-        if "--resume_from_checkpoint" in argv:
-            i = argv.index("--resume_from_checkpoint")
-            del argv[i : i + 2]
-        argv += ["--resume_from_checkpoint", "latest"]
-        prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env_vars.items())
-        run.write_command((prefix + " " if prefix else "") + shlex.join(argv))
-        run.update_status(
-            state="queued",
-            stage="queued",
-            created=run.status().get("created") or time.time(),
-            queued_at=time.time(),
-            reason=None,
-            stop_requested=False,
-        )
+        """Queue a stopped or failed run again in its folder; it continues from its last checkpoint."""
+        with self._lock:
+            launch.resume(run)
+            run.update_status(queue=QUEUE)
         self.start()
 
     def delete(self, run: Run) -> None:
-        if run.state == "running" and group_alive(run.status().get("pgid")):
+        status = launch.refresh(run)
+        if status.get("state") == "running":
             raise ValueError("stop the run before deleting it")
         if run.path.resolve().parent != self.runs_dir:
             raise ValueError("not a run of this app")

@@ -14,10 +14,11 @@ import gradio as gr
 import pandas as pd
 
 from tunelab.errors import TuneLabError
-from tunelab.runs import Run
+from tunelab.launch import Resources
+from tunelab.runs import PROCESS_LOG, Run
 from tunelab.sweep import list_sweeps, results_rows
+from tunelab.tasks import get_task
 
-from .queue import PROCESS_LOG, RECIPES
 from .state import (
     TASK_NAMES,
     AppState,
@@ -33,6 +34,7 @@ REFRESH_S = 2.0
 FINAL_MODEL = "final model"
 EXPORT_LOG = "export.log"
 EXPORT_TASKS = ("classification", "distillation", "causal-lm")
+PRIVATE_STATUS = ("pid", "pgid", "process")  # where a run runs is not shown to the browser
 RUN_COLUMNS = ["run", "task", "state", "stage", "progress", "ETA", "created", "result", "sweep"]
 
 
@@ -164,8 +166,7 @@ def describe(run: Run) -> str:
         + (f" · step {status.get('step', 0)}/{status['max_steps']}" if status.get("max_steps") else ""),
     ]
     if state == "queued":
-        ahead = [r for r in run.path.parent.iterdir() if (r / "status.json").exists()]
-        lines.append(f"Waiting for a free slot ({len(ahead)} runs in the folder).")
+        lines.append("Waiting for a free training slot on this machine.")
     if status.get("reason") and state in ("failed", "stopped"):
         lines.append(f"**Why:** {clean_message(status['reason'])}")
         lines.append(f"**What to try:** {failure_advice(status['reason'])}")
@@ -200,7 +201,7 @@ def run_details(state: AppState, run_id: str | None):
         return (progress_html(0, ""), "This run no longer exists.", "", *empty, {}, gr.update())
     status = run.status()
     fraction, eta = run_progress(run, status)
-    safe_status = {k: v for k, v in status.items() if k not in ("pid", "pgid")}
+    safe_status = {k: v for k, v in status.items() if k not in PRIVATE_STATUS}
     choices = [FINAL_MODEL, *[c.name for c in run.checkpoints()]]
     return (
         progress_html(fraction, eta),
@@ -229,18 +230,16 @@ def start_from(config: dict[str, Any], run: Run) -> None:
 def derived_run(
     state: AppState, run: Run, config: dict[str, Any], origin: str, resume_from: str | None = None
 ) -> Run:
-    command = run.command()
-    processes = 1
-    if "--num_processes" in command:
-        parts = command.split()
-        processes = int(parts[parts.index("--num_processes") + 1])
-    precision = config.get("mixed_precision") if config.get("mixed_precision") in ("fp16", "bf16") else "no"
+    """A new run with ``config``, launched how ``run`` was (its launch record's resources)."""
+    record = run.launch_record()
     config = {
         k: v for k, v in config.items() if k not in ("output_dir", "resume_from_checkpoint", "run_name")
     }
     if resume_from:
         config["resume_from_checkpoint"] = resume_from
-    return state.queue.submit(task_of(run), config, processes, precision, origin=origin)
+    return state.queue.submit(
+        task_of(run), config, Resources.from_dict(record.get("resources")), origin=origin
+    )
 
 
 def continue_run(state: AppState, run_id: str, epochs: float) -> str:
@@ -439,14 +438,14 @@ def build(state: AppState) -> dict[str, Any]:
 
         def status_of(rid: str) -> dict:
             """status.json of a run (pid/pgid left out)."""
-            return {k: v for k, v in state.run(rid).status().items() if k not in ("pid", "pgid")}
+            return {k: v for k, v in state.run(rid).status().items() if k not in PRIVATE_STATUS}
 
         def list_runs_api() -> list[dict]:
             """Every run with its status (pid/pgid left out)."""
             return [
                 {
                     "id": r.id,
-                    **{k: v for k, v in r.status().items() if k not in ("pid", "pgid")},
+                    **{k: v for k, v in r.status().items() if k not in PRIVATE_STATUS},
                     "checkpoints": [c.name for c in r.checkpoints()],
                 }
                 for r in state.runs()
@@ -457,11 +456,11 @@ def build(state: AppState) -> dict[str, Any]:
 
         def resume(rid):
             run = state.run(rid)
-            if RECIPES.get(task_of(run)) and not state.queue.recipe_path(task_of(run)).exists():
+            if not get_task(task_of(run)).recipe_path().exists():
                 raise gr.Error("The recipe of this run is not installed.")
             try:
                 state.queue.resume(run)
-            except ValueError as e:
+            except (ValueError, TuneLabError) as e:
                 raise gr.Error(str(e)) from None
             return f"Resuming **{run.id}** from its last checkpoint (queued)."
 

@@ -5,19 +5,21 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
+from tunelab.hardware import Hardware, detect_hardware
 from tunelab.runs import Run, list_runs
+from tunelab.tasks import TASKS
 
 from .queue import RunQueue
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 DATA_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt")
-TASK_NAMES = {"cls": "classification", "clm": "causal-lm", "mlm": "masked-lm", "distill": "distillation"}
+TASK_NAMES = {t.id: t.app_name for t in TASKS.values()}
 # A distilled student is a classifier like any other: Classify, the Hub and new runs take it.
 SAME_MODELS = {"classification": ("classification", "distillation")}
 EXPORT_MARKER = "export.json"  # tunelab.export writes it into every export folder
@@ -29,6 +31,7 @@ class AppState:
     runs_dir: Path
     data_dir: Path
     queue: RunQueue
+    hardware: Hardware = field(default_factory=detect_hardware)  # what "auto" plans local runs for
 
     # ---- runs ----------------------------------------------------------------------------------
     def run(self, run_id: str | None) -> Run:

@@ -28,9 +28,12 @@ from tunelab.data.clean import DUPLICATE_MODES, DataCleaningArguments
 from tunelab.data.files import iter_records, read_text
 from tunelab.distill import DistillationArguments
 from tunelab.errors import TuneLabError
+from tunelab.launch import Resources
+from tunelab.launch.command import processes_and_device
 from tunelab.mlm import MaskedLMArguments
+from tunelab.tasks import get_task
 
-from .queue import RECIPES, QueueFullError
+from .queue import QueueFullError
 from .state import AppState, clean_message
 
 TASKS = ("classification", "causal-lm", "masked-lm", "distillation")
@@ -58,7 +61,7 @@ DEFAULTS: dict[str, Any] = {
     "text_pair_column": "",
     "label_column": "",
     "mixed_precision": "auto",
-    "num_processes": 1,
+    "num_processes": 0,  # 0: one per GPU of the machine, else one CPU process
     "gradient_accumulation_steps": 1,
     "use_peft": False,
     "lora_r": 8,
@@ -168,8 +171,29 @@ def base_run_choices(state: AppState, task: str) -> list[str]:
     return choices
 
 
-def settings_to_config(state: AppState, settings: dict[str, Any]) -> tuple[str, dict[str, Any], int, str]:
-    """(task, config for config.yaml, processes, launcher precision); wrong values raise gr.Error."""
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """On what a run trains: the planner (tunelab.launch) turns this into its command."""
+
+    resources: Resources
+
+    def processes(self, state: AppState) -> int:
+        """Processes in all (for the estimate)."""
+        return processes_and_device(self.resources, state.hardware)[0]
+
+
+def placement(state: AppState, s: dict[str, Any]) -> Placement:
+    """The run's Resources from the settings; impossible asks raise gr.Error."""
+    try:
+        resources = Resources(num_processes=int(s["num_processes"] or 0) or None)
+        processes_and_device(resources, state.hardware)  # e.g. 4 processes on a 2-GPU machine
+    except TuneLabError as e:
+        raise gr.Error(clean_message(str(e))) from None
+    return Placement(resources)
+
+
+def settings_to_config(state: AppState, settings: dict[str, Any]) -> tuple[str, dict[str, Any], Placement]:
+    """(task, config for config.yaml, where it trains); wrong values raise gr.Error."""
     s = {**DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
     unknown = set(settings) - set(DEFAULTS)
     if unknown:
@@ -287,18 +311,24 @@ def settings_to_config(state: AppState, settings: dict[str, Any]) -> tuple[str, 
         raise gr.Error(clean_message(str(e))) from None
     except (TypeError, ValueError) as e:
         raise gr.Error(f"Invalid setting: {clean_message(str(e))}") from None
-    processes = max(1, int(s["num_processes"]))
-    launcher_precision = s["mixed_precision"] if s["mixed_precision"] in ("fp16", "bf16") else "no"
-    return task, config, processes, launcher_precision
+    return task, config, placement(state, s)
 
 
 def preview(state: AppState, settings: dict[str, Any]) -> tuple[str, str]:
     """The config.yaml and the command exactly as a new run would get them (run folder shown as <run>)."""
     try:
-        task, config, processes, precision = settings_to_config(state, settings)
+        task, config, where = settings_to_config(state, settings)
+        run_dir, config, command = state.queue.plan(
+            task,
+            config,
+            where.resources,
+            run_id="RUN-ID",
+            hardware=state.hardware,
+        )
     except gr.Error as e:
         return f"# {e.message}", ""
-    run_dir, config, command = state.queue.plan(task, config, processes, precision, run_id="RUN-ID")
+    except TuneLabError as e:
+        return f"# {clean_message(str(e))}", ""
     shown_dir = f"{state.runs_dir.name}/<run-id>"
     text = yaml.safe_dump(config, sort_keys=False).replace(str(run_dir), shown_dir)
     return text.replace(str(state.data_dir) + "/", "<data>/"), command.replace(str(run_dir), shown_dir)
@@ -306,7 +336,7 @@ def preview(state: AppState, settings: dict[str, Any]) -> tuple[str, str]:
 
 def check_data(state: AppState, settings: dict[str, Any]) -> str:
     """The whole preflight of the chosen task, without training."""
-    task, config, _, _ = settings_to_config(state, settings)
+    task, config, _ = settings_to_config(state, settings)
     path = Path(config["train_file"])
     try:
         if task in CLASSIFIER_TASKS:
@@ -343,7 +373,8 @@ def check_data(state: AppState, settings: dict[str, Any]) -> str:
 def estimate(state: AppState, settings: dict[str, Any]) -> str:
     from tunelab import estimate as est
 
-    task, config, processes, _ = settings_to_config(state, settings)
+    task, config, where = settings_to_config(state, settings)
+    processes = where.processes(state)
     path = Path(config["train_file"])
     accumulation = config.get("gradient_accumulation_steps", 1)
     try:
@@ -456,21 +487,22 @@ def adaptation_settings(state: AppState, settings: dict[str, Any], config: dict[
 
 def submit(state: AppState, settings: dict[str, Any]) -> tuple[str, str]:
     """Queue a run (after a domain-adaptation run when asked); returns (message, run id)."""
-    task, config, processes, precision = settings_to_config(state, settings)
+    task, config, where = settings_to_config(state, settings)
     adapt = task == "classification" and bool(settings.get("domain_adaptation"))
     for needed in ("masked-lm", task) if adapt else (task,):
-        if not state.queue.recipe_path(needed).exists():
-            raise gr.Error(f"The {needed} recipe ({RECIPES[needed]}) is not installed in this checkout.")
+        recipe = get_task(needed).recipe
+        if not get_task(needed).recipe_path().exists():
+            raise gr.Error(f"The {needed} recipe ({recipe}) is not installed in this checkout.")
     try:
         first = None
         if adapt:
-            mlm_task, mlm_config, _, _ = settings_to_config(
-                state, adaptation_settings(state, settings, config)
-            )
-            first = state.queue.submit(mlm_task, mlm_config, processes, precision, origin="domain adaptation")
+            mlm_task, mlm_config, _ = settings_to_config(state, adaptation_settings(state, settings, config))
+            first = state.queue.submit(mlm_task, mlm_config, where.resources, origin="domain adaptation")
             # The classifier starts from the adaptation run's folder once that run has finished.
             config = {**config, "model_name_or_path": str(first.path)}
-        run = state.queue.submit(task, config, processes, precision, after=first.id if first else None)
+        run = state.queue.submit(task, config, where.resources, after=first.id if first else None)
+    except TuneLabError as e:
+        raise gr.Error(clean_message(str(e))) from None
     except QueueFullError as e:
         raise gr.Error(str(e)) from None
     waiting = len(state.queue.queued())
@@ -570,7 +602,15 @@ def build(state: AppState) -> dict[str, Any]:
                             label="Precision",
                             info="auto: bf16 where the hardware is fast at it",
                         )
-                        processes = gr.Number(1, label="Processes", precision=0, minimum=1, maximum=8)
+                        processes = gr.Number(
+                            0,
+                            label="Processes",
+                            precision=0,
+                            minimum=0,
+                            maximum=64,
+                            info=f"0: {state.hardware.describe()} gives "
+                            + (f"{state.hardware.gpus} (one per GPU)" if state.hardware.gpus else "1"),
+                        )
                         accumulation = gr.Number(1, label="Gradient accumulation", precision=0, minimum=1)
                         seed = gr.Number(42, label="Seed", precision=0)
                     with gr.Row():

@@ -30,7 +30,6 @@ from .queue import RunQueue  # noqa: E402
 from .state import AppState  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-RECIPES_DIR = REPO_ROOT / "recipes"
 MAX_FILE_SIZE = "200mb"
 QUEUE_MAX_SIZE = 64  # pending UI events per app; a bounded queue refuses more instead of piling up
 
@@ -45,7 +44,7 @@ def build_app(runs_dir: str | Path, data_dir: str | Path, max_concurrent_runs: i
     runs_dir, data_dir = Path(runs_dir).resolve(), Path(data_dir).resolve()
     runs_dir.mkdir(parents=True, exist_ok=True)
     materialize_samples(data_dir)
-    queue = RunQueue(runs_dir, RECIPES_DIR, max_concurrent_runs, cwd=REPO_ROOT)
+    queue = RunQueue(runs_dir, max_concurrent_runs, cwd=REPO_ROOT)
     state = AppState(runs_dir=runs_dir, data_dir=data_dir, queue=queue)
     with gr.Blocks(title="TuneLab", analytics_enabled=False) as demo:
         gr.Markdown("# TuneLab\nFine-tune a classifier or pretrain a small GPT-2 on your data, then try it.")

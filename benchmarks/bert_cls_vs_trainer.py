@@ -183,7 +183,7 @@ def main() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     import torch
 
-    from tunelab.train import cpu_has_fast_bf16
+    from tunelab.hardware import cpu_has_fast_bf16
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -204,7 +204,7 @@ def main() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     import torch
 
-    from tunelab.train import cpu_has_fast_bf16
+    from tunelab.hardware import cpu_has_fast_bf16
 
     precision = "bf16" if cpu_has_fast_bf16() else "no"
     if THREADS:

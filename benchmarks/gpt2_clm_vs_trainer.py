@@ -49,8 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from tunelab.data.lm import split_tokens  # noqa: E402
+from tunelab.hardware import cpu_has_fast_bf16  # noqa: E402
 from tunelab.lm import flops_per_token, gpt2_config, train_bpe_tokenizer  # noqa: E402
-from tunelab.train import cpu_has_fast_bf16  # noqa: E402
 
 BLOCK, BATCH, VOCAB, SKIP = 256, 16, 8192, 10
 MODEL = "n_layer=4,n_embd=256,n_head=4"

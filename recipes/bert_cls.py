@@ -35,7 +35,6 @@ from tunelab.recipe import (
     guard,
     open_run,
     parse_or_exit,
-    reproduce_command,
     resolve_output_dir,
     setup_logging,
     start_trackers,
@@ -60,8 +59,7 @@ def main() -> None:
     main_process = accelerator.is_main_process
     setup_logging(output_dir, main_process)
     config = to_config(data_args, train_args, lora_args, clean_args, augment_args)
-    command = reproduce_command(accelerator.num_processes, accelerator.mixed_precision)
-    run, events = open_run(output_dir, "cls", config, command, main_process)
+    run, events = open_run(output_dir, "cls", config, accelerator)
 
     with guard(run, main_process):
         # Data: every check runs before a model is loaded, so bad input fails in seconds.
@@ -147,7 +145,14 @@ def main() -> None:
         if main_process:
             run.update_status(stage="saving")
             save_outputs(
-                output_dir, merge_lora(result.model), tokenizer, data, result, config, command, data_lines
+                output_dir,
+                merge_lora(result.model),
+                tokenizer,
+                data,
+                result,
+                config,
+                run.command(),
+                data_lines,
             )
             final = {k: v for k, v in result.metrics.items() if k.startswith("eval/")}
             logger.info("Final: %s", json.dumps({k: round(v, 4) for k, v in final.items()}))

@@ -34,7 +34,6 @@ from tunelab.recipe import (
     guard,
     open_run,
     parse_or_exit,
-    reproduce_command,
     resolve_output_dir,
     setup_logging,
     start_trackers,
@@ -51,8 +50,7 @@ def main() -> None:
     main_process = accelerator.is_main_process
     setup_logging(output_dir, main_process)
     config = to_config(mlm_args, train_args)
-    command = reproduce_command(accelerator.num_processes, accelerator.mixed_precision)
-    run, events = open_run(output_dir, "mlm", config, command, main_process)
+    run, events = open_run(output_dir, "mlm", config, accelerator)
 
     with guard(run, main_process):
         # Data: every file check runs before a model is loaded, so bad input fails in seconds.
@@ -135,7 +133,7 @@ def main() -> None:
         if main_process:
             run.update_status(stage="saving")
             save_outputs(
-                output_dir, result, tokenizer, texts, train_set, eval_examples, before, config, command
+                output_dir, result, tokenizer, texts, train_set, eval_examples, before, config, run.command()
             )
             final = {k: v for k, v in result.metrics.items() if k.startswith("eval/")}
             logger.info("Final: %s", json.dumps({k: round(v, 4) for k, v in final.items()}))

@@ -57,7 +57,6 @@ from tunelab.recipe import (
     guard,
     open_run,
     parse_or_exit,
-    reproduce_command,
     resolve_output_dir,
     setup_logging,
     start_trackers,
@@ -78,8 +77,7 @@ def main() -> None:
     config = to_config(data_args, train_args, kd_args)
     # The student comes from teacher_name_or_path / student_name_or_path; model_name_or_path is unused.
     config["model_name_or_path"] = None
-    command = reproduce_command(accelerator.num_processes, accelerator.mixed_precision)
-    run, events = open_run(output_dir, "distill", config, command, main_process)
+    run, events = open_run(output_dir, "distill", config, accelerator)
 
     with guard(run, main_process):
         if data_args.model_name_or_path != EMBEDDED_ENCODER:
@@ -225,7 +223,7 @@ def main() -> None:
             report = compare(
                 teacher_path, output_dir, teacher_metrics, result.metrics, data, data_args, kd_args
             )
-            save_report(output_dir, data, result, config, command, summary, report)
+            save_report(output_dir, data, result, config, run.command(), summary, report)
             final = {k: v for k, v in result.metrics.items() if k.startswith("eval/")}
             logger.info("Final: %s", json.dumps({k: round(v, 4) for k, v in final.items()}))
             logger.info("Teacher vs student:\n%s", comparison_table(report["teacher"], report["student"]))

@@ -44,7 +44,6 @@ from tunelab.recipe import (
     guard,
     open_run,
     parse_or_exit,
-    reproduce_command,
     resolve_output_dir,
     setup_logging,
     start_trackers,
@@ -61,8 +60,7 @@ def main() -> None:
     main_process = accelerator.is_main_process
     setup_logging(output_dir, main_process)
     config = to_config(lm_args, train_args)
-    command = reproduce_command(accelerator.num_processes, accelerator.mixed_precision)
-    run, events = open_run(output_dir, "clm", config, command, main_process)
+    run, events = open_run(output_dir, "clm", config, accelerator)
     cache_dir = Path(lm_args.cache_dir).expanduser() if lm_args.cache_dir else default_cache_dir()
 
     with guard(run, main_process):
@@ -163,7 +161,7 @@ def main() -> None:
 
         if main_process:
             run.update_status(stage="saving")
-            save_outputs(output_dir, result.model.model, tokenizer, data, result, config, command)
+            save_outputs(output_dir, result.model.model, tokenizer, data, result, config, run.command())
             final = {k: v for k, v in result.metrics.items() if k.startswith("eval/")}
             logger.info("Final: %s", json.dumps({k: round(v, 4) for k, v in final.items()}))
             run.update_status(state="finished", stage="done", metrics=final)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -110,35 +109,19 @@ def sentiment_csv(tmp_path) -> Path:
 
 
 def launch_command(recipe: str, *args: str, processes: int = 1) -> list[str]:
-    """``accelerate launch recipes/<recipe>``; 2 processes use gloo DDP on CPU."""
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--quiet"]
-    if processes > 1:
-        # See ENV_NOTES: --cpu with 2 processes silently runs one; this is the form that gives MULTI_CPU.
-        cmd += [
-            "--multi_gpu",
-            "--num_processes",
-            str(processes),
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "--main_process_port",
-            "0",
-        ]
-    else:
-        cmd += [
-            "--num_processes",
-            "1",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-        ]
-    return [*cmd, str(ROOT / "recipes" / recipe), *args]
+    """``accelerate launch recipes/<recipe>`` on this CPU, planned by tunelab.launch as every run is
+    (2 processes: gloo DDP); fp32 in the launcher, the recipe's own setting decides."""
+    from tunelab.hardware import Hardware
+    from tunelab.launch import Resources, accelerate_command
+
+    command = accelerate_command(
+        ROOT / "recipes" / recipe,
+        list(args),
+        Resources(device="cpu", num_processes=processes),
+        Hardware(),
+        "no",
+    )
+    return command.executable()
 
 
 def launch(

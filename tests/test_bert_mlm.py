@@ -218,7 +218,7 @@ def test_cli_train_mlm_dry_run_resolves_the_recipe_arguments(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "whole_word_mask: true" in out and "mlm_probability: 0.15" in out
-    assert "recipes/bert_mlm.py --train_file notes.txt" in out
+    assert "train_file: notes.txt" in out and "recipes/bert_mlm.py --config " in out
 
 
 def test_app_queues_adaptation_then_classification_from_its_folder(tmp_path, sentiment_csv):
@@ -229,7 +229,7 @@ def test_app_queues_adaptation_then_classification_from_its_folder(tmp_path, sen
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     shutil.copy(sentiment_csv, data_dir / "reviews.csv")
-    queue = RunQueue(tmp_path / "runs", ROOT / "recipes", max_concurrent=2)
+    queue = RunQueue(tmp_path / "runs", max_concurrent=2, cwd=ROOT)
     queue.start = lambda: None  # schedule by hand: no training process in this test
     state = AppState(tmp_path / "runs", data_dir, queue)
 

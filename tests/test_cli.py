@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -16,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT, sentiment_rows
+
+from tunelab.launch.process import ProcessRef
 
 BIN = Path(sys.executable).with_name("tunelab")
 
@@ -110,7 +113,8 @@ def test_train_dry_run_prints_resolved_yaml_and_command_and_trains_nothing(tmp_p
     assert resolved["learning_rate"] == 0.001 and resolved["num_train_epochs"] == 2.0
     assert resolved["per_device_train_batch_size"] == 32  # a default from the dataclasses
     assert resolved["output_dir"].startswith(str(runs / "cls-"))
-    assert " launch " in command and command.endswith(f"--output_dir {resolved['output_dir']}")
+    # The run is planned from its own resolved config.yaml, as it will be started (and resumed).
+    assert " launch " in command and command.endswith(f"--config {resolved['output_dir']}/config.yaml")
     assert "recipes/bert_cls.py --config" in command and "--num_processes 1" in command
     assert not runs.exists()
 
@@ -208,15 +212,19 @@ def test_runs_show_prints_status_config_final_metrics_and_log_tail(cls_run):
     assert "log (last 5 lines" in out and "Final:" in out
 
 
-def test_runs_resume_reruns_command_txt_in_the_same_folder_from_latest(cls_run):
+def test_runs_resume_plans_the_run_again_from_its_config_and_launch_record(cls_run):
     runs, _, _ = cls_run
     (run_dir,) = [p for p in runs.iterdir() if p.is_dir()]
     proc = tunelab("runs", "resume", run_dir.name, "--runs-dir", runs, "--dry-run")
     assert proc.returncode == 0, proc.stderr
     command = proc.stdout.strip()
     assert command.startswith("ACCELERATE_USE_CPU=1 ") and "bert_cls.py" in command
-    assert command.endswith(f"--output_dir {run_dir} --resume_from_checkpoint latest")
-    assert command.count("--output_dir") == 1
+    # No checkpoint: it would start again, from the config.yaml as seen from the directory it was launched in.
+    *_, flag, config_path = shlex.split(command)
+    cwd = Path(json.loads((run_dir / "launch.json").read_text())["cwd"])
+    assert flag == "--config" and (cwd / config_path).resolve() == (run_dir / "config.yaml").resolve()
+    assert (run_dir / "command.txt").read_text().strip() == command
+    assert_one_line_error(tunelab("runs", "resume", run_dir.name, "--runs-dir", runs), "is finished")
 
 
 def test_classify_a_run_prints_labels_and_probabilities(cls_run):
@@ -380,26 +388,39 @@ def fake_run(runs: Path, run_id: str, state: str, proc: subprocess.Popen | None 
         "max_steps": 10,
     }
     if proc is not None:
-        status.update(pid=proc.pid, pgid=os.getpgid(proc.pid))
+        status["process"] = ProcessRef.of(proc.pid).to_dict()
     (folder / "status.json").write_text(json.dumps(status))
     (folder / "config.yaml").write_text("model_name_or_path: embedded:all-MiniLM-L6-v2\n")
     return folder
 
 
-def sleeper(ignore_sigterm: bool = False) -> subprocess.Popen:
-    code = "import signal, time\n"
-    if ignore_sigterm:
-        code += "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-    code += "print('ready', flush=True)\ntime.sleep(120)\n"
+def sleeper(run_id: str, runs: Path, polite: bool = True) -> subprocess.Popen:
+    """A process standing in for a run's launcher (marked as the run's, in its own group). A polite one
+    listens for stop requests as recipes do (tunelab.stopping) and exits; a stubborn one ignores them."""
+    code = "import time, pathlib\n"
+    if polite:
+        code += (
+            "from tunelab.stopping import StopControl\n"
+            f"control = StopControl.install(pathlib.Path({str(runs / run_id)!r}))\n"
+            "control.in_loop = True\n"
+            "print('ready', flush=True)\n"
+            "while not control.requested: time.sleep(0.05)\n"
+        )
+    else:
+        code += "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready', flush=True)\ntime.sleep(120)\n"
     proc = subprocess.Popen(
-        [sys.executable, "-c", code], start_new_session=True, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", code],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TUNELAB_RUN_ID": run_id, "TUNELAB_ATTEMPT_START": str(time.time() - 5)},
     )
     assert proc.stdout.readline() == "ready\n"
     return proc
 
 
 def test_runs_rm_refuses_a_running_run_without_force_and_removes_others(tmp_path):
-    process = sleeper()
+    process = sleeper("cls-running", tmp_path)
     try:
         running = fake_run(tmp_path, "cls-running", "running", process)
         done = fake_run(tmp_path, "cls-done", "finished")
@@ -412,25 +433,26 @@ def test_runs_rm_refuses_a_running_run_without_force_and_removes_others(tmp_path
         proc = tunelab("runs", "rm", "cls-running", "--force", "--runs-dir", tmp_path)
         assert proc.returncode == 0, proc.stderr
         assert not running.exists()
-        assert process.wait(timeout=10) == -signal.SIGTERM
+        assert process.wait(timeout=10) == 0  # it was asked to stop, and did
     finally:
         process.kill()
         process.wait()
 
 
-def test_runs_stop_sends_sigterm_to_the_group_then_sigkill_after_the_grace_period(tmp_path):
-    polite, stubborn = sleeper(), sleeper(ignore_sigterm=True)
+def test_runs_stop_asks_the_run_to_stop_then_kills_it_after_the_grace_period(tmp_path):
+    polite, stubborn = sleeper("clm-polite", tmp_path), sleeper("clm-stubborn", tmp_path, polite=False)
     try:
         fake_run(tmp_path, "clm-polite", "running", polite)
         fake_run(tmp_path, "clm-stubborn", "running", stubborn)
         proc = tunelab("runs", "stop", "clm-polite", "--runs-dir", tmp_path)
         assert proc.returncode == 0, proc.stderr
-        assert polite.wait(timeout=10) == -signal.SIGTERM
+        assert polite.wait(timeout=10) == 0
         assert json.loads((tmp_path / "clm-polite" / "status.json").read_text())["state"] == "stopped"
         start = time.monotonic()
         proc = tunelab("runs", "stop", "clm-stubborn", "--grace", "1", "--runs-dir", tmp_path)
         assert proc.returncode == 0 and "killed after 1 s" in proc.stdout
         assert stubborn.wait(timeout=10) == -signal.SIGKILL and time.monotonic() - start < 15
+        assert json.loads((tmp_path / "clm-stubborn" / "status.json").read_text())["state"] == "stopped"
         assert_one_line_error(tunelab("runs", "stop", "clm-polite", "--runs-dir", tmp_path), "is not running")
     finally:
         for p in (polite, stubborn):

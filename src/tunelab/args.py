@@ -6,8 +6,10 @@ unknown keys and wrong types are errors that name the key.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
+import io
 import os
 import sys
 from dataclasses import dataclass, field
@@ -400,6 +402,21 @@ def parse_args(types: tuple[type, ...], argv: list[str] | None = None) -> tuple:
             hint = f" Did you mean: {', '.join('--' + c for c in close)}?" if close else ""
             raise ConfigError(f"unknown argument {token}.{hint}")
     return tuple(parser.parse_args_into_dataclasses(args=prefix + argv))[: len(types)]
+
+
+def parse_config(types: tuple[type, ...], values: dict[str, Any], source: str = "config") -> tuple:
+    """Parse a mapping of argument names to values (a config.yaml's content) into the dataclasses."""
+    known = {f.name: f for t in types for f in dataclasses.fields(t)}
+    parser = HfArgumentParser(types)
+    argv = _yaml_to_argv(values, known, source)
+    # argparse reports a wrong type by printing usage and exiting: turn that into the usual error.
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return tuple(parser.parse_args_into_dataclasses(args=argv))[: len(types)]
+    except SystemExit:
+        message = captured.getvalue().strip().splitlines()[-1:] or ["invalid value"]
+        raise ConfigError(f"{source}: {message[0].split('error: ', 1)[-1]}") from None
 
 
 def to_config(*args_objects: Any) -> dict[str, Any]:

@@ -15,11 +15,8 @@ import contextlib
 import csv
 import json
 import os
-import re
-import shlex
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -28,19 +25,11 @@ from typing import Any
 
 import tunelab
 from tunelab.errors import ConfigError, TuneLabError
-from tunelab.runs import group_alive  # light: no torch
+from tunelab.tasks import TASKS, get_task  # light: no torch
 
-RECIPES = {"cls": "bert_cls.py", "clm": "gpt2_clm.py", "mlm": "bert_mlm.py", "distill": "distill_cls.py"}
-RECIPE_TITLES = {
-    "cls": "text classification (recipes/bert_cls.py)",
-    "clm": "causal LM (recipes/gpt2_clm.py)",
-    "mlm": "masked-LM domain adaptation (recipes/bert_mlm.py)",
-    "distill": "classifier distillation (recipes/distill_cls.py)",
-}
-ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 # Metrics that name "best" in `runs list`, in order of preference, with their direction.
 BEST_METRICS = {"accuracy": max, "f1": max, "perplexity": min, "loss": min}
-STOP_GRACE_S = 60.0
+STOP_GRACE_S = 60.0  # tunelab.launch.STOP_GRACE_S, without importing the launcher for --help
 
 
 class CliError(TuneLabError):
@@ -80,27 +69,6 @@ def default_runs_dir() -> Path:
 
 def runs_dir_of(args: argparse.Namespace) -> Path:
     return Path(args.runs_dir) if getattr(args, "runs_dir", None) else default_runs_dir()
-
-
-def process_alive(pid: int | None) -> bool:
-    """True while ``pid`` runs (a zombie, finished but not yet reaped, counts as gone)."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not _is_zombie(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
 
 
 def format_time(stamp: float | None) -> str:
@@ -145,21 +113,15 @@ def find_run(spec: str, runs_dir: Path, required: bool = True):
     raise CliError(f"no run {spec!r} in {runs_dir} (`tunelab runs list --runs-dir DIR` shows the runs)")
 
 
-def is_running(run) -> bool:
-    """Running by its status and with its process still there (a killed run keeps 'running' on disk)."""
-    from tunelab.runs import ACTIVE_STATES
+def refreshed(run) -> dict[str, Any]:
+    """The run's status, settled against its processes or cluster job (a killed run is marked failed)."""
+    from tunelab.launch import refresh
 
-    status = run.status()
-    return status.get("state") in ACTIVE_STATES and process_alive(status.get("pid"))
+    return refresh(run)
 
 
-def shown_state(run) -> str:
-    from tunelab.runs import ACTIVE_STATES
-
-    state = run.status().get("state", "unknown")
-    if state in ACTIVE_STATES and not is_running(run):
-        return f"{state}?"  # its process is gone: killed without a chance to write its end
-    return state
+def shown_state(status: dict[str, Any]) -> str:
+    return status.get("state", "unknown")
 
 
 def base_model_of(config: dict[str, Any]) -> str:
@@ -189,14 +151,6 @@ def best_metric(run) -> str:
     return "-"
 
 
-def duration_of(status: dict[str, Any], running: bool) -> float | None:
-    started = status.get("started") or status.get("created")
-    if not started:
-        return None
-    end = time.time() if running else status.get("ended")
-    return end - started if end else None
-
-
 def cmd_runs_list(args: argparse.Namespace) -> int:
     from tunelab.runs import list_runs
 
@@ -207,19 +161,19 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
         return 0
     rows = []
     for run in runs:
-        status = run.status()
+        status = refreshed(run)
         step = status.get("step")
         steps = f"{step if step is not None else '-'}/{status.get('max_steps') or '-'}"
         rows.append(
             [
                 run.id,
-                shown_state(run),
+                shown_state(status),
                 status.get("task", "-"),
                 base_model_of(run.config()),
                 steps,
                 best_metric(run),
                 format_time(status.get("started") or status.get("created")),
-                format_duration(duration_of(status, is_running(run))),
+                format_duration(run.elapsed(status)),
             ]
         )
     print_table(rows, ["ID", "STATUS", "TASK", "BASE MODEL", "STEP", "BEST", "STARTED", "DURATION"])
@@ -230,28 +184,25 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     import yaml
 
     run = find_run(args.run, runs_dir_of(args))
-    status = run.status()
-    running = is_running(run)
+    status = refreshed(run)
     step = status.get("step")
+    where = run.launch_record()
     lines = [
         ("run", run.id),
         ("folder", str(run.path.resolve())),
-        ("status", f"{shown_state(run)}" + (f" ({status['stage']})" if status.get("stage") else "")),
+        ("status", f"{shown_state(status)}" + (f" ({status['stage']})" if status.get("stage") else "")),
         ("reason", status.get("reason") or "-"),
         ("task", status.get("task", "-")),
         ("base model", base_model_of(run.config())),
         ("step", f"{step if step is not None else '-'}/{status.get('max_steps') or '-'}"),
         ("started", format_time(status.get("started") or status.get("created"))),
-        ("duration", format_duration(duration_of(status, running))),
+        ("duration", format_duration(run.elapsed(status))),
+        ("target", where.get("target", "local")),
         ("best", best_metric(run)),
         ("checkpoints", ", ".join(p.name for p in run.checkpoints()) or "-"),
         ("model", "yes (from_pretrained works on the folder)" if run.has_model() else "not saved yet"),
         ("command", run.command() or "-"),
     ]
-    if status.get("state") in ("queued", "running") and not running:
-        lines.insert(
-            4, ("note", f"process {status.get('pid')} is gone; `tunelab runs resume {run.id}` continues it")
-        )
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
         print(f"{key + ':':<{width + 1}} {value}")
@@ -271,72 +222,41 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def stop_run(args: argparse.Namespace, run, grace: float) -> str:
-    """SIGTERM to the run's process group (the loop saves a checkpoint), SIGKILL after ``grace`` seconds."""
-    status = run.status()
-    pid, pgid = status.get("pid"), status.get("pgid")
-    if not is_running(run):
-        if status.get("state") in ("queued", "running"):
-            run.update_status(state="stopped", stage="stopped", reason="its process was already gone")
-            return "its process was already gone; marked stopped"
-        raise CliError(f"run {run.id} is not running (it is {status.get('state', 'unknown')})")
-    # Never signal our own group: a run started in this shell's group would take us down with it.
-    group = pgid if pgid and pgid != os.getpgid(0) else None
-    alive = (lambda: group_alive(group)) if group else (lambda: process_alive(pid))
-    send = (lambda sig: os.killpg(group, sig)) if group else (lambda sig: os.kill(pid, sig))
-    info(
-        args,
-        f"stopping {run.id}: SIGTERM to {'process group ' + str(group) if group else 'process ' + str(pid)}"
-        f" (it saves a checkpoint; SIGKILL after {grace:.0f} s)",
-    )
-    with contextlib.suppress(ProcessLookupError):
-        send(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while alive() and time.monotonic() < deadline:
-        time.sleep(0.3)
-    if alive():
-        with contextlib.suppress(ProcessLookupError):
-            send(signal.SIGKILL)
-        run.update_status(
-            state="stopped", stage="stopped", reason=f"killed after {grace:.0f} s without stopping"
-        )
-        return f"killed after {grace:.0f} s (its last checkpoint is kept)"
-    if run.status().get("state") in ("queued", "running"):
-        run.update_status(state="stopped", stage="stopped", reason="stopped by tunelab runs stop")
-    return f"stopped ({run.status().get('state')}); resume with `tunelab runs resume {run.id}`"
-
-
 def cmd_runs_stop(args: argparse.Namespace) -> int:
+    from tunelab.launch import stop
+
     run = find_run(args.run, runs_dir_of(args))
-    print(f"{run.id}: {stop_run(args, run, args.grace)}")
+    info(args, f"stopping {run.id}: it saves a checkpoint and exits (killed after {args.grace:.0f} s)")
+    print(f"{run.id}: {stop(run, grace=args.grace)}")
     return 0
 
 
 def cmd_runs_rm(args: argparse.Namespace) -> int:
+    from tunelab.launch import is_active, stop
+
     runs_dir = runs_dir_of(args)
     run = find_run(args.run, runs_dir)
-    if is_running(run):
+    if is_active(run):
         if not args.force:
             raise CliError(
-                f"run {run.id} is running: stop it first (`tunelab runs stop {run.id}`) or pass --force"
+                f"run {run.id} is {run.state}: stop it first (`tunelab runs stop {run.id}`) or pass --force"
             )
-        stop_run(args, run, grace=args.grace)
+        stop(run, grace=args.grace)
     shutil.rmtree(run.path)
     print(f"removed {run.path}")
     return 0
 
 
 def cmd_runs_resume(args: argparse.Namespace) -> int:
+    from tunelab.launch import lifecycle
+
     run = find_run(args.run, runs_dir_of(args))
-    if is_running(run):
-        raise CliError(f"run {run.id} is still running; nothing to resume")
-    command = run.command()
-    if not command:
-        raise CliError(f"run {run.id} has no command.txt, so there is no command to resume")
-    env_assignments, launcher_flags, recipe, recipe_args = split_recipe_command(command)
-    for flag in ("--output_dir", "--resume_from_checkpoint"):
-        recipe_args = drop_flag(recipe_args, flag)
-    recipe_args += ["--output_dir", str(run.path), "--resume_from_checkpoint", "latest"]
+    if args.dry_run:
+        if not run.launch_record():
+            raise CliError(f"run {run.id} has no launch.json yet; resume it once to give it one")
+        print(lifecycle.planned_command_text(run, run.launch_record()))
+        return 0
+    lifecycle.resume(run)
     checkpoints = run.checkpoints()
     info(
         args,
@@ -344,246 +264,147 @@ def cmd_runs_resume(args: argparse.Namespace) -> int:
         if checkpoints
         else f"{run.id} has no checkpoint: it starts again from step 0 in the same folder",
     )
-    if not cuda_available():
-        # command.txt may lack it; without it --multi_gpu on CPU starts unlinked copies (ENV_NOTES).
-        env_assignments.setdefault("ACCELERATE_USE_CPU", "1")
-    argv = accelerate_launch() + complete_launch_flags(launcher_flags) + [str(recipe), *recipe_args]
-    if args.dry_run:
-        print(command_line(env_assignments, argv))
-        return 0
-    env = {**os.environ, **env_assignments}
-    return run_recipe(args, argv, env_assignments, env, run.path)
-
-
-def split_recipe_command(command: str) -> tuple[dict[str, str], list[str], Path, list[str]]:
-    """command.txt -> (env assignments, launcher flags, recipe path, recipe args)."""
-    tokens = shlex.split(command)
-    env = {}
-    while tokens and ENV_ASSIGNMENT.match(tokens[0]):
-        key, value = tokens.pop(0).split("=", 1)
-        env[key] = value
-    script = next((i for i, t in enumerate(tokens) if t.endswith(".py")), None)
-    if script is None:
-        raise CliError(f"cannot read the recipe from command.txt: {command}")
-    start = tokens.index("launch") + 1 if "launch" in tokens[:script] else script
-    recipe = Path(tokens[script])
-    if not recipe.exists():  # command.txt holds the path relative to where the run was started
-        recipe = project_root("recipes") / "recipes" / recipe.name
-    if not recipe.exists():
-        raise CliError(f"the recipe {tokens[script]} of this run does not exist here")
-    return env, tokens[start:script], recipe, tokens[script + 1 :]
-
-
-def drop_flag(argv: list[str], flag: str) -> list[str]:
-    out, skip = [], False
-    for token in argv:
-        if skip:
-            skip = False
-        elif token == flag:
-            skip = True
-        elif not token.startswith(flag + "="):
-            out.append(token)
-    return out
+    return start_and_follow(args, run)
 
 
 # ---- train ---------------------------------------------------------------------------------------
 
 
-def recipe_argument_types(task: str) -> tuple[type, ...]:
-    """The dataclasses each recipe parses (kept in step with recipes/*.py's ``parse_or_exit`` call)."""
-    from tunelab.args import (
-        CausalLMArguments,
-        ClassificationArguments,
-        LoraArguments,
-        TrainingArguments,
-    )
-
-    if task == "cls":
-        from tunelab.data.augment import AugmentationArguments
-        from tunelab.data.clean import DataCleaningArguments
-
-        return (
-            ClassificationArguments,
-            TrainingArguments,
-            LoraArguments,
-            DataCleaningArguments,
-            AugmentationArguments,
-        )
-    if task == "mlm":
-        from tunelab.mlm import MaskedLMArguments
-
-        return (MaskedLMArguments, TrainingArguments)
-    if task == "distill":
-        from tunelab.distill import DistillationArguments
-
-        return (ClassificationArguments, TrainingArguments, DistillationArguments)
-    return (CausalLMArguments, TrainingArguments)
-
-
-def accelerate_launch() -> list[str]:
-    """`accelerate launch` of this Python environment (not whichever is first on PATH)."""
-    script = Path(sys.executable).with_name("accelerate")
-    return (
-        [str(script), "launch"] if script.exists() else [sys.executable, "-m", "accelerate.commands.launch"]
-    )
-
-
-def complete_launch_flags(flags: list[str]) -> list[str]:
-    """Add what accelerate otherwise guesses (with a warning); --quiet keeps its own traceback out."""
-    flags = list(flags)
-    defaults = [("--num_machines", "1"), ("--dynamo_backend", "no")]
-    if "--multi_gpu" in flags:
-        defaults.append(("--main_process_port", "0"))  # a free port: two runs may share a machine
-    if "--num_processes" not in flags:
-        defaults.insert(0, ("--num_processes", "1"))
-    if "--mixed_precision" not in flags:
-        defaults.append(("--mixed_precision", "no"))
-    for flag, value in defaults:
-        if flag not in flags:
-            flags += [flag, value]
-    if "--quiet" not in flags and "-q" not in flags:
-        flags.append("--quiet")
-    return flags
-
-
-def launch_flags(
-    num_processes: int, mixed_precision: str | None, cpu: bool
-) -> tuple[dict[str, str], list[str]]:
-    """Env and flags of `accelerate launch`; on CPU the form that really gives N linked processes."""
-    env = {"ACCELERATE_USE_CPU": "1"} if cpu else {}
-    # On CPU, --cpu with N>1 silently runs one process, and --multi_gpu without ACCELERATE_USE_CPU starts
-    # N unlinked copies (see ENV_NOTES): ACCELERATE_USE_CPU=1 + --multi_gpu gives gloo DDP.
-    flags = ["--multi_gpu"] if num_processes > 1 else []
-    flags += ["--num_processes", str(num_processes), "--mixed_precision", mixed_precision or "no"]
-    return env, complete_launch_flags(flags)
-
-
-def has_flag(argv: list[str], flag: str) -> bool:
-    return any(t == flag or t.startswith(flag + "=") for t in argv)
-
-
 def resolved_config(task: str, recipe_args: list[str]) -> dict[str, Any]:
+    """The recipe's own parsing of ``[--config FILE] --key value ...``: wrong keys fail in a second."""
     from tunelab.args import parse_args, to_config
 
-    return to_config(*parse_args(recipe_argument_types(task), list(recipe_args)))
+    return to_config(*parse_args(get_task(task).argument_types(), list(recipe_args)))
 
 
-def plan_training(
-    args: argparse.Namespace, recipe_args: list[str]
-) -> tuple[list[str], dict[str, str], dict[str, Any]]:
-    """(accelerate launch argv, its env assignments, resolved config) of a run: `tunelab train` and
-    each trial of `tunelab sweep` start recipes through this one path."""
-    from tunelab.runs import new_run_id
+def placement(args: argparse.Namespace):
+    """(Resources, target, target options) from the command line: runs train on this machine."""
+    from tunelab.launch import Resources
 
-    recipe = recipe_path(args.recipe)
+    resources = Resources(
+        device=getattr(args, "device", "auto"),
+        num_processes=args.num_processes,
+        gpu_ids=getattr(args, "gpus", None),
+    )
+    return resources, "local", {}
+
+
+def recipe_config(args: argparse.Namespace, recipe_args: list[str]) -> dict[str, Any]:
     recipe_args = list(recipe_args)
     if args.config:
         recipe_args = ["--config", args.config, *recipe_args]
-    if args.mixed_precision and not has_flag(recipe_args, "--mixed_precision"):
-        # The recipe's own 'auto' would pick bf16 on a fast CPU even under the launcher's "no".
+    if args.mixed_precision:
         recipe_args += ["--mixed_precision", args.mixed_precision]
-    # Parse here first: a wrong key fails in a second, before accelerate and a model start.
-    config = resolved_config(args.recipe, recipe_args)
-    if not config.get("output_dir"):
-        # Named here so this command knows the run folder (to report on it) and command.txt has it.
-        recipe_args += ["--output_dir", str(runs_dir_of(args) / new_run_id(args.recipe))]
-        config["output_dir"] = recipe_args[-1]
-    env_assignments, flags = launch_flags(args.num_processes, args.mixed_precision, cpu=not cuda_available())
-    return accelerate_launch() + flags + [str(recipe), *recipe_args], env_assignments, config
-
-
-def recipe_path(task: str) -> Path:
-    return project_root(f"recipes/{RECIPES[task]}") / "recipes" / RECIPES[task]
+    return resolved_config(args.recipe, recipe_args)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    argv, env_assignments, config = plan_training(args, args.recipe_args)
+    from tunelab import launch
+
+    config = recipe_config(args, args.recipe_args)
+    resources, target, options = placement(args)
+    run_dir = Path(config["output_dir"]) if config.get("output_dir") else None
+    runs_dir = runs_dir_of(args)
     if args.dry_run:
         import yaml
 
-        print(f"# resolved arguments of {RECIPE_TITLES[args.recipe]}")
+        run, config, _, command = launch.plan(
+            args.recipe, config, resources, target, options, run_dir, runs_dir
+        )
+        print(
+            f"# resolved arguments of {get_task(args.recipe).title} (recipes/{get_task(args.recipe).recipe})"
+        )
         print(yaml.safe_dump(config, sort_keys=False).rstrip())
+        print(f"# run folder: {run.path}")
         print("# command (not run: --dry-run)")
-        print(command_line(env_assignments, argv))
+        print(command)
         return 0
-    env = {**os.environ, **env_assignments}
-    if getattr(args, "runs_dir", None):
-        env["TUNELAB_RUNS_DIR"] = str(args.runs_dir)
-    return run_recipe(args, argv, env_assignments, env, Path(config["output_dir"]))
+    if run_dir is not None and run_dir.exists() and any(run_dir.iterdir()):
+        raise CliError(
+            f"{run_dir} already holds a run: `tunelab runs resume {run_dir}` continues it, or choose "
+            "another --output_dir"
+        )
+    run = launch.prepare_run(
+        args.recipe,
+        config,
+        resources,
+        target,
+        options,
+        runs_dir=runs_dir,
+        run_dir=run_dir,
+        status={"source": "cli"},
+    )
+    return start_and_follow(args, run)
 
 
-def cuda_available() -> bool:
-    import torch
+def start_and_follow(args: argparse.Namespace, run) -> int:
+    """Start a prepared (or re-queued) run and follow it: a local run until it ends (Ctrl-C stops it
+    like `runs stop`, twice kills it)."""
+    from tunelab import launch
 
-    return torch.cuda.is_available()
-
-
-def command_line(env_assignments: dict[str, str], argv: list[str]) -> str:
-    return " ".join([*(f"{k}={shlex.quote(v)}" for k, v in env_assignments.items()), shlex.join(argv)])
-
-
-def run_recipe(
-    args: argparse.Namespace,
-    argv: list[str],
-    env_assignments: dict[str, str],
-    env: dict[str, str],
-    run_dir: Path,
-) -> int:
-    """Run the launcher in its own process group and wait; Ctrl-C stops the run like `runs stop`."""
-    from tunelab.runs import Run
-
-    print(f"$ {command_line(env_assignments, argv)}", file=sys.stderr, flush=True)
-    if args.quiet:
-        env = {
-            **env,
-            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-            "TQDM_DISABLE": "1",
-            "TRANSFORMERS_VERBOSITY": "error",
-        }
-    # Its own group, so `tunelab runs stop` (SIGTERM to the group in status.json) never hits this shell.
-    proc = subprocess.Popen(argv, env=env, start_new_session=True)
+    print(f"$ {run.command()}", file=sys.stderr, flush=True)
+    try:
+        proc = launch.start(run)
+    except launch.LaunchError as e:
+        run.update_status(expect=("queued",), state="failed", stage="failed", reason=str(e))
+        raise
+    if proc is None:
+        raise CliError(f"run {run.id} was started by someone else meanwhile (it is {run.state})")
+    tail = threading.Thread(target=_echo_log, args=(args, run, proc), daemon=True)
+    tail.start()
     interrupts = 0
 
-    def forward(signum: int, frame: Any) -> None:
+    def interrupt(signum: int, frame: Any) -> None:
         nonlocal interrupts
         interrupts += 1
-        sig = signal.SIGTERM if interrupts == 1 else signal.SIGKILL
         if interrupts == 1:
             info(args, "stopping: the run saves a checkpoint and exits (Ctrl-C again to kill it)")
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
+            threading.Thread(target=launch.stop, args=(run,), kwargs={"grace": STOP_GRACE_S}).start()
+        else:
+            from tunelab.launch.process import ProcessRef, kill_run
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+            kill_run(ProcessRef.from_dict(run.status().get("process")), run.id)
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        code = proc.wait()
-        # A SIGTERM to the group ends accelerate's launcher at once while the recipe still saves its
-        # checkpoint: wait for the whole group, then answer with how the run ended.
-        while group_alive(proc.pid):
-            time.sleep(0.5)
-        if code < 0:
-            code = {"finished": 0, "stopped": 0, "failed": 1}.get(Run(run_dir).state, code)
+        status = launch.wait(run, proc)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    report_run(args, run_dir, code)
-    return code if code >= 0 else 128 - code
+    tail.join(timeout=2)
+    report_run(args, run, status)
+    return 0 if status.get("state") in ("finished", "stopped") else 1
 
 
-def report_run(args: argparse.Namespace, run_dir: Path, code: int) -> None:
-    from tunelab.runs import Run
+def _echo_log(args: argparse.Namespace, run, proc) -> None:
+    """The run's process.log on stderr while it runs (the recipe writes there, not to this terminal)."""
+    from tunelab.runs import PROCESS_LOG
 
-    run = Run(run_dir)
-    status = run.status()
-    if not status:
+    if args.quiet:
         return
+    with contextlib.suppress(OSError), open(run.path / PROCESS_LOG, errors="replace") as log:
+        log.seek(0, os.SEEK_END)
+        while True:
+            line = log.readline()
+            if line:
+                sys.stderr.write(line)
+                continue
+            if proc.poll() is not None:
+                sys.stderr.write(log.read())
+                return
+            time.sleep(0.2)
+
+
+def report_run(args: argparse.Namespace, run, status: dict[str, Any]) -> None:
     metrics = status.get("metrics") or {}
     summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+    ok = status.get("state") in ("finished", "stopped")
     info(
         args,
         f"run {run.id}: {status.get('state')}"
         + (f" ({summary})" if summary else "")
-        + (f": {status['reason']}" if status.get("reason") and code != 0 else "")
-        + f"\n  folder: {run_dir}",
+        + (f": {status['reason']}" if status.get("reason") and not ok else "")
+        + f"\n  folder: {run.path}",
     )
 
 
@@ -591,36 +412,20 @@ def report_run(args: argparse.Namespace, run_dir: Path, code: int) -> None:
 
 
 def trial_launcher(args: argparse.Namespace, base_args: list[str]):
-    """Start one sweep trial: the command `tunelab train` would run, in its own process group, with its
-    output in the run folder's process.log (the sweep's terminal shows one line per trial)."""
-    from tunelab.sweep import PROCESS_LOG, param_args
+    """Prepare and start one sweep trial the way `tunelab train` does (the same planner and lifecycle);
+    its output goes to the run folder's process.log (the sweep's terminal shows one line per trial)."""
+    from tunelab import launch
+    from tunelab.sweep import param_args
 
-    def launch(params: dict[str, Any], run_dir: Path) -> subprocess.Popen:
-        argv, env_assignments, _ = plan_training(
-            args, [*base_args, *param_args(params), "--output_dir", str(run_dir)]
+    def start(params: dict[str, Any], run_dir: Path, status: dict[str, Any]):
+        config = recipe_config(args, [*base_args, *param_args(params)])
+        resources, target, options = placement(args)
+        run = launch.prepare_run(
+            args.recipe, config, resources, target, options, run_dir=run_dir, status=status
         )
-        env = {
-            **os.environ,
-            **env_assignments,
-            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-            "TQDM_DISABLE": "1",
-            "TRANSFORMERS_VERBOSITY": "error",
-            "PYTHONUNBUFFERED": "1",
-        }
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with open(run_dir / PROCESS_LOG, "ab") as log:
-            log.write(f"$ {command_line(env_assignments, argv)}\n".encode())
-            log.flush()
-            return subprocess.Popen(
-                argv,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        return run, launch.start(run)
 
-    return launch
+    return start
 
 
 def new_sweep(args: argparse.Namespace):
@@ -640,7 +445,7 @@ def new_sweep(args: argparse.Namespace):
         raise CliError("--trials N is required (how many trials to run)")
     if args.config and not Path(args.config).is_file():
         raise CliError(f"config file {args.config} does not exist")
-    space = load_space(Path(args.space), recipe_argument_types(args.recipe))
+    space = load_space(Path(args.space), get_task(args.recipe).argument_types())
     config_args = ["--config", args.config] if args.config else []
     base_config = resolved_config(args.recipe, [*config_args, *args.recipe_args])
     check_space_values(
@@ -667,7 +472,7 @@ def new_sweep(args: argparse.Namespace):
         seed=args.sampler_seed,
         prune=not args.no_prune,
         launch={
-            "recipe": f"recipes/{RECIPES[args.recipe]}",
+            "recipe": f"recipes/{get_task(args.recipe).recipe}",
             "num_processes": args.num_processes,
             "mixed_precision": args.mixed_precision,
         },
@@ -693,14 +498,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             sweep.save({**record, "n_trials": args.trials})
         launch = record.get("launch") or {}
         args.config = record.get("config")
-        args.num_processes = launch.get("num_processes", 1)
+        args.num_processes = launch.get("num_processes")
         args.mixed_precision = launch.get("mixed_precision")
     else:
         sweep = new_sweep(args)
     record = sweep.record()
     info(
         args,
-        f"sweep {sweep.id}: {record['n_trials']} trials of {RECIPE_TITLES[args.recipe]}, "
+        f"sweep {sweep.id}: {record['n_trials']} trials of {get_task(args.recipe).title}, "
         f"{record['direction']} eval/{record['metric']}\n  folder: {sweep.path}",
     )
     runner = SweepRunner(sweep, trial_launcher(args, record["recipe_args"]), say=lambda m: info(args, m))
@@ -1027,8 +832,8 @@ def cmd_push(args: argparse.Namespace) -> int:
     folder = run.path if run is not None else Path(args.run)
     if run is None and not folder.is_dir():
         raise CliError(f"no run or model folder {args.run!r} (in {runs_dir_of(args)} or here)")
-    if run is not None and is_running(run):
-        raise CliError(f"run {run.id} is still running; push it once it has finished")
+    if run is not None and refreshed(run).get("state") in ("queued", "running"):
+        raise CliError(f"run {run.id} is still {run.state}; push it once it has finished")
     info(
         args,
         f"pushing the model files of {folder} to {args.repo_id} ({'private' if args.private else 'public'}) ...",
@@ -1172,7 +977,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "recipe",
-        choices=sorted(RECIPES),
+        choices=sorted(TASKS),
         help="cls: text classification; clm: causal LM; mlm: masked-LM domain adaptation; "
         "distill: distill a finished cls run into a smaller student",
     )
@@ -1181,16 +986,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-processes",
         "--num_processes",
         type=int,
-        default=1,
+        default=None,
         metavar="N",
-        help="processes (GPUs; on CPU: linked CPU processes with gloo DDP)",
+        help="processes per machine (default: one per GPU, else 1; on CPU: linked processes, gloo DDP)",
     )
+    train.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="auto: the GPUs where there are any, else the CPU",
+    )
+    train.add_argument("--gpus", metavar="IDS", default=None, help="which local GPUs, e.g. 0,1")
     train.add_argument(
         "--mixed-precision",
         choices=("no", "fp16", "bf16"),
         default=None,
-        help="precision for the launcher and the recipe (default: the recipe's auto: "
-        "bf16 where the hardware is fast at it)",
+        help="training precision (default: the recipe's auto: bf16 where the hardware is fast at it)",
     )
     train.add_argument(
         "--dry-run", action="store_true", help="print the resolved arguments and the command; run nothing"
@@ -1220,7 +1031,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  tunelab sweep cls --resume sweep-cls-20261123-171200-ab12",
         allow_abbrev=False,
     )
-    sweep.add_argument("recipe", choices=sorted(RECIPES), help="the recipe, as in `tunelab train`")
+    sweep.add_argument("recipe", choices=sorted(TASKS), help="the recipe, as in `tunelab train`")
     sweep.add_argument(
         "--config", metavar="FILE", default=None, help="YAML file of the base recipe arguments"
     )
@@ -1249,7 +1060,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--sampler-seed", type=int, default=0, help="seed of the TPE sampler")
     sweep.add_argument("--no-prune", action="store_true", help="run every trial to its end")
     sweep.add_argument(
-        "--num-processes", "--num_processes", type=int, default=1, metavar="N", help="processes per trial"
+        "--num-processes", "--num_processes", type=int, default=None, metavar="N", help="processes per trial"
     )
     sweep.add_argument(
         "--mixed-precision", choices=("no", "fp16", "bf16"), default=None, help="precision of every trial"
@@ -1289,8 +1100,9 @@ def build_parser() -> argparse.ArgumentParser:
         actions,
         "stop",
         "stop a running run (it saves a checkpoint)",
-        "Send SIGTERM to the run's processes: the training loop saves a checkpoint and exits.\n"
-        "After --grace seconds without exiting they get SIGKILL.",
+        "Ask the run to stop (its stop file; every process polls it): it saves a checkpoint and exits.\n"
+        "After --grace seconds it is killed (SIGKILL; its last checkpoint stays usable). A queued run\n"
+        "is taken off the queue.",
         "  tunelab runs stop latest\n  tunelab runs stop cls-20261123 --grace 10",
     )
     sub.add_argument("run", metavar="RUN")
@@ -1301,7 +1113,8 @@ def build_parser() -> argparse.ArgumentParser:
         actions,
         "resume",
         "continue a stopped or failed run from its last checkpoint",
-        "Re-run the run's command.txt with --resume_from_checkpoint latest in the same folder.",
+        "Start the run again in its folder, planned again from its config.yaml and launch.json for\n"
+        "this machine: it continues from its last checkpoint.",
         "  tunelab runs resume latest",
     )
     sub.add_argument("run", metavar="RUN")

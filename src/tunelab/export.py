@@ -43,8 +43,6 @@ import logging
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -179,17 +177,12 @@ def resolve_data_path(value: str | None) -> str | None:
     """A run's config holds paths as given at launch (relative to where it was started): find them."""
     if not value or Path(value).is_absolute():
         return value
+    from .tasks import project_root
+
     for base in (Path.cwd(), Path(os.environ.get("TUNELAB_ROOT", ".")), project_root()):
         if (base / value).exists():
             return str((base / value).resolve())
     return value  # a Hub id, or a file that is gone (loading says so)
-
-
-def project_root() -> Path:
-    """The checkout beside the package (recipes/ lives there, not in the installed package)."""
-    import tunelab
-
-    return Path(os.environ.get("TUNELAB_ROOT") or Path(tunelab.__file__).resolve().parents[2])
 
 
 # ---- pruning -------------------------------------------------------------------------------------
@@ -299,30 +292,27 @@ def recovery_config(run: Run, model_dir: Path, output_dir: Path, steps: int) -> 
 
 
 def recovery_fine_tune(run: Run, model_dir: Path, work_dir: Path, steps: int, quiet: bool) -> Path:
-    """Fine-tune the pruned model with the run's recipe (recipes/bert_cls.py, a subprocess); its run folder."""
-    import yaml
+    """Fine-tune the pruned model with the run's recipe (recipes/bert_cls.py), one process, launched by
+    tunelab.launch like any run; its run folder."""
+    from .launch import LaunchError, Resources, prepare_run, start, wait
 
-    recipe = project_root() / "recipes" / "bert_cls.py"
-    if not recipe.is_file():
-        raise ConfigError(
-            f"cannot find {recipe} for the recovery fine-tune; set TUNELAB_ROOT to the checkout"
-        )
     out = work_dir / "recovery"
-    config_file = work_dir / "recovery.yaml"
     config = recovery_config(run, model_dir, out, steps)
-    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    cuda = torch.cuda.is_available()
-    argv = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--num_processes", "1"]
-    argv += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    argv += [str(recipe), "--config", str(config_file)]
-    env = {**os.environ, **({} if cuda else {"ACCELERATE_USE_CPU": "1"})}
-    logger.info("Recovery fine-tune (%d steps): %s", steps, " ".join(argv))
-    proc = subprocess.run(argv, env=env, capture_output=quiet, text=True)
-    if proc.returncode != 0 or not Run(out).has_model():
-        tail = (proc.stderr or "")[-2000:] if quiet else ""
+    recovery = prepare_run(
+        "cls", config, Resources(num_processes=1), run_dir=out, status={"source": "export"}
+    )
+    logger.info("Recovery fine-tune (%d steps): %s", steps, recovery.command())
+    proc = start(recovery)
+    if proc is None:
+        raise LaunchError(f"the recovery fine-tune could not start: {recovery.status().get('reason')}")
+    status = wait(recovery, proc)
+    if status.get("state") != "finished" or not recovery.has_model():
+        why = status.get("reason") or "no model was saved"
         raise ConfigError(
-            f"the recovery fine-tune failed (see {out / 'train.log'}){': ' + tail if tail else ''}"
+            f"the recovery fine-tune failed: {why} (see {out / 'train.log'} and {out / 'process.log'})"
         )
+    if not quiet:
+        logger.info("Recovery fine-tune finished: %s", out)
     return out
 
 

@@ -7,7 +7,6 @@ import contextlib
 import errno
 import logging
 import os
-import shlex
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,9 @@ import torch
 
 from .args import TrainingArguments, default_runs_dir
 from .errors import TuneLabError
+from .launch.process import RUN_ID_ENV, ProcessRef, hostname
 from .runs import LOG_FILE, EventWriter, Run, new_run_id
+from .stopping import StopControl, StopRequested
 
 logger = logging.getLogger("tunelab")
 
@@ -27,63 +28,88 @@ def resolve_output_dir(args: TrainingArguments, prefix: str) -> Path:
     return Path(args.output_dir)
 
 
-def reproduce_command(num_processes: int, mixed_precision: str, argv: list[str] | None = None) -> str:
-    """The accelerate launch command that reproduces this process's run."""
-    argv = sys.argv if argv is None else argv
-    launch = ["accelerate", "launch"]
-    env = ""
-    if num_processes > 1:
-        # Several CPU processes need this for real DDP (accelerate's launcher resets it in the workers).
-        env = "" if torch.cuda.is_available() else "ACCELERATE_USE_CPU=1 "
-        launch += ["--multi_gpu", "--num_processes", str(num_processes)]
-    launch += ["--mixed_precision", mixed_precision]
-    return env + shlex.join(
-        launch + [os.path.relpath(argv[0]) if os.path.isabs(argv[0]) else argv[0], *argv[1:]]
-    )
+def launched_by_tunelab(run: Run) -> bool:
+    """True when tunelab.launch started this process for this run (it wrote launch.json and command.txt)."""
+    return os.environ.get(RUN_ID_ENV) == run.id and bool(run.launch_record())
 
 
-def open_run(
-    output_dir: Path, task: str, config: dict, command: str, main: bool
-) -> tuple[Run, EventWriter | None]:
-    """Create or reopen the run folder; the main process writes config, command and status."""
+def open_run(output_dir: Path, task: str, config: dict, accelerator) -> tuple[Run, EventWriter | None]:
+    """Create or reopen the run folder and listen for stop requests (every rank).
+
+    A run started by tunelab.launch already has its config, launch record and command; a recipe started by
+    hand (``accelerate launch recipes/...``) records them here, from what it observes, so the run can be
+    resumed and repeated like any other. The main process sets the status to running."""
     run = Run(output_dir)
-    if not main:
+    StopControl.install(output_dir)
+    if not accelerator.is_main_process:
         return run, None
-    run.write_config(config)
-    run.write_command(command)
-    status = {
-        "state": "running",
-        "task": task,
-        "stage": "loading data",
-        "pid": os.getpid(),
-        "pgid": os.getpgid(0),
-    }
-    if not run.status().get("created"):
-        import time
+    status = {"state": "running", "task": task, "stage": "loading data", "host": hostname()}
+    if not launched_by_tunelab(run):
+        from .launch.command import Resources
+        from .launch.lifecycle import planned_command_text
 
-        status["created"] = time.time()
-    run.update_status(**status)
+        run.write_config(config)
+        record = {
+            "task": task,
+            "target": "local",
+            "resources": Resources(
+                device="cuda" if accelerator.device.type == "cuda" else "cpu",
+                num_processes=accelerator.num_processes,
+            ).to_dict(),
+            "cwd": str(Path.cwd().resolve()),
+            "python": sys.executable,
+        }
+        run.write_launch_record(record)
+        run.write_command(planned_command_text(run, record))
+        status["process"] = ProcessRef.of(os.getpid()).to_dict()
+        status["target"] = "local"
+    with run.status_lock() as txn:
+        if not launched_by_tunelab(run):  # else lifecycle.start counted the attempt
+            status["attempts"] = (txn.status.get("attempts") or 0) + 1
+        txn.update(**status)
     return run, EventWriter(output_dir)
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
 
 
 def failure_reason(error: BaseException) -> str:
     if isinstance(error, TuneLabError):
         return str(error)
-    if isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower():
+    chain = list(_causes(error))
+    if any(isinstance(e, OSError) and e.errno == errno.ENOSPC for e in chain) or any(
+        "no space left on device" in str(e).lower() for e in chain
+    ):
+        return "the disk is full: free space (old runs, checkpoints) or lower save_total_limit, then resume."
+    if any(isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower() for e in chain):
         return (
             "out of memory: lower per_device_train_batch_size (and raise gradient_accumulation_steps "
             "to keep the effective batch), max_length/block_size, or use bf16."
         )
-    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-        return "the disk is full: free space (old runs, checkpoints) or lower save_total_limit, then resume."
     return f"crashed: {type(error).__name__}: {error}"
+
+
+def record_stop(run: Run) -> None:
+    """The ending of a run that stopped on request: "stopped", with the request's reason."""
+    run.update_status(state="stopped", stage="stopped", reason=StopControl.install(run.path).reason)
 
 
 @contextlib.contextmanager
 def guard(run: Run | None, main: bool) -> Iterator[None]:
-    """Record how the run ended in status.json; user errors exit 1 with their message only."""
+    """Record how the run ended in status.json; user errors exit 1 with their message only. A stop that
+    arrives before training began ends the run "stopped" (exit 0): there is nothing to save yet."""
     try:
         yield
+    except StopRequested:
+        logger.info("Stopped before training began; nothing to save.")
+        if main and run is not None:
+            record_stop(run)
+        sys.exit(0)
     except (Exception, KeyboardInterrupt) as error:  # noqa: BLE001 - every ending is recorded
         reason = failure_reason(error)
         if main and run is not None:
@@ -136,7 +162,7 @@ def start_trackers(accelerator, report_to: str, output_dir: Path, config: dict) 
 
 
 def ended_by_stop(accelerator, result, run: Run) -> bool:
-    """True when SIGTERM ended training: the checkpoint is saved, the run is marked stopped."""
+    """True when a stop request ended training: the checkpoint is saved and the ending recorded."""
     if not result.stopped:
         return False
     logger.info(
@@ -144,6 +170,6 @@ def ended_by_stop(accelerator, result, run: Run) -> bool:
         result.state.global_step,
     )
     if accelerator.is_main_process:
-        run.update_status(state="stopped", stage="stopped", reason="stopped by request (SIGTERM)")
+        record_stop(run)
     accelerator.end_training()
     return True

@@ -36,9 +36,7 @@ import difflib
 import json
 import logging
 import math
-import os
 import re
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterable
@@ -49,7 +47,9 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
-from .runs import Run, group_alive, new_run_id, write_json_atomic
+from .launch import STOP_GRACE_S, is_active, wait
+from .runs import PROCESS_LOG, Run, new_run_id, write_json_atomic
+from .tasks import TASKS
 
 logger = logging.getLogger("tunelab")
 
@@ -58,20 +58,18 @@ STUDY_FILE = "study.db"
 RESULTS_CSV = "results.csv"
 RESULTS_MD = "results.md"
 BEST_CONFIG = "best_config.yaml"
-PROCESS_LOG = "process.log"  # the recipe's stdout/stderr, where the app's Runs tab looks for it
 SPACE_TYPES = ("float", "int", "categorical")
 # Arguments a sweep sets itself or that make no sense to search (every trial needs its own folder).
 NOT_SEARCHABLE = ("output_dir", "resume_from_checkpoint", "run_name")
 LOWER_IS_BETTER = ("loss", "perplexity")
-DEFAULT_METRIC = {"cls": "accuracy", "clm": "loss"}
+DEFAULT_METRIC = {t.id: t.main_metric for t in TASKS.values()}
 TRIAL_STATES = ("running", "complete", "pruned", "failed", "interrupted")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
-STOP_GRACE_S = 60.0
 FAILING_START = 3  # a sweep whose first trials all fail with one reason stops there
 POLL_S = 0.5
 
-# (params, run folder) -> the recipe's process, started in its own session (its pid is the group id).
-Launcher = Callable[[dict[str, Any], Path], subprocess.Popen]
+# (params, run folder, status fields) -> the prepared run and its started process (tunelab.launch).
+Launcher = Callable[[dict[str, Any], Path, dict[str, Any]], tuple[Run, subprocess.Popen | None]]
 
 
 # ---- the search space ----------------------------------------------------------------------------
@@ -343,28 +341,12 @@ def list_sweeps(runs_dir: Path) -> list[Sweep]:
 # ---- running trials -------------------------------------------------------------------------------
 
 
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, sig)
+def stop_trial(run: Run, grace: float = STOP_GRACE_S) -> None:
+    """Stop the trial's run like `tunelab runs stop` (it saves a checkpoint); killed after ``grace``."""
+    from .launch import LaunchError, stop
 
-
-def stop_trial(proc: subprocess.Popen, grace: float = STOP_GRACE_S) -> None:
-    """SIGTERM to the trial's group (the recipe saves a checkpoint and exits); SIGKILL after ``grace``."""
-    _signal_group(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while (proc.poll() is None or group_alive(proc.pid)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if proc.poll() is None or group_alive(proc.pid):
-        _signal_group(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def _wait_for_group(proc: subprocess.Popen) -> None:
-    # The launcher may end before the recipe has written its final status (after a SIGTERM it leaves at
-    # once while the recipe saves its checkpoint): wait for the whole group.
-    proc.wait()
-    while group_alive(proc.pid):
-        time.sleep(0.2)
+    with contextlib.suppress(LaunchError):  # it ended meanwhile
+        stop(run, grace=grace)
 
 
 class SweepRunner:
@@ -428,14 +410,10 @@ class SweepRunner:
             if entry.get("state") != "running":
                 continue
             run = Run(self.runs_dir / entry["run"]) if entry.get("run") else None
-            pgid = run.status().get("pgid") if run else None
-            if pgid and group_alive(pgid):
+            if run and is_active(run):
                 self.say(f"trial {entry['number']}: its run {run.id} is still going; stopping it")
-                _signal_group(pgid, signal.SIGTERM)
-                deadline = time.monotonic() + STOP_GRACE_S
-                while group_alive(pgid) and time.monotonic() < deadline:
-                    time.sleep(0.3)
-            if run and run.status().get("state") in ("running", None):
+                stop_trial(run)
+            if run and run.status().get("state") in ("running", "queued", None):
                 run.update_status(state="stopped", stage="stopped", reason="its sweep was interrupted")
             self._update_trial(
                 entry["number"], state="interrupted", reason="the sweep was interrupted", ended=time.time()
@@ -471,25 +449,25 @@ class SweepRunner:
         number = trial.number
         self._update_trial(number, run=run.id, params=params, state="running", started=time.time())
         self.say(f"trial {number}: {run.id} " + " ".join(f"{k}={_short(v)}" for k, v in params.items()))
-        # Written before the launch and merged by the recipe's own status writes: the app groups the
-        # trials of a sweep by these fields. No "queued" state: the app would launch the run itself.
-        run.update_status(
-            sweep=self.sweep.id, trial=number, source="sweep", stage="starting", created=time.time()
-        )
+        # The app groups the trials of a sweep by these fields (and never starts a sweep's run itself).
+        status = {"sweep": self.sweep.id, "trial": number, "source": "sweep"}
         try:
-            proc = self.launch(params, run.path)
+            run, proc = self.launch(params, run.path, status)
         except ConfigError as e:
-            run.update_status(state="failed", stage="failed", reason=str(e))
+            run.update_status(state="failed", stage="failed", reason=str(e), **status)
             self.study.tell(trial, state=TrialState.FAIL)
             self._update_trial(number, state="failed", reason=str(e), ended=time.time())
             self.say(f"trial {number}: failed: {e}")
             return self.entry(number)
-        run.update_status(state="running", pid=proc.pid, pgid=proc.pid)
+        if proc is None:
+            raise ConfigError(
+                f"trial {number}: its run {run.id} could not start ({run.status().get('reason')})"
+            )
         try:
             pruned_at = self._watch(trial, run, proc)
         except KeyboardInterrupt:
             self.say(f"trial {number}: interrupted; stopping {run.id} (it saves a checkpoint)")
-            stop_trial(proc)
+            stop_trial(run)
             if run.status().get("state") == "running":  # stopped before the recipe could say so itself
                 run.update_status(state="stopped", stage="stopped", reason="its sweep was interrupted")
             self.study.tell(trial, state=TrialState.FAIL)
@@ -518,10 +496,10 @@ class SweepRunner:
                         f"trial {trial.number}: pruned at step {step} (eval/{self.metric} {value:.4g} is "
                         "worse than the median of earlier trials); stopping it"
                     )
-                    stop_trial(proc)
+                    stop_trial(run)
                     return step
             if done:
-                _wait_for_group(proc)
+                wait(run, proc)
                 return None
             time.sleep(POLL_S)
 

@@ -1,6 +1,6 @@
 """The one training loop, shared by every recipe: Accelerate does devices, DDP/FSDP, precision,
 accumulation and checkpoint state; this module adds what a run needs around it (logging to the run
-folder, evaluation, best model, early stopping, atomic checkpoints, exact resume, SIGTERM, NaN guard).
+folder, evaluation, best model, early stopping, atomic checkpoints, exact resume, stop requests, NaN guard).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import math
 import os
 import resource
 import shutil
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,7 +24,9 @@ from transformers import get_scheduler
 
 from .args import TrainingArguments
 from .errors import ConfigError, TrainingError
+from .hardware import detect_hardware, resolve_precision
 from .runs import CHECKPOINTS_DIR, EventWriter, Run, checkpoint_step, list_checkpoints
+from .stopping import StopControl
 
 logger = logging.getLogger(__name__)
 
@@ -35,24 +36,15 @@ LOWER_IS_BETTER = ("loss", "perplexity")
 # ---------------------------------------------------------------------------------------------------
 # Accelerator and optimizer
 # ---------------------------------------------------------------------------------------------------
-def cpu_has_fast_bf16() -> bool:
-    """True where the CPU runs bf16 matmuls natively (AVX-512 BF16 / AMX): there bf16 is several times faster."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def pick_mixed_precision(requested: str, cpu: bool) -> str:
-    """'auto' takes the launcher's fp16/bf16 when given, else bf16 where the hardware has it, else fp32."""
+    """'auto' takes the launcher's fp16/bf16 when given (the planner resolved it for this machine), else
+    what the hardware runs natively (tunelab.hardware.resolve_precision)."""
     if requested != "auto":
         return requested
     launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
     if launcher in ("fp16", "bf16"):
         return launcher
-    if not cpu and torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_fast_bf16() else "no"
+    return resolve_precision("auto", detect_hardware(), on_gpu=not cpu and torch.cuda.is_available())
 
 
 def build_accelerator(args: TrainingArguments, project_dir: Path) -> Accelerator:
@@ -186,12 +178,17 @@ def save_checkpoint(accelerator: Accelerator, state: TrainState, output_dir: Pat
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            (tmp / "trainer_state.json").write_text(json.dumps(asdict(state), indent=2))
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk leaves no half checkpoint taking space
+        raise
     if accelerator.is_main_process:
-        (tmp / "trainer_state.json").write_text(json.dumps(asdict(state), indent=2))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
         for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
@@ -262,17 +259,6 @@ class TrainResult:
     train_seconds: float = 0.0
 
 
-class _StopFlag:
-    """SIGTERM asks the loop to save a checkpoint and leave at the next optimizer step."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        self.requested = True
-
-
 def _is_better(value: float, best: float | None, metric: str) -> bool:
     if best is None:
         return True
@@ -315,7 +301,7 @@ def train(
     """Train ``model`` until max steps, early stopping or SIGTERM; evaluate along the way and at the end."""
     run = Run(output_dir)
     main = accelerator.is_main_process
-    stop = _StopFlag()
+    stop = StopControl.install(output_dir)
     optimizer = build_optimizer(model, args, accelerator.device.type)
     if args.torch_compile:
         model = torch.compile(model)
@@ -346,7 +332,7 @@ def train(
     )
     checkpoint = resolve_checkpoint(args.resume_from_checkpoint, output_dir)
     if args.resume_from_checkpoint and checkpoint is None:
-        logger.warning("No checkpoint found in %s: starting from the beginning.", output_dir)
+        logger.info("No checkpoint in %s yet: starting from the beginning.", output_dir)
     if checkpoint is not None:
         state = load_checkpoint(accelerator, checkpoint, args, accelerator.num_processes)
         state.max_steps = max_steps
@@ -492,12 +478,9 @@ def train(
         micro_batches = samples = 0
         last_log_time = time.perf_counter()
 
-    def stop_requested() -> bool:
-        flag = torch.tensor(float(stop.requested), device=accelerator.device)
-        return (
-            bool(accelerator.reduce(flag, "max").item()) if accelerator.num_processes > 1 else stop.requested
-        )
-
+    # From here a stop request (stop file or SIGTERM) is honoured at the next optimizer step (after an
+    # evaluation in progress): a checkpoint is saved, then the recipe records the ending and exits 0.
+    stop.in_loop = True
     model.train()
     while state.global_step < max_steps and not (early_stopped or stopped):
         train_dataloader.set_epoch(state.epoch)
@@ -548,12 +531,11 @@ def train(
                 do_evaluate()
             if save_now and not at_end:
                 save_checkpoint(accelerator, state, output_dir, args.save_total_limit)
-            if (
-                accelerator.num_processes == 1 or state.global_step % args.logging_steps == 0
-            ) and stop_requested():
+            if not at_end and stop.check(accelerator):
                 if micro_batches:
                     do_log()
-                save_checkpoint(accelerator, state, output_dir, args.save_total_limit)
+                if not save_now:
+                    save_checkpoint(accelerator, state, output_dir, args.save_total_limit)
                 stopped = True
             if at_end or early_stopped or stopped:
                 break
@@ -576,12 +558,12 @@ def train(
                 task.main_metric,
                 state.best_metric,
             )
-            _load_weights(accelerator, model, best_dir)
-            model.eval()
-            metrics = task.evaluate(model, eval_dataloader, True)
-            model.train()
+            if _load_weights(accelerator, model, best_dir):
+                model.eval()
+                metrics = task.evaluate(model, eval_dataloader, True)
+                model.train()
     accelerator.wait_for_everyone()
-    if main:
+    if main and not stopped:  # a stopped run keeps its best model for the resumed attempt
         shutil.rmtree(best_dir, ignore_errors=True)
     return TrainResult(
         state=state,
@@ -603,18 +585,21 @@ def _set_rng_state(state: tuple) -> None:
         torch.cuda.set_rng_state_all(state[1])
 
 
-def _load_weights(accelerator: Accelerator, model: torch.nn.Module, folder: Path) -> None:
+def _load_weights(accelerator: Accelerator, model: torch.nn.Module, folder: Path) -> bool:
+    """Load the best model's weights; False (with a warning) when they are gone: the last weights stay."""
     from safetensors.torch import load_file
 
     files = sorted(folder.glob("*.safetensors"))  # accelerate's save_model logs a .bin name but writes these
     if not files:
-        raise RuntimeError(f"no best-model weights in {folder}")
+        logger.warning("The best model's weights are missing from %s: keeping the last weights.", folder)
+        return False
     state_dict: dict[str, torch.Tensor] = {}
     for f in files:
         state_dict.update(load_file(f))
     missing, unexpected = accelerator.unwrap_model(model).load_state_dict(state_dict, strict=False)
     if unexpected:
         raise RuntimeError(f"best-model weights do not fit the model: unexpected {unexpected[:5]}")
+    return True
 
 
 def checkpoint_steps(output_dir: Path) -> list[int]:
