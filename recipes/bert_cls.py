@@ -36,6 +36,7 @@ from tunelab.recipe import (
     open_run,
     parse_or_exit,
     resolve_output_dir,
+    saving,
     setup_logging,
     start_trackers,
 )
@@ -143,17 +144,9 @@ def main() -> None:
             return
 
         if main_process:
-            run.update_status(stage="saving")
-            save_outputs(
-                output_dir,
-                merge_lora(result.model),
-                tokenizer,
-                data,
-                result,
-                config,
-                run.command(),
-                data_lines,
-            )
+            model = merge_lora(result.model)
+            with saving(run, model):
+                save_outputs(output_dir, model, tokenizer, data, result, config, run.command(), data_lines)
             final = {k: v for k, v in result.metrics.items() if k.startswith("eval/")}
             logger.info("Final: %s", json.dumps({k: round(v, 4) for k, v in final.items()}))
             run.update_status(state="finished", stage="done", metrics=final)

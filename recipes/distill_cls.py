@@ -58,6 +58,7 @@ from tunelab.recipe import (
     open_run,
     parse_or_exit,
     resolve_output_dir,
+    saving,
     setup_logging,
     start_trackers,
 )
@@ -205,9 +206,9 @@ def main() -> None:
             return
 
         if main_process:
-            run.update_status(stage="saving")
-            result.model.save_pretrained(output_dir, safe_serialization=True)
-            tokenizer.save_pretrained(output_dir)
+            with saving(run, result.model):
+                result.model.save_pretrained(output_dir, safe_serialization=True)
+                tokenizer.save_pretrained(output_dir)
             run.update_status(stage="measuring")
             summary = {
                 "teacher": teacher_path,

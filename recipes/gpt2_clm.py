@@ -45,6 +45,7 @@ from tunelab.recipe import (
     open_run,
     parse_or_exit,
     resolve_output_dir,
+    saving,
     setup_logging,
     start_trackers,
 )
@@ -160,8 +161,8 @@ def main() -> None:
             return
 
         if main_process:
-            run.update_status(stage="saving")
-            save_outputs(output_dir, result.model.model, tokenizer, data, result, config, run.command())
+            with saving(run, result.model):
+                save_outputs(output_dir, result.model.model, tokenizer, data, result, config, run.command())
             final = {k: v for k, v in result.metrics.items() if k.startswith("eval/")}
             logger.info("Final: %s", json.dumps({k: round(v, 4) for k, v in final.items()}))
             run.update_status(state="finished", stage="done", metrics=final)

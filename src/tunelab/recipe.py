@@ -4,7 +4,6 @@ status and a clear message (never a traceback for an error the user can fix)."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import sys
@@ -14,10 +13,11 @@ from pathlib import Path
 import torch
 
 from .args import TrainingArguments, default_runs_dir
-from .errors import TuneLabError
+from .errors import TuneLabError, is_disk_full, writing
 from .launch.process import RUN_ID_ENV, ProcessRef, hostname
 from .runs import LOG_FILE, EventWriter, Run, new_run_id
 from .stopping import StopControl, StopRequested
+from .train import model_bytes
 
 logger = logging.getLogger("tunelab")
 
@@ -82,16 +82,22 @@ def failure_reason(error: BaseException) -> str:
     if isinstance(error, TuneLabError):
         return str(error)
     chain = list(_causes(error))
-    if any(isinstance(e, OSError) and e.errno == errno.ENOSPC for e in chain) or any(
-        "no space left on device" in str(e).lower() for e in chain
-    ):
-        return "the disk is full: free space (old runs, checkpoints) or lower save_total_limit, then resume."
+    if is_disk_full(error):
+        return "disk full: free space (old runs, checkpoints) or lower save_total_limit, and resume"
     if any(isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower() for e in chain):
         return (
             "out of memory: lower per_device_train_batch_size (and raise gradient_accumulation_steps "
             "to keep the effective batch), max_length/block_size, or use bf16."
         )
     return f"crashed: {type(error).__name__}: {error}"
+
+
+@contextlib.contextmanager
+def saving(run: Run, model: torch.nn.Module) -> Iterator[None]:
+    """Stage "saving" while the final model and its report are written; a full disk there is one line."""
+    run.update_status(stage="saving")
+    with writing("the final model", run.path, model_bytes(model)):
+        yield
 
 
 def record_stop(run: Run) -> None:
@@ -113,7 +119,8 @@ def guard(run: Run | None, main: bool) -> Iterator[None]:
     except (Exception, KeyboardInterrupt) as error:  # noqa: BLE001 - every ending is recorded
         reason = failure_reason(error)
         if main and run is not None:
-            run.update_status(state="failed", reason=reason, stage="failed")
+            with contextlib.suppress(OSError):  # a disk too full even for status.json: the log still says it
+                run.update_status(state="failed", reason=reason, stage="failed")
         known = isinstance(error, TuneLabError) or not reason.startswith("crashed")
         logger.error("%s", reason, exc_info=not known)
         if known:

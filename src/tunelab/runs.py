@@ -266,9 +266,12 @@ class EventWriter:
         self._file = open(run_dir / EVENTS_FILE, "a", buffering=1)  # noqa: SIM115 - lives with the run
 
     def write(self, kind: str, **fields: Any) -> None:
+        from .errors import writing
+
         event = {"time": round(time.time(), 3), "kind": kind, **fields}
-        self._file.write(json.dumps(event, default=float) + "\n")
-        self._file.flush()
+        with writing(EVENTS_FILE, Path(self._file.name).parent):
+            self._file.write(json.dumps(event, default=float) + "\n")
+            self._file.flush()
 
     def close(self) -> None:
         self._file.close()

@@ -23,7 +23,7 @@ from accelerate.utils import set_seed
 from transformers import get_scheduler
 
 from .args import TrainingArguments
-from .errors import ConfigError, TrainingError
+from .errors import ConfigError, TrainingError, writing
 from .hardware import detect_hardware, resolve_precision
 from .runs import CHECKPOINTS_DIR, EventWriter, Run, checkpoint_step, list_checkpoints
 from .stopping import StopControl
@@ -151,6 +151,8 @@ class TrainState:
     gradient_accumulation_steps: int = 1
     last_eval: dict[str, float] = field(default_factory=dict)
     last_eval_step: int | None = None
+    # A stop arrived during the evaluation at global_step: the resumed run evaluates first.
+    pending_eval: bool = False
 
 
 def resolve_checkpoint(spec: str | None, output_dir: Path) -> Path | None:
@@ -178,13 +180,17 @@ def save_checkpoint(accelerator: Accelerator, state: TrainState, output_dir: Pat
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
+    previous = list_checkpoints(root)
+    # What it needs: as much as the last checkpoint, or weights plus two optimizer moments.
+    need = _folder_bytes(previous[-1]) if previous else 3 * sum(model_bytes(m) for m in accelerator._models)
     try:
-        accelerator.save_state(str(tmp))
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            (tmp / "trainer_state.json").write_text(json.dumps(asdict(state), indent=2))
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
+        with writing(f"checkpoint {final.name}", root, need):
+            accelerator.save_state(str(tmp))
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                (tmp / "trainer_state.json").write_text(json.dumps(asdict(state), indent=2))
+                shutil.rmtree(final, ignore_errors=True)
+                os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # a full disk leaves no half checkpoint taking space
         raise
@@ -381,12 +387,32 @@ def train(
     train_start = time.perf_counter()
     grad_norm = None
 
-    def do_evaluate(final: bool = False) -> None:
+    def stoppable(dataloader):
+        """The evaluation batches, with a stop request checked before each one (on every rank at once)."""
+        for batch in dataloader:
+            if stop.check(accelerator):
+                raise _EvaluationStopped()
+            yield batch
+
+    def do_evaluate(final: bool = False) -> bool:
+        """Evaluate and record it; False when a stop request interrupted it (nothing recorded then: the
+        RNG is put back and the resumed run evaluates again at the same step)."""
         nonlocal metrics, last_log_time, early_stopped
         if main:
             run.update_status(stage="evaluating")
+        rng = _rng_state()  # starting the eval loader draws from the global RNG
         model.eval()
-        metrics = task.evaluate(model, eval_dataloader, final)
+        try:
+            new_metrics = task.evaluate(model, stoppable(eval_dataloader), final)
+        except _EvaluationStopped:
+            _set_rng_state(rng)
+            state.pending_eval = True
+            return False
+        finally:
+            model.train()
+        state.pending_eval = False
+        metrics = new_metrics
+        model.eval()
         extra = task.on_evaluate(model, state) if task.on_evaluate else None
         model.train()
         value = metrics.get(f"eval/{task.main_metric}")
@@ -394,7 +420,7 @@ def train(
         if improved:
             state.best_metric, state.best_step, state.evals_without_improvement = value, state.global_step, 0
             if args.load_best_model_at_end:
-                accelerator.save_model(model, best_dir, safe_serialization=True)
+                save_best_model(accelerator, model, best_dir)
         else:
             state.evals_without_improvement += 1
         state.last_eval, state.last_eval_step = metrics, state.global_step
@@ -416,6 +442,7 @@ def train(
                 task.main_metric,
             )
         last_log_time = time.perf_counter()
+        return True
 
     def do_log() -> None:
         nonlocal last_log_time, loss_sum, l1_sum, tokens, micro_batches, samples
@@ -482,6 +509,9 @@ def train(
     # evaluation in progress): a checkpoint is saved, then the recipe records the ending and exits 0.
     stop.in_loop = True
     model.train()
+    if state.pending_eval and state.global_step < max_steps and not do_evaluate():
+        save_checkpoint(accelerator, state, output_dir, args.save_total_limit)  # interrupted again
+        stopped = True
     while state.global_step < max_steps and not (early_stopped or stopped):
         train_dataloader.set_epoch(state.epoch)
         if state.batches_in_epoch >= len(train_dataloader):
@@ -528,13 +558,13 @@ def train(
             if state.global_step % args.logging_steps == 0 or at_end or save_now:
                 do_log()  # also the NaN guard: it runs before every checkpoint
             if args.eval_steps and state.global_step % args.eval_steps == 0 and not at_end:
-                do_evaluate()
-            if save_now and not at_end:
+                stopped = not do_evaluate()
+            if save_now and not at_end and not stopped:
                 save_checkpoint(accelerator, state, output_dir, args.save_total_limit)
-            if not at_end and stop.check(accelerator):
+            if not at_end and (stopped or stop.check(accelerator)):
                 if micro_batches:
                     do_log()
-                if not save_now:
+                if not save_now or stopped:
                     save_checkpoint(accelerator, state, output_dir, args.save_total_limit)
                 stopped = True
             if at_end or early_stopped or stopped:
@@ -545,23 +575,22 @@ def train(
                 save_checkpoint(accelerator, state, output_dir, args.save_total_limit)
 
     train_seconds = time.perf_counter() - train_start
-    if not stopped:
-        do_evaluate(final=True)
-        if (
-            args.load_best_model_at_end
-            and state.best_step is not None
-            and state.best_step != state.global_step
-        ):
-            logger.info(
-                "Loading the best model (step %d, eval/%s=%.4f)",
-                state.best_step,
-                task.main_metric,
-                state.best_metric,
-            )
-            if _load_weights(accelerator, model, best_dir):
-                model.eval()
-                metrics = task.evaluate(model, eval_dataloader, True)
-                model.train()
+    if not stopped and not do_evaluate(final=True):  # stopped during the final evaluation
+        stopped = True
+        save_checkpoint(accelerator, state, output_dir, args.save_total_limit)
+    elif not stopped and (
+        args.load_best_model_at_end and state.best_step is not None and state.best_step != state.global_step
+    ):
+        logger.info(
+            "Loading the best model (step %d, eval/%s=%.4f)",
+            state.best_step,
+            task.main_metric,
+            state.best_metric,
+        )
+        if _load_weights(accelerator, model, best_dir):
+            model.eval()
+            metrics = task.evaluate(model, eval_dataloader, True)
+            model.train()
     accelerator.wait_for_everyone()
     if main and not stopped:  # a stopped run keeps its best model for the resumed attempt
         shutil.rmtree(best_dir, ignore_errors=True)
@@ -573,6 +602,37 @@ def train(
         early_stopped=early_stopped,
         train_seconds=train_seconds,
     )
+
+
+class _EvaluationStopped(Exception):
+    """A stop request arrived between evaluation batches."""
+
+
+def save_best_model(accelerator: Accelerator, model: torch.nn.Module, best_dir: Path) -> None:
+    """The best weights so far, replaced only once the new ones are complete (a full disk or a kill
+    mid-save keeps the previous best)."""
+    tmp = best_dir.with_name(f".tmp-{best_dir.name}")
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        with writing("the best model", best_dir.parent, model_bytes(model)):
+            accelerator.save_model(model, tmp, safe_serialization=True)
+        if accelerator.is_main_process:
+            shutil.rmtree(best_dir, ignore_errors=True)
+            os.replace(tmp, best_dir)
+    except BaseException:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    accelerator.wait_for_everyone()
+
+
+def model_bytes(model: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
 def _rng_state() -> tuple:

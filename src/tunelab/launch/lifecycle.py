@@ -198,12 +198,17 @@ def start_local(run: Run, record: dict[str, Any], startable: tuple[str, ...]) ->
     return proc
 
 
-def wait(run: Run, proc: subprocess.Popen, poll_s: float = 0.3) -> dict[str, Any]:
+def wait(
+    run: Run, proc: subprocess.Popen, poll_s: float = 0.3, timeout: float | None = None
+) -> dict[str, Any]:
     """Wait for a local run's whole process group (the launcher can end before the recipe has written
-    its ending), then settle its status."""
-    proc.wait()
+    its ending), then settle its status. ``timeout``: seconds before ``subprocess.TimeoutExpired``."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    proc.wait(timeout)
     ref = ProcessRef.from_dict(run.status().get("process"))
     while is_alive(ref, run.id):
+        if deadline is not None and time.monotonic() > deadline:
+            raise subprocess.TimeoutExpired(proc.args, timeout)
         time.sleep(poll_s)
     return refresh(run)
 
