@@ -23,6 +23,12 @@ RUN useradd --create-home --uid 1000 --shell /bin/bash tunelab \
     && mkdir -p /data \
     && chown tunelab:tunelab /data
 
+# tini as PID 1: it forwards signals to the app and reaps recipes whose launcher ended before them
+# (the app starts each run in its own session; without an init they would stay zombies).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends "tini=0.19.*" \
+    && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /opt/tunelab
 
 # The install is .ci/run's command, so CI proves it in a fresh venv (tests/test_dockerfile.py checks
@@ -42,4 +48,5 @@ EXPOSE 7860
 HEALTHCHECK --interval=30s --timeout=10s --start-period=90s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:7860/', timeout=8)"]
 
+ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["tunelab", "app", "--host", "0.0.0.0", "--port", "7860"]

@@ -19,6 +19,7 @@ import yaml
 from conftest import ROOT, sentiment_rows
 
 from tunelab.launch.process import ProcessRef
+from tunelab.runs import Run
 
 BIN = Path(sys.executable).with_name("tunelab")
 
@@ -473,35 +474,86 @@ def free_port() -> int:
 @pytest.mark.skipif(
     not (ROOT / "app" / "ui.py").exists(), reason="app/ui.py (the web app) is not written yet"
 )
-def test_app_serves_the_web_app(tmp_path):
-    port = free_port()
+def start_app(port: int, runs: Path, data: Path) -> subprocess.Popen:
+    """`tunelab app` as a user starts it, once it answers (fails with its output after 90 s)."""
     proc = subprocess.Popen(
-        [
-            str(BIN),
-            "app",
-            "--port",
-            str(port),
-            "--runs-dir",
-            str(tmp_path / "runs"),
-            "--data-dir",
-            str(tmp_path / "data"),
-        ],
+        [str(BIN), "app", "--port", str(port), "--runs-dir", str(runs), "--data-dir", str(data)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the app ended: {proc.stdout.read()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                assert response.status == 200
+                return proc
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    pytest.fail(f"the app did not answer within 90 s: {proc.stdout.read()[-3000:]}")
+
+
+def test_app_serves_the_web_app(tmp_path):
+    proc = start_app(free_port(), tmp_path / "runs", tmp_path / "data")
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_a_killed_app_started_again_keeps_its_training_run_and_its_queue(tmp_path, tiny_bert):
+    """SIGKILL the app with one run training and one queued: started again, it shows the first still
+    running until it finishes, then starts the second."""
+    from gradio_client import Client
+
+    runs, data = tmp_path / "runs", tmp_path / "data"
+    port = free_port()
+    app = start_app(port, runs, data)
+    settings = {
+        "task": "classification",
+        "dataset": "sample-sentiment.csv",
+        "base_kind": "local folder",
+        "base_path": str(tiny_bert),
+        "per_device_train_batch_size": 8,
+        "logging_steps": 1,
+        "mixed_precision": "no",
+    }
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
-                    assert response.status == 200
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("the app did not answer within 90 s")
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        ids = [
+            client.predict(json.dumps({**settings, "max_train_steps": steps}), api_name="/submit_run")[1]
+            for steps in (600, 20)  # the first outlasts the restart
+        ]
+        first, second = (Run(runs / i) for i in ids)
+        wait_until(lambda: first.events("train"), "the first run to train", first)
+        assert second.state == "queued"
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        app.kill()
+        app.wait(timeout=30)
+    assert first.state == "running"  # the recipe lives on in its own session
+
+    app = start_app(port, runs, data)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        assert client.predict(ids[0], api_name="/run_status")["state"] == "running"
+        assert client.predict(ids[1], api_name="/run_status")["state"] == "queued"
+        wait_until(lambda: first.state == "finished", "the first run to finish", first, timeout=240)
+        wait_until(lambda: second.state == "finished", "the second run to finish", second)
+        assert second.status()["started"] >= first.status()["ended"] - 1.5  # one slot: one after the other
+    finally:
+        app.terminate()
+        app.wait(timeout=30)
+
+
+def wait_until(condition, what: str, run: Run, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if run.state == "failed" or time.monotonic() > deadline:
+            log = "".join(
+                (run.path / n).read_text(errors="replace")[-2000:]
+                for n in ("process.log", "train.log")
+                if (run.path / n).exists()
+            )
+            pytest.fail(f"waiting for {what}: {run.status()}\n{log}")
+        time.sleep(0.3)

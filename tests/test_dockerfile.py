@@ -151,6 +151,9 @@ def test_image_runs_the_app_as_non_root_with_state_on_a_volume(name):
     ):
         assert setting in env
     assert by_op["CMD"][-1] == '["tunelab", "app", "--host", "0.0.0.0", "--port", "7860"]'
+    # An init as PID 1 reaps the recipes the app starts in their own sessions.
+    assert by_op["ENTRYPOINT"][-1] == '["/usr/bin/tini", "--"]'
+    assert any("tini" in args for args in by_op["RUN"])
 
 
 def test_cpu_image_is_slim_python_and_torch_comes_from_the_cpu_index():

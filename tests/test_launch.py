@@ -174,13 +174,14 @@ def test_concurrent_status_writers_lose_no_field(tmp_path):
     run = Run(tmp_path / "run")
     run.update_status(state="queued")
     ctx = multiprocessing.get_context("fork")
-    workers = [ctx.Process(target=_writer, args=(str(run.path), i, 40)) for i in range(4)]
+    workers = [ctx.Process(target=_writer, args=(str(run.path), i, 200)) for i in range(2)]
     for w in workers:
         w.start()
     for w in workers:
-        w.join(30)
+        w.join(60)
+    assert [w.exitcode for w in workers] == [0, 0]
     status = run.status()
-    assert all(f"w{i}_{r}" in status for i in range(4) for r in range(40))
+    assert all(f"w{i}_{r}" in status for i in range(2) for r in range(200))
     assert status["state"] == "queued"
 
 
@@ -280,3 +281,18 @@ def test_prepare_writes_config_launch_record_and_command_once(tmp_path):
     )
     with pytest.raises(ConfigError, match="learnig_rate"):
         lifecycle.prepare_run("cls", {"learnig_rate": 1}, runs_dir=tmp_path)
+
+
+def test_a_command_txt_edited_to_run_something_else_is_not_run(tmp_path):
+    """Resume plans the run again from config.yaml and launch.json; text in the run folder never runs."""
+    marker = tmp_path / "ran"
+    run = lifecycle.prepare_run(
+        "cls", {"train_file": str(tmp_path / "missing.csv")}, runs_dir=tmp_path, cwd=ROOT
+    )
+    (run.path / "command.txt").write_text(f"touch {marker} && accelerate launch recipes/bert_cls.py\n")
+    proc = lifecycle.start(run)
+    status = lifecycle.wait(run, proc, timeout=120)
+    assert not marker.exists()
+    log = (run.path / "process.log").read_text()
+    assert "recipes/bert_cls.py --config" in log and "touch" not in log
+    assert status["state"] == "failed" and "missing.csv" in status["reason"]  # the recipe's own check ran
