@@ -5,9 +5,10 @@
 The app runs in this process (as `tunelab app` runs it) and is driven through its own API with
 gradio_client, the way the browser drives it: upload an SST-2 sample, train the embedded MiniLM logging
 every step, and N times: wait until the run has trained a few more steps, press Stop, wait for
-"stopped" (with the time it took), check that a checkpoint is there, press Resume. It counts the stops that
-ended "stopped" and those lost (killed after the grace period, failed, or without a checkpoint), then
-waits for the run to finish at its planned step. Writes benchmarks/results/stop_resume_app.json.
+"stopped" (with the time it took), check that the checkpoint of the step it stopped at is there, press
+Resume. It counts the stops that ended "stopped" and those lost (killed after the grace period, failed,
+or without that checkpoint), then waits for the run to finish at its planned step. Writes
+benchmarks/results/stop_resume_app.json.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def main() -> None:
     settings = {
         "task": "classification",
         "dataset": dataset,
-        "num_train_epochs": 1,
+        "max_train_samples": 0,  # every row: enough steps for every stop
+        "max_train_steps": 3 * args.stops * 2,
         "per_device_train_batch_size": 16,
         "max_length": 64,
         "logging_steps": 1,
@@ -93,12 +95,11 @@ def main() -> None:
             message = client.predict(run_id, api_name="/stop_run")
             ended = wait(client, run_id, lambda s: s.get("state") not in ("running", "queued"), "the stop")
             took = time.monotonic() - asked
-            checkpoints = sorted((runs_dir / run_id / "checkpoints").glob("step-*"))
-            ok = (
-                ended["state"] == "stopped"
-                and "killed" not in (ended.get("reason") or "")
-                and bool(checkpoints)
-            )
+            folder = runs_dir / run_id / "checkpoints"
+            checkpoints = sorted(folder.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+            at_stop = (folder / f"step-{ended.get('step')}" / "trainer_state.json").exists()
+            reason = ended.get("reason") or ""
+            ok = ended["state"] == "stopped" and "killed" not in reason and at_stop
             results.append(
                 {
                     "stop": i + 1,
