@@ -25,7 +25,7 @@ from typing import Any
 
 import tunelab
 from tunelab.errors import ConfigError, TuneLabError
-from tunelab.tasks import TASKS, get_task  # light: no torch
+from tunelab.tasks import TASKS, get_task, help_lines  # light: no torch
 
 # Metrics that name "best" in `runs list`, in order of preference, with their direction.
 BEST_METRICS = {"accuracy": max, "f1": max, "perplexity": min, "loss": min}
@@ -961,8 +961,9 @@ def build_parser() -> argparse.ArgumentParser:
         commands,
         "train",
         "train with a recipe (accelerate launch)",
-        "Run recipes/bert_cls.py (cls), recipes/gpt2_clm.py (clm) or recipes/bert_mlm.py (mlm: adapt an\n"
-        "encoder to your text before `train cls --model_name_or_path RUN`) through `accelerate launch`.\n"
+        "Run a task's recipe through `accelerate launch`:\n"
+        + help_lines()
+        + "\n(mlm adapts an encoder to your text before `train cls --model_name_or_path RUN`).\n"
         "Every other --key value goes to the recipe (names of the transformers examples:\n"
         "--train_file, --num_train_epochs, --learning_rate, ...); flags override --config.\n"
         "The exact command is printed first; the exit code is the recipe's. Ctrl-C stops the run\n"

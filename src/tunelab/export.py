@@ -55,6 +55,7 @@ import torch
 
 from .errors import ConfigError
 from .runs import Run
+from .tasks import get_task
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +156,7 @@ def source_run(path: str | Path) -> tuple[Run, str]:
     if not (run.path / "status.json").is_file():
         raise ConfigError(
             f"{path}: not a run folder (no status.json); export works on a finished run of "
-            "recipes/bert_cls.py or recipes/gpt2_clm.py"
+            f"recipes/{get_task('cls').recipe} or recipes/{get_task('clm').recipe}"
         )
     if not run.has_model():
         raise ConfigError(f"run {run.id} has no final model yet (it is {run.state}); wait for it to finish")
