@@ -48,9 +48,9 @@ def best_model_config(tiny_bert: Path, data: dict[str, str]) -> dict:
         "learning_rate": 1e-3,
         "num_train_epochs": 4,
         "logging_steps": 1,
-        "eval_steps": 9,
+        "eval_steps": 18,
         "load_best_model_at_end": True,
-        "early_stopping_patience": 2,
+        "early_stopping_patience": 1,
         "seed": 7,
     }
 
@@ -161,7 +161,7 @@ def test_stop_during_an_evaluation_saves_and_resume_evaluates_again(reference, t
     assert time.monotonic() - asked < 10  # the evaluation was cut short, not waited out
     (checkpoint,) = run.checkpoints()[-1:]
     saved = json.loads((checkpoint / "trainer_state.json").read_text())
-    assert saved["pending_eval"] is True and saved["global_step"] == 9
+    assert saved["pending_eval"] is True and saved["global_step"] == 18
     assert not run.events("eval")  # the interrupted evaluation recorded nothing
     proc.wait(WAIT_S)
 
