@@ -49,7 +49,7 @@ from tunelab.distill import (
     transfer_set,
     with_teacher_logits,
 )
-from tunelab.errors import ConfigError
+from tunelab.errors import ConfigError, writing
 from tunelab.hub import write_model_card
 from tunelab.models import base_model_hub_id, count_parameters, load_tokenizer
 from tunelab.recipe import (
@@ -224,7 +224,8 @@ def main() -> None:
             report = compare(
                 teacher_path, output_dir, teacher_metrics, result.metrics, data, data_args, kd_args
             )
-            save_report(output_dir, data, result, config, run.command(), summary, report)
+            with writing("eval_results.json and the model card", output_dir):
+                save_report(output_dir, data, result, config, run.command(), summary, report)
             final = {k: v for k, v in result.metrics.items() if k.startswith("eval/")}
             logger.info("Final: %s", json.dumps({k: round(v, 4) for k, v in final.items()}))
             logger.info("Teacher vs student:\n%s", comparison_table(report["teacher"], report["student"]))

@@ -254,6 +254,24 @@ def test_classify_file_writes_a_csv_with_predictions_and_probabilities(cls_run, 
     assert abs(float(rows[0]["prob_neg"]) + float(rows[0]["prob_pos"]) - 1) < 1e-4
 
 
+def test_predictions_on_a_full_disk_are_one_line(cls_run, tmp_path):
+    runs, data, _ = cls_run
+    disk = tmp_path / "full"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        (disk / "filler").write_bytes(b"x" * 60_000)  # what else fills the disk
+        proc = tunelab("classify", "latest", "--file", data, "--output", disk / "p.csv", "--runs-dir", runs)
+        assert_one_line_error(proc, f"disk full while writing predictions in {disk}: free ")
+        assert proc.stderr.strip().endswith("MB and resume")
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
 def test_classify_a_text_file_prints_a_table_and_quiet_prints_nothing_else(cls_run, tmp_path):
     runs, _, _ = cls_run
     txt = tmp_path / "texts.txt"

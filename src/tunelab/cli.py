@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import tunelab
-from tunelab.errors import ConfigError, TuneLabError
+from tunelab.errors import ConfigError, TuneLabError, writing
 from tunelab.tasks import TASKS, get_task, help_lines  # light: no torch
 
 # Metrics that name "best" in `runs list`, in order of preference, with their direction.
@@ -667,7 +667,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
         )
     out_columns = [*columns, "prediction", "score", *(f"prob_{k}" for k in labels)]
     if args.output:
-        write_predictions(Path(args.output), rows, out_columns)
+        with writing("predictions", Path(args.output).resolve().parent):
+            write_predictions(Path(args.output), rows, out_columns)
         info(args, f"wrote {len(rows)} predictions to {args.output}")
     elif args.json:
         for text, row in zip(texts, rows, strict=True):
