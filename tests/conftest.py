@@ -3,6 +3,7 @@ and a helper that runs a recipe through a real ``accelerate launch``."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -167,3 +168,22 @@ def kill_when(proc: subprocess.Popen, ready, sig: int = signal.SIGKILL, timeout:
         assert time.time() < deadline, "timed out waiting to signal the run"
         time.sleep(0.02)
     os.killpg(proc.pid, sig)
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str):
+    """A real small disk at ``path`` (a tmpfs of ``size``, e.g. "40m"), unmounted afterwards. Mounting
+    needs root: elsewhere the test is skipped, saying so (the write-site tests of test_disk_full.py still
+    run everywhere)."""
+    path.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    )
+    if proc.returncode != 0:
+        pytest.skip(
+            f"a real full disk needs a tmpfs, which cannot be mounted here: {proc.stderr.decode().strip()}"
+        )
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, sentiment_rows
+from conftest import ROOT, sentiment_rows, tmpfs
 
 from tunelab.launch.process import ProcessRef
 from tunelab.runs import Run
@@ -256,20 +256,11 @@ def test_classify_file_writes_a_csv_with_predictions_and_probabilities(cls_run, 
 
 def test_predictions_on_a_full_disk_are_one_line(cls_run, tmp_path):
     runs, data, _ = cls_run
-    disk = tmp_path / "full"
-    disk.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "full", "64k") as disk:
         (disk / "filler").write_bytes(b"x" * 60_000)  # what else fills the disk
         proc = tunelab("classify", "latest", "--file", data, "--output", disk / "p.csv", "--runs-dir", runs)
         assert_one_line_error(proc, f"disk full while writing predictions in {disk}: free ")
         assert proc.stderr.strip().endswith("MB and resume")
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 def test_classify_a_text_file_prints_a_table_and_quiet_prints_nothing_else(cls_run, tmp_path):

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, sentiment_rows
+from conftest import ROOT, sentiment_rows, tmpfs
 from test_lifecycle import WAIT_S, write_csv
 
 from tunelab.errors import DiskFullError, writing
@@ -22,15 +22,8 @@ ONE_LINE = re.compile(r"disk full while writing (.+) in (\S+): free (\d+) MB and
 @pytest.fixture
 def small_disk(tmp_path):
     """A 40 MB tmpfs: room for the run and one checkpoint of the tiny BERT, not for a second."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mount)], capture_output=True
-    )
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    with tmpfs(tmp_path / "disk", "40m") as mount:
+        yield mount
 
 
 def test_a_full_disk_is_one_line_keeps_the_last_checkpoint_and_the_run_resumes(
