@@ -614,9 +614,13 @@ def save_best_model(accelerator: Accelerator, model: torch.nn.Module, best_dir: 
     tmp = best_dir.with_name(f".tmp-{best_dir.name}")
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
+    # Every rank enters save_model (it lists the folder), so the folder is cleared before any
+    # rank enters and renamed only once every rank is out.
+    accelerator.wait_for_everyone()
     try:
         with writing("the best model", best_dir.parent, model_bytes(model)):
             accelerator.save_model(model, tmp, safe_serialization=True)
+        accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             shutil.rmtree(best_dir, ignore_errors=True)
             os.replace(tmp, best_dir)
