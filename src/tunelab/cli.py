@@ -121,7 +121,19 @@ def refreshed(run) -> dict[str, Any]:
 
 
 def shown_state(status: dict[str, Any]) -> str:
-    return status.get("state", "unknown")
+    """The run's state; a Slurm run's queued state with Slurm's pending reason (Resources, Priority ...)."""
+    state = status.get("state", "unknown")
+    slurm = status.get("slurm") or {}
+    if state == "queued" and slurm.get("job_id") and slurm.get("reason"):
+        return f"queued ({slurm['reason']})"
+    return state
+
+
+def _slurm_job(status: dict[str, Any]) -> str:
+    from tunelab.launch.slurm import describe
+
+    job = describe(status)
+    return f" ({job})" if job else ""
 
 
 def base_model_of(config: dict[str, Any]) -> str:
@@ -197,7 +209,7 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
         ("step", f"{step if step is not None else '-'}/{status.get('max_steps') or '-'}"),
         ("started", format_time(status.get("started") or status.get("created"))),
         ("duration", format_duration(run.elapsed(status))),
-        ("target", where.get("target", "local")),
+        ("target", where.get("target", "local") + _slurm_job(status)),
         ("best", best_metric(run)),
         ("checkpoints", ", ".join(p.name for p in run.checkpoints()) or "-"),
         ("model", "yes (from_pretrained works on the folder)" if run.has_model() else "not saved yet"),
@@ -278,15 +290,36 @@ def resolved_config(task: str, recipe_args: list[str]) -> dict[str, Any]:
 
 
 def placement(args: argparse.Namespace):
-    """(Resources, target, target options) from the command line: runs train on this machine."""
+    """(Resources, target, target options) from the command line."""
     from tunelab.launch import Resources
 
+    target = getattr(args, "target", "local") or "local"
+    cluster = {
+        "nodes": getattr(args, "nodes", None),
+        "gpus_per_node": getattr(args, "gpus_per_node", None),
+        "cpus_per_task": getattr(args, "cpus_per_task", None),
+    }
+    options = {
+        key: getattr(args, key, None)
+        for key in ("partition", "time", "account", "qos")
+        if getattr(args, key, None)
+    }
+    if getattr(args, "sbatch_arg", None):
+        options["sbatch_args"] = list(args.sbatch_arg)
+    if target == "local" and (options or any(v is not None for v in cluster.values())):
+        flags = [f"--{k.replace('_', '-')}" for k, v in {**cluster, **options}.items() if v]
+        raise CliError(f"{', '.join(flags)}: cluster options; add --target slurm")
+    if target == "slurm" and getattr(args, "gpus", None):
+        raise CliError("--gpus names this machine's GPUs; on Slurm ask for --gpus-per-node")
     resources = Resources(
         device=getattr(args, "device", "auto"),
         num_processes=args.num_processes,
         gpu_ids=getattr(args, "gpus", None),
+        nodes=cluster["nodes"] or 1,
+        gpus_per_node=cluster["gpus_per_node"],
+        cpus_per_task=cluster["cpus_per_task"],
     )
-    return resources, "local", {}
+    return resources, target, options
 
 
 def recipe_config(args: argparse.Namespace, recipe_args: list[str]) -> dict[str, Any]:
@@ -350,6 +383,13 @@ def start_and_follow(args: argparse.Namespace, run) -> int:
         raise
     if proc is None:
         raise CliError(f"run {run.id} was started by someone else meanwhile (it is {run.state})")
+    if isinstance(proc, launch.SlurmJob) and not getattr(args, "wait", False):
+        info(
+            args,
+            f"run {run.id}: submitted as Slurm job {proc.job_id}\n  folder: {run.path}\n"
+            f"  follow it with `tunelab runs show {run.id}`; stop it with `tunelab runs stop {run.id}`",
+        )
+        return 0
     tail = threading.Thread(target=_echo_log, args=(args, run, proc), daemon=True)
     tail.start()
     interrupts = 0
@@ -360,6 +400,10 @@ def start_and_follow(args: argparse.Namespace, run) -> int:
         if interrupts == 1:
             info(args, "stopping: the run saves a checkpoint and exits (Ctrl-C again to kill it)")
             threading.Thread(target=launch.stop, args=(run,), kwargs={"grace": STOP_GRACE_S}).start()
+        elif isinstance(proc, launch.SlurmJob):
+            from tunelab.launch.slurm import cancel
+
+            cancel(proc.job_id)
         else:
             from tunelab.launch.process import ProcessRef, kill_run
 
@@ -914,6 +958,35 @@ def _generation_options(parser: argparse.ArgumentParser) -> None:
     _runs_dir_option(parser)
 
 
+def _cluster_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "on a Slurm cluster (--target slurm: the runs dir must be on the cluster's shared filesystem)"
+    )
+    group.add_argument(
+        "--target",
+        choices=("local", "slurm"),
+        default="local",
+        help="local: this machine; slurm: submit a batch job (job.sbatch in the run folder) and return",
+    )
+    group.add_argument("--nodes", type=int, default=None, metavar="N", help="nodes (one task per node)")
+    group.add_argument("--gpus-per-node", type=int, default=None, metavar="G", help="GPUs on each node")
+    group.add_argument("--cpus-per-task", type=int, default=None, metavar="C", help="CPU cores on each node")
+    group.add_argument("--partition", default=None, metavar="P")
+    group.add_argument("--time", default=None, metavar="HH:MM:SS", help="the job's time limit")
+    group.add_argument("--account", default=None, metavar="A")
+    group.add_argument("--qos", default=None, metavar="Q")
+    group.add_argument(
+        "--sbatch-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help='one more sbatch option, e.g. --sbatch-arg="--constraint=a100" (repeatable)',
+    )
+    group.add_argument(
+        "--wait", action="store_true", help="follow a Slurm run's log until its job ends (Ctrl-C stops it)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tunelab",
@@ -1008,6 +1081,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--dry-run", action="store_true", help="print the resolved arguments and the command; run nothing"
     )
+    _cluster_options(train)
     _runs_dir_option(train)
     train.set_defaults(func=cmd_train, accepts_recipe_args=True)
 

@@ -5,6 +5,7 @@ fine-tune, the tests) goes through here, so a run gets the same command wherever
 
 - ``command``: the `accelerate launch` command for a hardware description (pure; unit-tested);
 - ``lifecycle``: prepare a run folder, start it, wait for it, refresh its state, stop and resume it;
+- ``slurm``: the Slurm target (job.sbatch, sbatch, scontrol/sacct state, requeue on preemption);
 - ``process``: local processes known by pid, start time, boot id and a marker in their environment.
 """
 
@@ -13,6 +14,7 @@ from .lifecycle import (
     STOP_GRACE_S,
     TARGETS,
     LaunchError,
+    SlurmJob,
     is_active,
     is_local_and_running_here,
     plan,
@@ -31,6 +33,7 @@ __all__ = [
     "LaunchError",
     "Rendezvous",
     "Resources",
+    "SlurmJob",
     "accelerate_command",
     "is_active",
     "is_local_and_running_here",

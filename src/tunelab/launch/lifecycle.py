@@ -1,8 +1,7 @@
 """Prepare, start, watch, stop, resume and reap runs: the one lifecycle every caller uses.
 
 A run is prepared once (config.yaml, launch.json, command.txt, status "queued") and then started on its
-target: a process group on this machine (the only target so far; launch.json records it, so cluster
-targets can join without changing a run folder). Starting a run that has a checkpoint
+target: a process group on this machine, or a Slurm job (``slurm``; launch.json records which). Starting a run that has a checkpoint
 of its own continues it (``--resume_from_checkpoint latest``), so "resume" is "queue it again"; the
 command is planned again from config.yaml and launch.json every time, never read back from command.txt.
 
@@ -28,7 +27,7 @@ from .command import LaunchCommand, Resources, accelerate_command
 from .process import RUN_ID_ENV, ProcessRef, boot_id, hostname, is_alive, kill_run, start_time
 
 STOP_GRACE_S = 60.0  # from the stop request to SIGKILL (or scancel): one value for every caller
-TARGETS = ("local",)
+TARGETS = ("local", "slurm")
 ATTEMPT_ENV = "TUNELAB_ATTEMPT_START"  # a stop file older than this belongs to an earlier attempt
 # Quiet, unbuffered output for a run's log; the user's Hub token never reaches a training process.
 RUN_ENV = {
@@ -84,8 +83,12 @@ def plan(
         "cwd": str(Path(cwd or os.getcwd()).resolve()),
         "python": sys.executable,
     }
-    if target != "local":
-        record[target] = dict(target_options or {})
+    if target == "slurm":
+        from . import slurm
+
+        record["slurm"] = slurm.clean_options(target_options)
+    elif target_options:
+        raise ConfigError(f"{', '.join(sorted(target_options))}: cluster options need a cluster target")
     return run, config, record, planned_command_text(run, record, config, hardware)
 
 
@@ -104,6 +107,11 @@ def prepare_run(
     run, config, record, command = plan(
         task, config, resources, target, target_options, run_dir, runs_dir, cwd
     )
+    if target == "slurm":  # what sbatch would refuse is said before the run folder exists
+        from . import slurm
+
+        slurm.validate(command, record["slurm"], run_environment(run))
+        command = slurm.submit_text(run)
     run.path.mkdir(parents=True, exist_ok=True)
     run.write_config(config)
     run.write_launch_record(record)
@@ -115,7 +123,12 @@ def prepare_run(
 def planned_command_text(
     run: Run, record: dict[str, Any], config: dict[str, Any] | None = None, hardware: Hardware | None = None
 ) -> str:
-    """What command.txt says: the command a user pastes to run it again (from the recorded cwd)."""
+    """What command.txt says: the command a user pastes to run it again (from the recorded cwd); for a
+    Slurm run, the batch script (command.txt then says how to submit it)."""
+    if record.get("target") == "slurm":
+        from . import slurm
+
+        return slurm.job_script(run, record, run.config() if config is None else config, job_environment(run))
     return local_command(run, record, hardware, config).text()
 
 
@@ -146,6 +159,11 @@ def local_command(
 # ---- starting -------------------------------------------------------------------------------------
 
 
+def job_environment(run: Run) -> dict[str, str]:
+    """What a run's processes get on top of the environment they inherit."""
+    return {**RUN_ENV, RUN_ID_ENV: run.id}
+
+
 def run_environment(run: Run, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
     return {**env, **RUN_ENV, **(extra or {}), RUN_ID_ENV: run.id, ATTEMPT_ENV: f"{time.time():.3f}"}
@@ -162,7 +180,55 @@ def start(run: Run, startable: tuple[str, ...] = ("queued",)) -> subprocess.Pope
         raise LaunchError(f"run {run.id} has no launch.json; it was not prepared by TuneLab")
     if record.get("target", "local") not in TARGETS:
         raise LaunchError(f"run {run.id} is for the target {record['target']!r}, which this TuneLab lacks")
+    if record.get("target") == "slurm":
+        return start_slurm(run, record, startable)
     return start_local(run, record, startable)
+
+
+def start_slurm(run: Run, record: dict[str, Any], startable: tuple[str, ...]) -> SlurmJob | None:
+    """Submit the run's batch script (written again from config.yaml and launch.json)."""
+    from . import slurm
+
+    run.clear_stop_request()
+    with run.status_lock() as txn:
+        if txn.status.get("state") not in startable:
+            return None
+        script = slurm.job_script(run, record, run.config(), job_environment(run))
+        try:
+            job_id = slurm.submit(run, script, run_environment(run))
+        except slurm.SlurmError as e:
+            txn.update(state="failed", stage="failed", reason=str(e))
+            raise
+        txn.update(
+            stage="queued",
+            slurm={"job_id": job_id, "state": "PENDING", "reason": None},
+            attempts=(txn.status.get("attempts") or 0) + 1,
+        )
+    with open(run.path / PROCESS_LOG, "ab") as log:
+        log.write(f"\n$ {slurm.submit_text(run)}  # Slurm job {job_id}\n".encode())
+    return SlurmJob(run, job_id)
+
+
+class SlurmJob:
+    """A submitted run's Slurm job, with the part of Popen's interface callers use (poll, wait)."""
+
+    def __init__(self, run: Run, job_id: str):
+        self.run, self.job_id, self.args = run, job_id, ["sbatch", job_id]
+
+    def poll(self) -> int | None:
+        from . import slurm
+
+        state, _ = slurm.job_state(self.job_id)
+        return None if slurm.in_queue(state) else (0 if state == "COMPLETED" else 1)
+
+    def wait(self, timeout: float | None = None) -> int:
+        from . import slurm
+
+        try:
+            slurm.wait_for_job(self.run, timeout)
+        except TimeoutError as e:
+            raise subprocess.TimeoutExpired(self.args, timeout or 0, output=str(e)) from e
+        return self.poll() or 0
 
 
 def start_local(run: Run, record: dict[str, Any], startable: tuple[str, ...]) -> subprocess.Popen | None:
@@ -205,6 +271,8 @@ def wait(
     its ending), then settle its status. ``timeout``: seconds before ``subprocess.TimeoutExpired``."""
     deadline = None if timeout is None else time.monotonic() + timeout
     proc.wait(timeout)
+    if isinstance(proc, SlurmJob):
+        return refresh(run)
     ref = ProcessRef.from_dict(run.status().get("process"))
     while is_alive(ref, run.id):
         if deadline is not None and time.monotonic() > deadline:
@@ -220,6 +288,8 @@ def refresh(run: Run) -> dict[str, Any]:
     """status.json, settled against the run's real processes: a run that says it runs but whose
     processes are gone is marked failed ("stopped" when a stop had been asked for)."""
     status = run.status()
+    if status.get("target") == "slurm":
+        return _refresh_slurm(run, status)
     if status.get("state") != "running":
         return status
     with run.status_lock() as txn:
@@ -234,6 +304,20 @@ def refresh(run: Run) -> dict[str, Any]:
                 state="stopped", stage="stopped", reason="stopped by request (killed after the grace period)"
             )
         return txn.update(state="failed", stage="failed", reason=vanished_reason(run))
+
+
+def _refresh_slurm(run: Run, status: dict[str, Any]) -> dict[str, Any]:
+    """A Slurm run's status against its job: pending (with Slurm's reason), running, requeued after a
+    preemption, or ended without the recipe's ending (failed, with Slurm's state)."""
+    from . import slurm
+
+    requeued = status.get("state") == "stopped" and not slurm.user_stop(run) and run.stop_request()
+    if status.get("state") not in ("queued", "running") and not requeued:
+        return status
+    if not (status.get("slurm") or {}).get("job_id"):
+        return status
+    with run.status_lock() as txn:
+        return slurm.settle(run, txn)
 
 
 def vanished_reason(run: Run) -> str:
@@ -255,6 +339,8 @@ def is_active(run: Run) -> bool:
 def is_local_and_running_here(run: Run) -> bool:
     """A run that holds one of this machine's training slots."""
     status = refresh(run)
+    if status.get("target") == "slurm":
+        return False
     ref = ProcessRef.from_dict(status.get("process"))
     return status.get("state") == "running" and (ref is None or ref.on_this_machine())
 
@@ -269,6 +355,11 @@ def stop(
     (``block=False``: what is happening; the kill, if needed, comes from a background thread)."""
     status = refresh(run)
     state = status.get("state")
+    job = (status.get("slurm") or {}).get("job_id") if status.get("target") == "slurm" else None
+    if state == "queued" and job:  # pending in Slurm's queue
+        from . import slurm
+
+        slurm.cancel(str(job))
     if state == "queued":
         run.update_status(
             expect=("queued",), state="stopped", stage="stopped", reason="removed from the queue"
@@ -285,6 +376,8 @@ def stop(
 
 
 def _kill_after(run: Run, grace: float) -> str:
+    if run.status().get("target") == "slurm":
+        return _cancel_after(run, grace)
     deadline = time.monotonic() + grace
     ref = ProcessRef.from_dict(run.status().get("process"))
     while is_alive(ref, run.id) and time.monotonic() < deadline:
@@ -296,6 +389,24 @@ def _kill_after(run: Run, grace: float) -> str:
     status = refresh(run)
     if killed:
         return f"killed after {grace:.0f} s without stopping (its last checkpoint is kept)"
+    return f"{status.get('state')}: {status.get('reason') or 'done'}"
+
+
+def _cancel_after(run: Run, grace: float) -> str:
+    """A stopping Slurm run: its ranks saw the stop file; the job is cancelled if still there after grace."""
+    from . import slurm
+
+    job = str((run.status().get("slurm") or {}).get("job_id"))
+    try:
+        slurm.wait_for_job(run, grace)
+        cancelled = False
+    except TimeoutError:
+        slurm.cancel(job)
+        slurm.wait_for_job(run, STOP_GRACE_S)
+        cancelled = True
+    status = refresh(run)
+    if cancelled:
+        return f"Slurm job {job} cancelled after {grace:.0f} s without stopping (its last checkpoint is kept)"
     return f"{status.get('state')}: {status.get('reason') or 'done'}"
 
 
