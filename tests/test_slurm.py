@@ -193,6 +193,91 @@ def test_a_pending_job_shows_slurms_reason(slurm_env, tiny_bert, data, tmp_path)
     assert run.status()["state"] == "stopped"
 
 
+# ---- stop, resume, requeue ------------------------------------------------------------------------
+
+
+def long_config(tiny_bert: Path, data: dict[str, str]) -> dict:
+    """Long enough to be stopped or requeued mid-training; a checkpoint every 5 steps."""
+    return config(
+        tiny_bert,
+        data,
+        num_train_epochs=8,
+        checkpointing_steps=5,
+        mixed_precision="no",
+        per_device_train_batch_size=4,
+    )
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_bert, data) -> Run:
+    """The same run, uninterrupted, on this machine: what a stopped or requeued Slurm run must equal."""
+    run = lifecycle.prepare_run(
+        "cls", long_config(tiny_bert, data), runs_dir=tmp_path_factory.mktemp("ref"), cwd=ROOT
+    )
+    status = lifecycle.wait(run, lifecycle.start(run), timeout=WAIT_S)
+    assert status["state"] == "finished", (run.path / "process.log").read_text()[-3000:]
+    return run
+
+
+def assert_same_losses(run: Run, reference: Run) -> None:
+    ref, losses = train_losses(reference), train_losses(run)
+    assert len(ref) == 8 * 24 and losses.keys() == ref.keys()
+    for step, loss in ref.items():
+        assert losses[step] == pytest.approx(loss, rel=1e-4, abs=1e-6), step
+
+
+def step_of(run: Run) -> int:
+    return int(run.status().get("step") or 0)
+
+
+def test_stop_mid_run_checkpoints_and_resume_submits_a_job_that_finishes(
+    slurm_env, tiny_bert, data, tmp_path, reference
+):
+    run = lifecycle.prepare_run(
+        "cls", long_config(tiny_bert, data), target="slurm", runs_dir=tmp_path, cwd=ROOT
+    )
+    first = lifecycle.start(run)
+    until(lambda: step_of(run) >= 12, "step 12", slurm_env, run)
+    said = lifecycle.stop(run, grace=WAIT_S)
+    status = run.status()
+    assert status["state"] == "stopped", (said, failure_detail(slurm_env, run))
+    assert run.checkpoints(), failure_detail(slurm_env, run)
+    assert slurm_env.job_state(first.job_id) == "COMPLETED"  # it ended by itself, not by scancel
+    stopped_at = max(train_losses(run))
+    assert stopped_at < 8 * 24
+
+    lifecycle.resume(run)
+    second = lifecycle.start(run)
+    assert second.job_id != first.job_id
+    finish(slurm_env, run, second)
+    assert "Resumed from" in (run.path / "train.log").read_text()
+    assert_same_losses(run, reference)
+
+
+def test_a_job_requeued_mid_training_resumes_and_ends_as_the_uninterrupted_run(
+    slurm_env, tiny_bert, data, tmp_path, reference
+):
+    """What preemption does: Slurm signals the job and puts it back in the queue (`scontrol requeue`).
+    The requeued job continues from the newest checkpoint; the per-step losses equal the uninterrupted run's."""
+    run = lifecycle.prepare_run(
+        "cls", long_config(tiny_bert, data), target="slurm", runs_dir=tmp_path, cwd=ROOT
+    )
+    job = lifecycle.start(run)
+    until(lambda: step_of(run) >= 12, "step 12", slurm_env, run)
+    slurm_env.run(["scontrol", "requeue", job.job_id])
+    until(
+        lambda: lifecycle.refresh(run)["state"] == "queued" or step_of(run) < 12,
+        "the run to be queued again",
+        slurm_env,
+        run,
+    )
+    finish(slurm_env, run, job)
+    info = slurm_env.job_info(job.job_id)
+    assert info is not None and int(info["Restarts"]) >= 1, info  # the same job ran twice
+    assert "Resumed from" in (run.path / "train.log").read_text()
+    assert_same_losses(run, reference)
+
+
 # ---- bad input ------------------------------------------------------------------------------------
 
 
