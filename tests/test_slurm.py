@@ -254,17 +254,27 @@ def test_stop_mid_run_checkpoints_and_resume_submits_a_job_that_finishes(
     assert_same_losses(run, reference)
 
 
+# How Slurm ends a job that must run again: a preemption or `scontrol requeue` signals every process of
+# the job and puts it back in the queue; the time-limit warning (--signal=B:TERM@N) signals only the
+# batch script, which checkpoints the run and requeues its own job.
+INTERRUPTIONS = {
+    "preempted": ["scontrol", "requeue"],
+    "time-limit warning": ["scancel", "--batch", "--signal=TERM"],
+}
+
+
+@pytest.mark.parametrize("interruption", sorted(INTERRUPTIONS))
 def test_a_job_requeued_mid_training_resumes_and_ends_as_the_uninterrupted_run(
-    slurm_env, tiny_bert, data, tmp_path, reference
+    slurm_env, tiny_bert, data, tmp_path, reference, interruption
 ):
-    """What preemption does: Slurm signals the job and puts it back in the queue (`scontrol requeue`).
-    The requeued job continues from the newest checkpoint; the per-step losses equal the uninterrupted run's."""
+    """The requeued job continues from the newest checkpoint; the per-step losses equal the
+    uninterrupted run's."""
     run = lifecycle.prepare_run(
         "cls", long_config(tiny_bert, data), target="slurm", runs_dir=tmp_path, cwd=ROOT
     )
     job = lifecycle.start(run)
     until(lambda: step_of(run) >= 12, "step 12", slurm_env, run)
-    slurm_env.run(["scontrol", "requeue", job.job_id])
+    slurm_env.run([*INTERRUPTIONS[interruption], job.job_id])
     until(
         lambda: lifecycle.refresh(run)["state"] == "queued" or step_of(run) < 12,
         "the run to be queued again",
