@@ -2,7 +2,8 @@
 
 Every run goes through ``tunelab.launch``, like the CLI's: ``submit`` prepares the run folder
 (config.yaml, launch.json, command.txt, status "queued"), and the scheduler starts runs while fewer
-than ``max_concurrent`` of this machine's runs are running. Everything lives on disk, so the queue survives an app restart: a
+than ``max_concurrent`` of this machine's runs are running; Slurm runs are submitted at once (the cluster
+schedules them). Everything lives on disk, so the queue survives an app restart: a
 run still running after the app was killed is found by its recorded process (pid, start time, boot id
 and its marker), queued runs are started when a slot frees up, and a run whose processes are gone
 while its status says "running" is marked failed with the reason its log gives.
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab import launch
+from tunelab.errors import TuneLabError
 from tunelab.hardware import Hardware
 from tunelab.launch import Resources
 from tunelab.runs import ACTIVE_STATES, Run, list_runs
@@ -77,6 +79,8 @@ class RunQueue:
         resources: Resources | None = None,
         run_id: str | None = None,
         hardware: Hardware | None = None,
+        target: str = "local",
+        target_options: dict[str, Any] | None = None,
     ) -> tuple[Path, dict[str, Any], str]:
         """(run folder, resolved config, command) of a run not yet written: what ``submit`` would write
         (on ``hardware``, by default this machine's)."""
@@ -84,6 +88,8 @@ class RunQueue:
             task,
             config,
             resources,
+            target,
+            target_options,
             run_dir=self.runs_dir / run_id if run_id else None,
             runs_dir=self.runs_dir,
             cwd=self.cwd,
@@ -98,6 +104,8 @@ class RunQueue:
         resources: Resources | None = None,
         origin: str | None = None,
         after: str | None = None,
+        target: str = "local",
+        target_options: dict[str, Any] | None = None,
     ) -> Run:
         """Write the run folder with state "queued"; it starts when a slot is free. ``after``: the id of a run that must finish first (e.g. the domain adaptation a
         classification run starts from); if that run fails or is stopped, this one fails without starting."""
@@ -110,6 +118,8 @@ class RunQueue:
                 task,
                 config,
                 resources,
+                target,
+                target_options,
                 runs_dir=self.runs_dir,
                 cwd=self.cwd,
                 status=status,
@@ -138,6 +148,10 @@ class RunQueue:
                 status = run.status()
                 if status.get("state") != "queued" or status.get("queue") != QUEUE:
                     continue
+                if status.get("target") == "slurm":  # the cluster schedules it: submitted at once
+                    if not (status.get("slurm") or {}).get("job_id") and self.dependency_ready(run):
+                        self._start(run)
+                    continue
                 if self.dependency_ready(run):
                     waiting.append(run)
             waiting.sort(key=lambda r: r.status().get("queued_at") or r.status().get("created") or 0)
@@ -147,10 +161,10 @@ class RunQueue:
     def _start(self, run: Run) -> None:
         try:
             proc = launch.start(run)
-        except launch.LaunchError as e:
+        except TuneLabError as e:  # e.g. sbatch refused it: the run says why
             run.update_status(expect=ACTIVE_STATES, state="failed", stage="failed", reason=str(e))
             return
-        if proc is not None:
+        if isinstance(proc, subprocess.Popen):  # a Slurm job is not this app's child
             self._procs[run.id] = proc
 
     def dependency_ready(self, run: Run) -> bool:

@@ -56,7 +56,12 @@ def runs_table(state: AppState) -> pd.DataFrame:
                 "run": run.id,
                 "task": TASK_NAMES.get(status.get("task"), status.get("task", "")),
                 "state": status.get("state", "unknown"),
-                "stage": status.get("stage", ""),
+                "stage": status.get("stage", "")
+                + (
+                    f" (Slurm: {status['slurm']['reason']})"
+                    if (status.get("slurm") or {}).get("reason") and status.get("state") == "queued"
+                    else ""
+                ),
                 "progress": f"{fraction * 100:.0f}%",
                 "ETA": eta,
                 "created": age(status.get("created")),
@@ -165,7 +170,12 @@ def describe(run: Run) -> str:
         f"Stage: **{status.get('stage', '—')}**"
         + (f" · step {status.get('step', 0)}/{status['max_steps']}" if status.get("max_steps") else ""),
     ]
-    if state == "queued":
+    from tunelab.launch.slurm import describe as slurm_job
+
+    job = slurm_job(status)
+    if job:
+        lines.append(f"Slurm {job}.")
+    elif state == "queued":
         lines.append("Waiting for a free training slot on this machine.")
     if status.get("reason") and state in ("failed", "stopped"):
         lines.append(f"**Why:** {clean_message(status['reason'])}")

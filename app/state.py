@@ -32,6 +32,7 @@ class AppState:
     data_dir: Path
     queue: RunQueue
     hardware: Hardware = field(default_factory=detect_hardware)  # what "auto" plans local runs for
+    slurm_defaults: dict[str, Any] = field(default_factory=dict)  # from the targets file
 
     # ---- runs ----------------------------------------------------------------------------------
     def run(self, run_id: str | None) -> Run:

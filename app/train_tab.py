@@ -28,7 +28,7 @@ from tunelab.data.clean import DUPLICATE_MODES, DataCleaningArguments
 from tunelab.data.files import iter_records, read_text
 from tunelab.distill import DistillationArguments
 from tunelab.errors import TuneLabError
-from tunelab.launch import Resources
+from tunelab.launch import Resources, slurm
 from tunelab.launch.command import processes_and_device
 from tunelab.mlm import MaskedLMArguments
 from tunelab.tasks import get_task
@@ -95,7 +95,15 @@ DEFAULTS: dict[str, Any] = {
     "temperature": 2.0,
     "alpha": 0.5,
     "unlabeled_dataset": "",
+    # where the run trains: this machine, or a Slurm cluster (None: the targets file's default)
+    "target": "local",
+    "slurm_partition": None,
+    "slurm_time": None,
+    "slurm_nodes": None,
+    "slurm_gpus_per_node": None,
+    "slurm_cpus_per_task": None,
 }
+TARGET_CHOICES = [("This machine", "local"), ("Slurm cluster", "slurm")]
 TASK_DEFAULTS = {
     "classification": {
         "learning_rate": 5e-5,
@@ -176,20 +184,51 @@ class Placement:
     """On what a run trains: the planner (tunelab.launch) turns this into its command."""
 
     resources: Resources
+    target: str = "local"
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)  # Slurm: partition, time, ...
+
+    def hardware(self, state: AppState):
+        return slurm.node_hardware(self.resources) if self.target == "slurm" else state.hardware
 
     def processes(self, state: AppState) -> int:
         """Processes in all (for the estimate)."""
-        return processes_and_device(self.resources, state.hardware)[0]
+        return processes_and_device(self.resources, self.hardware(state))[0] * self.resources.nodes
+
+
+def _given(value: Any) -> bool:
+    return value is not None and str(value).strip() != ""
 
 
 def placement(state: AppState, s: dict[str, Any]) -> Placement:
-    """The run's Resources from the settings; impossible asks raise gr.Error."""
+    """The run's Resources and target from the settings (Slurm fields left blank take the targets
+    file's defaults); impossible asks raise gr.Error."""
+    target = s["target"] or "local"
+    processes = int(s["num_processes"] or 0) or None
     try:
-        resources = Resources(num_processes=int(s["num_processes"] or 0) or None)
-        processes_and_device(resources, state.hardware)  # e.g. 4 processes on a 2-GPU machine
+        if target == "local":
+            resources = Resources(num_processes=processes)
+            processes_and_device(resources, state.hardware)  # e.g. 4 processes on a 2-GPU machine
+            return Placement(resources)
+        if target != "slurm":
+            raise gr.Error("Run on must be this machine (local) or a Slurm cluster (slurm).")
+        defaults = state.slurm_defaults
+
+        def pick(key: str) -> Any:
+            return s[f"slurm_{key}"] if _given(s[f"slurm_{key}"]) else defaults.get(key)
+
+        resources = Resources(
+            num_processes=processes,
+            nodes=int(pick("nodes") or 1),
+            gpus_per_node=int(pick("gpus_per_node") or 0) or None,
+            cpus_per_task=int(pick("cpus_per_task") or 0) or None,
+        )
+        options = {k: v for k, v in defaults.items() if k not in slurm.RESOURCE_KEYS}
+        options.update({k: str(pick(k)).strip() for k in ("partition", "time") if _given(pick(k))})
+        options = slurm.clean_options(options)
+        processes_and_device(resources, slurm.node_hardware(resources))
     except TuneLabError as e:
         raise gr.Error(clean_message(str(e))) from None
-    return Placement(resources)
+    return Placement(resources, "slurm", options)
 
 
 def settings_to_config(state: AppState, settings: dict[str, Any]) -> tuple[str, dict[str, Any], Placement]:
@@ -324,6 +363,8 @@ def preview(state: AppState, settings: dict[str, Any]) -> tuple[str, str]:
             where.resources,
             run_id="RUN-ID",
             hardware=state.hardware,
+            target=where.target,
+            target_options=where.options,
         )
     except gr.Error as e:
         return f"# {e.message}", ""
@@ -497,16 +538,32 @@ def submit(state: AppState, settings: dict[str, Any]) -> tuple[str, str]:
         first = None
         if adapt:
             mlm_task, mlm_config, _ = settings_to_config(state, adaptation_settings(state, settings, config))
-            first = state.queue.submit(mlm_task, mlm_config, where.resources, origin="domain adaptation")
+            first = state.queue.submit(
+                mlm_task,
+                mlm_config,
+                where.resources,
+                origin="domain adaptation",
+                target=where.target,
+                target_options=where.options,
+            )
             # The classifier starts from the adaptation run's folder once that run has finished.
             config = {**config, "model_name_or_path": str(first.path)}
-        run = state.queue.submit(task, config, where.resources, after=first.id if first else None)
+        run = state.queue.submit(
+            task,
+            config,
+            where.resources,
+            after=first.id if first else None,
+            target=where.target,
+            target_options=where.options,
+        )
     except TuneLabError as e:
         raise gr.Error(clean_message(str(e))) from None
     except QueueFullError as e:
         raise gr.Error(str(e)) from None
     waiting = len(state.queue.queued())
     note = "it starts in a moment" if waiting <= 1 else f"{waiting} runs are waiting"
+    if where.target == "slurm":
+        note = "it is submitted to Slurm in a moment"
     if first is not None:
         return (
             f"Queued **{first.id}** (masked-LM adaptation to this file's texts), then **{run.id}** "
@@ -709,6 +766,35 @@ def build(state: AppState) -> dict[str, Any]:
                         allow_custom_value=True,
                     )
             with gr.Column(scale=2):
+                defaults = state.slurm_defaults
+                target = gr.Radio(
+                    TARGET_CHOICES,
+                    value="local",
+                    label="Run on",
+                    info="a Slurm cluster needs this app's runs folder on its shared filesystem",
+                    elem_id="train-target",
+                )
+                with gr.Row(visible=False) as slurm_row:
+                    slurm_partition = gr.Textbox(
+                        defaults.get("partition") or "", label="Partition", placeholder="the default one"
+                    )
+                    slurm_nodes = gr.Number(defaults.get("nodes") or 1, label="Nodes", precision=0, minimum=1)
+                    slurm_gpus = gr.Number(
+                        defaults.get("gpus_per_node") or 0, label="GPUs per node", precision=0, minimum=0
+                    )
+                    slurm_cpus = gr.Number(
+                        defaults.get("cpus_per_task") or 0,
+                        label="CPUs per node",
+                        precision=0,
+                        minimum=0,
+                        info="0: the partition's default",
+                    )
+                    slurm_time = gr.Textbox(
+                        defaults.get("time") or "", label="Time limit", placeholder="HH:MM:SS"
+                    )
+                target.change(
+                    lambda t: gr.update(visible=t == "slurm"), [target], [slurm_row], api_name=False
+                )
                 with gr.Row():
                     check_btn = gr.Button("Check data", elem_id="train-check")
                     estimate_btn = gr.Button("Estimate", elem_id="train-estimate")
@@ -776,6 +862,12 @@ def build(state: AppState) -> dict[str, Any]:
             "temperature": temperature,
             "alpha": alpha,
             "unlabeled_dataset": unlabeled,
+            "target": target,
+            "slurm_partition": slurm_partition,
+            "slurm_time": slurm_time,
+            "slurm_nodes": slurm_nodes,
+            "slurm_gpus_per_node": slurm_gpus,
+            "slurm_cpus_per_task": slurm_cpus,
         }
         assert list(components) == FIELDS
         inputs = list(components.values())

@@ -39,13 +39,23 @@ CSS = """
 """
 
 
-def build_app(runs_dir: str | Path, data_dir: str | Path, max_concurrent_runs: int = 1) -> gr.Blocks:
-    """The Blocks app over ``runs_dir`` (run folders) and ``data_dir`` (datasets); starts the run queue."""
+def build_app(
+    runs_dir: str | Path,
+    data_dir: str | Path,
+    max_concurrent_runs: int = 1,
+    targets_file: str | Path | None = None,
+) -> gr.Blocks:
+    """The Blocks app over ``runs_dir`` (run folders) and ``data_dir`` (datasets); starts the run queue.
+    ``targets_file``: Slurm defaults (partition, time, ...; default ~/.config/tunelab/targets.yaml)."""
+    from tunelab.launch.slurm import load_targets
+
     runs_dir, data_dir = Path(runs_dir).resolve(), Path(data_dir).resolve()
     runs_dir.mkdir(parents=True, exist_ok=True)
     materialize_samples(data_dir)
     queue = RunQueue(runs_dir, max_concurrent_runs, cwd=REPO_ROOT)
-    state = AppState(runs_dir=runs_dir, data_dir=data_dir, queue=queue)
+    state = AppState(
+        runs_dir=runs_dir, data_dir=data_dir, queue=queue, slurm_defaults=load_targets(targets_file)
+    )
     with gr.Blocks(title="TuneLab", analytics_enabled=False) as demo:
         gr.Markdown("# TuneLab\nFine-tune a classifier or pretrain a small GPT-2 on your data, then try it.")
         with gr.Tabs():
@@ -90,9 +100,10 @@ def launch(
     share: bool = False,
     max_concurrent_runs: int = 1,
     block: bool = True,
+    targets_file: str | Path | None = None,
 ):
     """Build and serve the app; returns (demo, local URL) (when ``block`` is False it returns at once)."""
-    demo = build_app(runs_dir, data_dir, max_concurrent_runs)
+    demo = build_app(runs_dir, data_dir, max_concurrent_runs, targets_file)
     _, url, _ = demo.launch(
         server_name=host,
         server_port=port,

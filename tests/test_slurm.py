@@ -288,6 +288,57 @@ def test_a_job_requeued_mid_training_resumes_and_ends_as_the_uninterrupted_run(
     assert_same_losses(run, reference)
 
 
+# ---- the app --------------------------------------------------------------------------------------
+
+
+def test_a_run_submitted_from_the_app_trains_on_slurm_and_is_listed_finished(
+    slurm_env, tiny_bert, data, tmp_path
+):
+    """Train tab "Run on: Slurm cluster" through gradio_client, with defaults from a targets file."""
+    gradio_client = pytest.importorskip("gradio_client")
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from app.ui import build_app, launch_options
+
+    runs, data_dir = tmp_path / "runs", tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "reviews.csv").write_text(Path(data["train_file"]).read_text())
+    targets = tmp_path / "targets.yaml"
+    targets.write_text('slurm:\n  partition: debug\n  time: "00:30:00"\n  cpus_per_task: 1\n')
+    demo = build_app(runs, data_dir, targets_file=targets)
+    _, url, _ = demo.launch(
+        server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_options(runs, data_dir)
+    )
+    try:
+        client = gradio_client.Client(url, verbose=False)
+        settings = {
+            "task": "classification",
+            "dataset": "reviews.csv",
+            "base_kind": "local folder",
+            "base_path": str(tiny_bert),
+            "num_train_epochs": 3,
+            "learning_rate": 1e-3,
+            "max_train_samples": 0,
+            "mixed_precision": "no",
+            "target": "slurm",
+        }
+        _, command = client.predict(json.dumps(settings), api_name="/preview_run")
+        assert "#SBATCH --partition=debug" in command and "#SBATCH --time=00:30:00" in command
+        message, run_id = client.predict(json.dumps(settings), api_name="/submit_run")
+        assert run_id in message and "Slurm" in message
+        run = Run(runs / run_id)
+        until(lambda: (run.status().get("slurm") or {}).get("job_id"), "the Slurm job", slurm_env, run)
+        job = run.status()["slurm"]["job_id"]
+        until(lambda: run.status().get("state") == "finished", "the run to finish", slurm_env, run)
+        assert slurm_env.wait_for_state(job, {"COMPLETED", "FAILED"}, timeout=WAIT_S) == "COMPLETED"
+        listed = {r["id"]: r for r in client.predict(api_name="/list_runs")}
+        assert listed[run_id]["state"] == "finished", listed
+        assert "#SBATCH --cpus-per-task=1" in (run.path / "job.sbatch").read_text()
+    finally:
+        demo.tunelab_state.queue.shutdown()
+        demo.close()
+
+
 # ---- bad input ------------------------------------------------------------------------------------
 
 
@@ -341,3 +392,40 @@ def test_a_jobcomp_line_is_read_with_its_spaces_kept():
         "TimeLimit=UNLIMITED StartTime=2026-12-04T02:00:00 NodeList=vm ExitCode=1:0 WorkDir=/a b"
     )
     assert record["JobState"] == "FAILED" and record["ExitCode"] == "1:0" and record["WorkDir"] == "/a b"
+
+
+def test_targets_file_defaults_reach_the_job_script_and_the_command_line_wins(tmp_path, data):
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(
+        'slurm:\n  partition: gpu\n  time: "04:00:00"\n  gpus_per_node: 2\n  sbatch_args: ["--constraint=a100"]\n'
+    )
+    proc = tunelab(
+        "train", "cls", "--target", "slurm", "--targets", targets, "--time", "01:00:00", "--dry-run",
+        "--runs-dir", tmp_path / "runs", "--train_file", data["train_file"],
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    script = proc.stdout
+    for line in ("--partition=gpu", "--time=01:00:00", "--gpus-per-node=2", "--constraint=a100"):
+        assert f"#SBATCH {line}" in script, script
+    # two GPUs on each node: two processes, no CPU flag, the recipe picks bf16/fp16 on the node itself
+    assert "--num_processes 2" in script and "ACCELERATE_USE_CPU" not in script
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_broken_targets_file_is_one_line_naming_the_place(tmp_path, data):
+    targets = tmp_path / "targets.yaml"
+    targets.write_text("slurm:\n  partition: [gpu\n")
+    proc = tunelab(
+        "train",
+        "cls",
+        "--target",
+        "slurm",
+        "--targets",
+        targets,
+        "--dry-run",
+        "--train_file",
+        data["train_file"],
+    )
+    assert_one_line_error(proc, str(targets), "is not valid YAML (line 3")
+    proc = tunelab("app", "--targets", tmp_path / "missing.yaml")
+    assert_one_line_error(proc, "missing.yaml does not exist")

@@ -311,13 +311,19 @@ def placement(args: argparse.Namespace):
         raise CliError(f"{', '.join(flags)}: cluster options; add --target slurm")
     if target == "slurm" and getattr(args, "gpus", None):
         raise CliError("--gpus names this machine's GPUs; on Slurm ask for --gpus-per-node")
+    if target == "slurm":  # what the command line leaves out comes from the targets file
+        from tunelab.launch.slurm import RESOURCE_KEYS, load_targets
+
+        defaults = load_targets(getattr(args, "targets", None))
+        cluster = {k: v if v is not None else defaults.get(k) for k, v in cluster.items()}
+        options = {**{k: v for k, v in defaults.items() if k not in RESOURCE_KEYS}, **options}
     resources = Resources(
         device=getattr(args, "device", "auto"),
         num_processes=args.num_processes,
         gpu_ids=getattr(args, "gpus", None),
         nodes=cluster["nodes"] or 1,
-        gpus_per_node=cluster["gpus_per_node"],
-        cpus_per_task=cluster["cpus_per_task"],
+        gpus_per_node=cluster["gpus_per_node"] or None,
+        cpus_per_task=cluster["cpus_per_task"] or None,
     )
     return resources, target, options
 
@@ -608,6 +614,9 @@ def cmd_app(args: argparse.Namespace) -> int:
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     auth = check_auth(args.auth or os.environ.get("TUNELAB_AUTH"))
+    from tunelab.launch.slurm import load_targets
+
+    load_targets(args.targets)  # a wrong targets file is one line, before gradio loads
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
         from app import ui
@@ -629,6 +638,7 @@ def cmd_app(args: argparse.Namespace) -> int:
         data_dir=data_dir,
         share=False,
         max_concurrent_runs=args.max_concurrent_runs,
+        targets_file=args.targets,
     )
     return 0
 
@@ -985,6 +995,12 @@ def _cluster_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--wait", action="store_true", help="follow a Slurm run's log until its job ends (Ctrl-C stops it)"
     )
+    group.add_argument(
+        "--targets",
+        metavar="FILE",
+        default=None,
+        help="defaults for the options above (default: ~/.config/tunelab/targets.yaml, if it exists)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1029,6 +1045,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="require a login (default: $TUNELAB_AUTH, which keeps it out of `ps`)",
     )
     app.add_argument("--max-concurrent-runs", type=int, default=1, metavar="N", help="trainings run at once")
+    app.add_argument(
+        "--targets",
+        metavar="FILE",
+        default=None,
+        help="Slurm defaults for 'Run on: Slurm cluster' (default: ~/.config/tunelab/targets.yaml, if it exists)",
+    )
     app.set_defaults(func=cmd_app)
 
     train = _sub(
