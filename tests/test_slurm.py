@@ -291,10 +291,11 @@ def test_a_job_requeued_mid_training_resumes_and_ends_as_the_uninterrupted_run(
 # ---- the app --------------------------------------------------------------------------------------
 
 
-def test_a_run_submitted_from_the_app_trains_on_slurm_and_is_listed_finished(
+def test_a_run_submitted_from_the_app_stops_resumes_and_finishes_on_slurm(
     slurm_env, tiny_bert, data, tmp_path
 ):
-    """Train tab "Run on: Slurm cluster" through gradio_client, with defaults from a targets file."""
+    """Train tab "Run on: Slurm cluster" through gradio_client, with defaults from a targets file; Stop
+    and Resume in the Runs tab work as for a local run."""
     gradio_client = pytest.importorskip("gradio_client")
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
@@ -316,10 +317,13 @@ def test_a_run_submitted_from_the_app_trains_on_slurm_and_is_listed_finished(
             "dataset": "reviews.csv",
             "base_kind": "local folder",
             "base_path": str(tiny_bert),
-            "num_train_epochs": 3,
+            "num_train_epochs": 8,
+            "per_device_train_batch_size": 4,
             "learning_rate": 1e-3,
             "max_train_samples": 0,
             "mixed_precision": "no",
+            "logging_steps": 1,
+            "checkpointing_steps": "5",
             "target": "slurm",
         }
         _, command = client.predict(json.dumps(settings), api_name="/preview_run")
@@ -327,10 +331,22 @@ def test_a_run_submitted_from_the_app_trains_on_slurm_and_is_listed_finished(
         message, run_id = client.predict(json.dumps(settings), api_name="/submit_run")
         assert run_id in message and "Slurm" in message
         run = Run(runs / run_id)
-        until(lambda: (run.status().get("slurm") or {}).get("job_id"), "the Slurm job", slurm_env, run)
+        until(lambda: step_of(run) >= 12, "step 12", slurm_env, run)
+        first = run.status()["slurm"]["job_id"]
+        client.predict(run_id, api_name="/stop_run")
+        until(lambda: run.status().get("state") == "stopped", "the run to stop", slurm_env, run)
+        assert run.checkpoints()
+        client.predict(run_id, api_name="/resume_run")
+        until(
+            lambda: (run.status().get("slurm") or {}).get("job_id") not in (None, first),
+            "a new Slurm job",
+            slurm_env,
+            run,
+        )
         job = run.status()["slurm"]["job_id"]
         until(lambda: run.status().get("state") == "finished", "the run to finish", slurm_env, run)
         assert slurm_env.wait_for_state(job, {"COMPLETED", "FAILED"}, timeout=WAIT_S) == "COMPLETED"
+        assert "Resumed from" in (run.path / "train.log").read_text()
         listed = {r["id"]: r for r in client.predict(api_name="/list_runs")}
         assert listed[run_id]["state"] == "finished", listed
         assert "#SBATCH --cpus-per-task=1" in (run.path / "job.sbatch").read_text()

@@ -425,6 +425,7 @@ def resume(run: Run) -> Run:
         stage="queued",
         reason=None,
         queued_at=time.time(),
+        slurm=None,  # a Slurm run gets a new job when it starts
     )
     return run
 
