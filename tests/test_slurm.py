@@ -416,12 +416,18 @@ def test_targets_file_defaults_reach_the_job_script_and_the_command_line_wins(tm
         'slurm:\n  partition: gpu\n  time: "04:00:00"\n  gpus_per_node: 2\n  sbatch_args: ["--constraint=a100"]\n'
     )
     proc = tunelab(
-        "train", "cls", "--target", "slurm", "--targets", targets, "--time", "01:00:00", "--dry-run",
+        "train", "cls", "--target", "slurm", "--targets", targets, "--time", "01:00:00", "--sbatch-arg", "--qos=high", "--dry-run",
         "--runs-dir", tmp_path / "runs", "--train_file", data["train_file"],
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     script = proc.stdout
-    for line in ("--partition=gpu", "--time=01:00:00", "--gpus-per-node=2", "--constraint=a100"):
+    for line in (
+        "--partition=gpu",
+        "--time=01:00:00",
+        "--gpus-per-node=2",
+        "--constraint=a100",
+        "--qos=high",
+    ):
         assert f"#SBATCH {line}" in script, script
     # two GPUs on each node: two processes, no CPU flag, the recipe picks bf16/fp16 on the node itself
     assert "--num_processes 2" in script and "ACCELERATE_USE_CPU" not in script

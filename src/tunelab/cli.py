@@ -1369,9 +1369,19 @@ def error_message(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
+def joined_sbatch_args(argv: list[str]) -> list[str]:
+    """``--sbatch-arg --qos=high`` as ``--sbatch-arg=--qos=high`` (argparse takes a value that looks
+    like an option only in the joined form)."""
+    out: list[str] = []
+    items = iter(argv)
+    for item in items:
+        out.append(f"{item}={next(items, '')}" if item == "--sbatch-arg" else item)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(joined_sbatch_args(sys.argv[1:] if argv is None else list(argv)))
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
