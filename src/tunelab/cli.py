@@ -316,7 +316,10 @@ def placement(args: argparse.Namespace):
 
         defaults = load_targets(getattr(args, "targets", None))
         cluster = {k: v if v is not None else defaults.get(k) for k, v in cluster.items()}
+        extra = [*defaults.get("sbatch_args", []), *options.get("sbatch_args", [])]  # the file's, then these
         options = {**{k: v for k, v in defaults.items() if k not in RESOURCE_KEYS}, **options}
+        if extra:
+            options["sbatch_args"] = extra
     resources = Resources(
         device=getattr(args, "device", "auto"),
         num_processes=args.num_processes,
