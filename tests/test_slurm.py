@@ -255,11 +255,11 @@ def test_stop_mid_run_checkpoints_and_resume_submits_a_job_that_finishes(
 
 
 # How Slurm ends a job that must run again: a preemption or `scontrol requeue` signals every process of
-# the job and puts it back in the queue; the time-limit warning (--signal=B:TERM@N) signals only the
+# the job and puts it back in the queue; the time-limit warning (--signal=B:USR1@N) signals only the
 # batch script, which checkpoints the run and requeues its own job.
 INTERRUPTIONS = {
     "preempted": ["scontrol", "requeue"],
-    "time-limit warning": ["scancel", "--batch", "--signal=TERM"],
+    "time-limit warning": ["scancel", "--batch", "--signal=USR1"],
 }
 
 
@@ -286,6 +286,21 @@ def test_a_job_requeued_mid_training_resumes_and_ends_as_the_uninterrupted_run(
     assert info is not None and int(info["Restarts"]) >= 1, info  # the same job ran twice
     assert "Resumed from" in (run.path / "train.log").read_text()
     assert_same_losses(run, reference)
+
+
+def test_a_job_cancelled_outside_tunelab_is_failed_with_slurms_state(slurm_env, tiny_bert, data, tmp_path):
+    """`scancel` from a terminal (or an admin): the run does not stay "running" forever."""
+    run = lifecycle.prepare_run(
+        "cls", long_config(tiny_bert, data), target="slurm", runs_dir=tmp_path, cwd=ROOT
+    )
+    job = lifecycle.start(run)
+    until(lambda: step_of(run) >= 5, "step 5", slurm_env, run)
+    slurm_env.run(["scancel", job.job_id])
+    status = lifecycle.wait(run, job, timeout=WAIT_S)
+    assert status["state"] in ("failed", "stopped"), failure_detail(slurm_env, run)
+    if status["state"] == "failed":  # the recipe was killed before it could record its ending
+        assert f"Slurm job {job.job_id} ended CANCELLED" in status["reason"], status
+    assert run.checkpoints()  # what it had saved is kept for a resume
 
 
 # ---- the app --------------------------------------------------------------------------------------

@@ -311,25 +311,34 @@ def _refresh_slurm(run: Run, status: dict[str, Any]) -> dict[str, Any]:
     preemption, or ended without the recipe's ending (failed, with Slurm's state)."""
     from . import slurm
 
-    requeued = status.get("state") == "stopped" and not slurm.user_stop(run) and run.stop_request()
-    if status.get("state") not in ("queued", "running") and not requeued:
+    job = status.get("slurm") or {}
+    if not job.get("job_id"):
         return status
-    if not (status.get("slurm") or {}).get("job_id"):
+    # A run that stopped on Slurm's signal (not the user's) runs again if Slurm requeued its job.
+    maybe_requeued = (
+        status.get("state") == "stopped"
+        and not slurm.user_stop(run)
+        and slurm.in_queue(job.get("state") or "")
+    )
+    if status.get("state") not in ("queued", "running") and not maybe_requeued:
         return status
     with run.status_lock() as txn:
         return slurm.settle(run, txn)
 
 
-def vanished_reason(run: Run) -> str:
-    """Why a run whose processes are gone never wrote its ending: the launcher's last error line, if any."""
+def last_error_line(run: Run) -> str:
+    """The last line of the run's process.log that names an error ('' when none)."""
     try:
         lines = (run.path / PROCESS_LOG).read_text(errors="replace").splitlines()
-    except FileNotFoundError:
+    except OSError:
         lines = []
-    last = next((ln.strip() for ln in reversed(lines) if "error" in ln.lower() and ln.strip()), "")
-    return "its process ended unexpectedly" + (
-        f": {last[:300]}" if last else " (killed, or the machine restarted)"
-    )
+    return next((ln.strip()[:300] for ln in reversed(lines) if "error" in ln.lower() and ln.strip()), "")
+
+
+def vanished_reason(run: Run) -> str:
+    """Why a run whose processes are gone never wrote its ending: the launcher's last error line, if any."""
+    last = last_error_line(run)
+    return "its process ended unexpectedly" + (f": {last}" if last else " (killed, or the machine restarted)")
 
 
 def is_active(run: Run) -> bool:

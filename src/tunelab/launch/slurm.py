@@ -13,12 +13,16 @@ Stopping and preemption:
 - Stop (TuneLab): the run's stop file, which every rank polls on the shared filesystem: the ranks save
   a checkpoint and exit, the job completes. After the grace period the job is cancelled. (A TERM signal
   is not used for this: accelerate's launcher gives its children 5 s between TERM and KILL.)
-- Time limit: jobs are submitted ``--requeue --signal=B:TERM@<REQUEUE_WARNING_S>``; the batch script
-  traps that warning, writes a stop request marked ``requeue`` (the ranks checkpoint and exit), then
-  requeues its own job, which resumes from that checkpoint.
-- Preemption or ``scontrol requeue``: Slurm signals every process of the job and requeues it; the ranks
-  checkpoint if they can within Slurm's KillWait, and the requeued job resumes from the newest complete
-  checkpoint either way (checkpoints are written atomically), so the run ends as an uninterrupted one.
+- Time limit: jobs are submitted ``--requeue --signal=B:USR1@<REQUEUE_WARNING_S>``; the batch script
+  traps that warning (its own signal, so it is never confused with a cancel), writes a stop request
+  marked ``requeue`` (the ranks checkpoint and exit), then requeues its own job, which resumes from
+  that checkpoint.
+- Preemption or ``scontrol requeue``: Slurm sends TERM to every process of the job and requeues it; the
+  ranks checkpoint if they can within Slurm's KillWait, and the requeued job resumes from the newest
+  complete checkpoint either way (checkpoints are written atomically), so the run ends as an
+  uninterrupted one.
+- ``scancel`` from a terminal: the same TERM, but no requeue; the run ends "stopped" with its checkpoint
+  (or "failed" with Slurm's state when it was killed first).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from ..tasks import get_task
 from .command import LaunchCommand, Rendezvous, Resources, accelerate_command
 
 JOB_SCRIPT = "job.sbatch"
-REQUEUE_WARNING_S = 120  # Slurm's TERM to the batch script this long before the time limit
+REQUEUE_WARNING_S = 120  # Slurm's USR1 to the batch script this long before the time limit
 OPTIONS = ("partition", "time", "account", "qos", "sbatch_args")
 # Slurm job states in which the job may still run (pending ones wait in the queue).
 PENDING_STATES = frozenset(
@@ -176,7 +180,7 @@ def job_script(run: Run, record: dict[str, Any], config: dict[str, Any], env: di
         f"--output={folder / PROCESS_LOG}",
         "--open-mode=append",
         "--requeue",
-        f"--signal=B:TERM@{REQUEUE_WARNING_S}",
+        f"--signal=B:USR1@{REQUEUE_WARNING_S}",
     ]
     if resources.gpus_per_node:
         directives.append(f"--gpus-per-node={resources.gpus_per_node}")
@@ -203,13 +207,13 @@ def job_script(run: Run, record: dict[str, Any], config: dict[str, Any], env: di
         's.bind(("", 0)); print(s.getsockname()[1])\')"',
         'echo "$ [slurm job $SLURM_JOB_ID on $SLURM_JOB_NODELIST, restart ${SLURM_RESTART_COUNT:-0}]"',
         "requeue=0",
-        "on_term() {  # Slurm's warning before the time limit, or a preemption: checkpoint, then requeue",
+        "on_time_limit() {  # Slurm's warning before the time limit: checkpoint, then requeue this job",
         "  requeue=1",
         f'  printf \'{{"time": %s, "reason": "%s", "requeue": true}}\\n\' "$(date +%s.%N)" '
         f"'Slurm is ending job '\"$SLURM_JOB_ID\"': checkpointing, then requeued' > {stop_file}.tmp",
         f"  mv -f {stop_file}.tmp {stop_file}",
         "}",
-        "trap on_term TERM",
+        "trap on_time_limit USR1",
         f'srun --nodes="$SLURM_NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 bash -c {shlex.quote(inner)} &',
         "step=$!",
         'while :; do wait "$step"; rc=$?; kill -0 "$step" 2>/dev/null || break; done',
@@ -368,7 +372,7 @@ def settle(run: Run, txn) -> dict[str, Any]:
         if status.get("state") in ("queued", "running") or (
             status.get("state") == "stopped" and not user_stop(run)  # preempted or requeued: it runs again
         ):
-            return txn.update(state="queued", stage="queued", slurm=slurm_fields)
+            return txn.update(state="queued", stage="queued", reason=None, slurm=slurm_fields)
         return txn.update(slurm=slurm_fields)
     if state in RUNNING_STATES:
         if status.get("state") == "queued":
@@ -379,20 +383,14 @@ def settle(run: Run, txn) -> dict[str, Any]:
             return txn.update(
                 state="stopped", stage="stopped", reason="stopped by request", slurm=slurm_fields
             )
+        from .lifecycle import last_error_line
+
         why = f"Slurm job {job} ended {state}" + (f" ({reason})" if slurm_fields["reason"] else "")
-        last = _last_error(run)
+        last = last_error_line(run)
         return txn.update(
             state="failed", stage="failed", reason=why + (f": {last}" if last else ""), slurm=slurm_fields
         )
     return txn.update(slurm=slurm_fields)
-
-
-def _last_error(run: Run) -> str:
-    try:
-        lines = (run.path / PROCESS_LOG).read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    return next((ln.strip()[:300] for ln in reversed(lines) if "error" in ln.lower() and ln.strip()), "")
 
 
 def wait_for_job(run: Run, timeout: float | None = None, poll_s: float = 1.0) -> None:
@@ -420,7 +418,3 @@ def describe(status: dict[str, Any]) -> str:
         return f"job {info['job_id']}"
     text = f"job {info['job_id']} {str(info.get('state') or 'submitted').lower()}"
     return text + (f" ({info['reason']})" if info.get("reason") else "")
-
-
-def record_submission(run: Run, job_id: str) -> None:
-    run.update_status(slurm={"job_id": job_id, "state": "PENDING", "reason": None}, submitted_at=time.time())
