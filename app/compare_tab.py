@@ -10,6 +10,7 @@ import pandas as pd
 from tunelab.infer import Generator
 
 from .loaded import load
+from .plots import line_chart
 from .runs_tab import curves
 from .state import AppState, clean_message
 
@@ -41,8 +42,8 @@ def compare(state: AppState, a_id: str, b_id: str):
     loss_b, _, eval_b = curves(b, "B ")
     return (
         config_diff(a.config(), b.config()),
-        pd.concat([loss_a, loss_b]),
-        pd.concat([eval_a, eval_b]),
+        line_chart(pd.concat([loss_a, loss_b]), "Loss (A vs B)", "loss", width=460),
+        line_chart(pd.concat([eval_a, eval_b]), "Eval metrics (A vs B)", "metric", width=460),
         final_metrics(a.status(), b.status()),
     )
 
@@ -80,10 +81,8 @@ def build(state: AppState) -> dict[str, Any]:
             compare_btn = gr.Button("Compare", variant="primary", elem_id="compare-btn")
         diff = gr.Dataframe(label="Settings that differ", interactive=False, elem_id="compare-diff")
         with gr.Row():
-            loss_plot = gr.LinePlot(x="step", y="value", color="series", title="Loss (A vs B)", height=260)
-            eval_plot = gr.LinePlot(
-                x="step", y="value", color="series", title="Eval metrics (A vs B)", height=260
-            )
+            loss_plot = gr.Plot(label="Loss (A vs B)", elem_id="compare-loss-plot")
+            eval_plot = gr.Plot(label="Eval metrics (A vs B)", elem_id="compare-eval-plot")
         metrics = gr.Dataframe(label="Final metrics", interactive=False)
         with gr.Accordion("Causal LMs: the same prompt, both models", open=False):
             gr.Markdown(

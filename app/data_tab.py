@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import re
 import shutil
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +22,14 @@ from tunelab.data.files import iter_records, read_text
 from tunelab.data.samples import SAMPLES, materialize_samples
 from tunelab.errors import TuneLabError
 
+from .plots import bar_chart, histogram
 from .state import DATA_SUFFIXES, AppState, clean_message
 
 AUTO = "(auto)"
 NONE = "(none)"
 PREVIEW_ROWS = 50
 LENGTH_SAMPLE = 2000
+PLOT_WIDTH = 460  # two charts side by side
 PROBLEM_RE = re.compile(
     r"^(?P<file>[^:]+): (?:(?:line|record|row) (?P<row>\d+)(?:, column (?P<col>\d+|'[^']*'))?: )?(?P<problem>.*)$",
     re.S,
@@ -104,19 +105,24 @@ def _column_choice(value: str | None) -> str | None:
     return None if value in (None, "", AUTO, NONE) else value
 
 
-def token_length_plot(texts: list[str]) -> pd.DataFrame:
+def token_lengths(texts: list[str]) -> list[int]:
+    """Token counts of (a sample of) the texts with the MiniLM tokenizer."""
     if not texts:
-        return pd.DataFrame({"tokens": [], "texts": []})
+        return []
     tok = _length_tokenizer()
-    lengths = [len(ids) for ids in tok(texts[:LENGTH_SAMPLE], truncation=False)["input_ids"]]
-    top = max(lengths)
-    width = max(1, int(round(top / 20 + 0.5)))
-    counts = Counter((n // width) * width for n in lengths)
-    return pd.DataFrame(
-        {
-            "tokens": [f"{b}-{b + width - 1}" for b in sorted(counts)],
-            "texts": [counts[b] for b in sorted(counts)],
-        }
+    return [len(ids) for ids in tok(texts[:LENGTH_SAMPLE], truncation=False)["input_ids"]]
+
+
+def token_length_plot(texts: list[str]):
+    return histogram(token_lengths(texts), "Token lengths (MiniLM tokenizer)", "tokens", width=PLOT_WIDTH)
+
+
+def label_plot(labels: list[str], counts: dict[str, int]):
+    return bar_chart(
+        pd.DataFrame({"label": labels, "count": [counts[k] for k in labels]}),
+        "label",
+        "count",
+        "Label distribution",
     )
 
 
@@ -124,7 +130,7 @@ def inspect_dataset(
     state: AppState, name: str, text_col: str | None, pair_col: str | None, label_col: str | None
 ):
     """(report, problems, preview, label plot, length plot, text/pair/label dropdown updates)."""
-    empty_labels = pd.DataFrame({"label": [], "count": []})
+    empty_labels = None
     path = state.dataset_path(name)
     try:
         header, rows = read_preview(path)
@@ -191,13 +197,12 @@ def inspect_dataset(
         + ", ".join(f"{k} ({counts[k]})" for k in labels)
         + "\n\nUse it in the Train tab with the task *classification* (or *causal-lm* on its text column)."
     )
-    label_df = pd.DataFrame({"label": labels, "count": [counts[k] for k in labels]})
     texts = [str(r.get(columns.text, "")) for r in _first_records(path, LENGTH_SAMPLE)]
     return (
         report,
         pd.DataFrame(columns=["file", "row", "column", "problem"]),
         preview,
-        label_df,
+        label_plot(labels, counts),
         token_length_plot(texts),
         gr.update(choices=text_choices, value=columns.text),
         gr.update(choices=pair_choices, value=columns.text_pair or NONE),
@@ -291,11 +296,9 @@ def build(state: AppState) -> dict[str, Any]:
             elem_id="data-preview",
         )
         with gr.Row():
-            label_plot = gr.BarPlot(x="label", y="count", title="Label distribution", height=260)
-            length_plot = gr.BarPlot(
-                x="tokens", y="texts", title="Token lengths (MiniLM tokenizer)", height=260, sort=None
-            )
-        outputs = [report, problems, preview, label_plot, length_plot, text_col, pair_col, label_col]
+            labels_plot = gr.Plot(label="Label distribution", elem_id="data-label-plot")
+            length_plot = gr.Plot(label="Token lengths", elem_id="data-length-plot")
+        outputs = [report, problems, preview, labels_plot, length_plot, text_col, pair_col, label_col]
         cleaning_md = gr.Markdown(elem_id="data-cleaning")
         cleaning_examples = gr.Dataframe(
             label="Cleaning report: examples per rule (row: position in the training split)",

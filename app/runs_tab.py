@@ -19,6 +19,7 @@ from tunelab.runs import PROCESS_LOG, Run
 from tunelab.sweep import list_sweeps, results_rows
 from tunelab.tasks import get_task
 
+from .plots import line_chart
 from .state import (
     TASK_NAMES,
     AppState,
@@ -200,9 +201,19 @@ def describe(run: Run) -> str:
     return "\n\n".join(lines)
 
 
+def charts(run: Run | None) -> tuple:
+    """The Loss, Learning-rate and Eval-metrics charts of a run (None: an empty plot)."""
+    loss, lr, evals = curves(run)
+    return (
+        line_chart(loss, "Loss", "loss"),
+        line_chart(lr, "Learning rate", "learning rate"),
+        line_chart(evals, "Eval metrics", "metric"),
+    )
+
+
 def run_details(state: AppState, run_id: str | None):
     """(progress, description, log, loss plot, lr plot, eval plot, status json, checkpoint choices)."""
-    empty = curves(None)
+    empty = (None, None, None)
     if not run_id:
         return (progress_html(0, ""), "Choose a run.", "", *empty, {}, gr.update(choices=[FINAL_MODEL]))
     try:
@@ -217,7 +228,7 @@ def run_details(state: AppState, run_id: str | None):
         progress_html(fraction, eta),
         describe(run),
         log_tail(run),
-        *curves(run),
+        *charts(run),
         safe_status,
         gr.update(choices=choices),
     )
@@ -396,9 +407,9 @@ def build(state: AppState) -> dict[str, Any]:
         progress = gr.HTML(progress_html(0, ""))
         info = gr.Markdown(elem_id="runs-info")
         with gr.Row():
-            loss_plot = gr.LinePlot(x="step", y="value", color="series", title="Loss", height=240)
-            lr_plot = gr.LinePlot(x="step", y="value", color="series", title="Learning rate", height=240)
-            eval_plot = gr.LinePlot(x="step", y="value", color="series", title="Eval metrics", height=240)
+            loss_plot = gr.Plot(label="Loss", elem_id="runs-loss-plot")
+            lr_plot = gr.Plot(label="Learning rate", elem_id="runs-lr-plot")
+            eval_plot = gr.Plot(label="Eval metrics", elem_id="runs-eval-plot")
         log = gr.Textbox(label="Log (last lines)", lines=12, max_lines=12, interactive=False, autoscroll=True)
         with gr.Accordion("Continue or fork", open=False):
             with gr.Row():

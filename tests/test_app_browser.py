@@ -208,3 +208,96 @@ def test_every_tab_works_in_a_real_browser(app_url, tmp_path):
         f"{t}.png" for t in ("data", "train", "runs", "classify", "chat", "compare", "hub")
     )
     assert not errors, "\n".join(errors)
+
+
+# ---- plots that always draw ------------------------------------------------------------------------
+
+MARKS_JS = """(id) => {
+  const root = document.querySelector('#' + id);
+  if (!root) return null;
+  const drawn = sel => [...root.querySelectorAll(sel)].filter(p => (p.getAttribute('d') || '').length > 2).length;
+  return {line: drawn('g.role-mark.mark-line path'), symbol: drawn('g.role-mark.mark-symbol path'),
+          rect: drawn('g.role-mark.mark-rect path')};
+}"""
+
+
+def wait_for_marks(page, elem_id: str, kind: str, at_least: int = 1, timeout_ms: int = 10_000) -> dict:
+    """Until the chart in #elem_id has drawn ``at_least`` SVG marks of ``kind`` (line, symbol, rect)."""
+    try:
+        page.wait_for_function(
+            f"(id) => {{ const m = ({MARKS_JS})(id); return m && m.{kind} >= {at_least}; }}",
+            arg=elem_id,
+            timeout=timeout_ms,
+        )
+    except Exception as e:  # noqa: BLE001 - fail with what the chart holds
+        raise AssertionError(
+            f"#{elem_id}: no {kind} drawn within {timeout_ms} ms: {page.evaluate(MARKS_JS, elem_id)}"
+        ) from e
+    return page.evaluate(MARKS_JS, elem_id)
+
+
+def test_plots_draw_their_marks_without_a_reload(app_url, tmp_path, tiny_bert):
+    """Data tab charts right after a check; Loss and Learning-rate of a running and of a finished run
+    within 10 s of opening the Runs tab; an eval chart with one evaluation shows its point."""
+    from gradio_client import Client, handle_file
+    from playwright.sync_api import expect, sync_playwright
+
+    shots = tmp_path / "plots"
+    shots.mkdir()
+    upload = tmp_path / "long reviews.csv"
+    upload.write_text("text,label\n" + "\n".join(f"{t},{lab}" for t, lab in sentiment_rows(600)) + "\n")
+    client = Client(app_url, verbose=False)
+    dataset = client.predict(handle_file(str(upload)), api_name="/upload_dataset")[0]["value"]
+    settings = {
+        "task": "classification",
+        "dataset": dataset,
+        "base_kind": "local folder",
+        "base_path": str(tiny_bert),
+        "num_train_epochs": 40,
+        "per_device_train_batch_size": 8,
+        "max_train_samples": 0,
+        "mixed_precision": "no",
+        "logging_steps": 2,
+    }
+    _, running = client.predict(json.dumps(settings), api_name="/submit_run")
+    errors: list[str] = []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+            page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+            page.set_default_timeout(60_000)
+            page.goto(app_url)
+
+            # Data: both charts draw right after the check, on the same tab
+            page.locator("#data-upload input[type=file]").set_input_files(str(upload))
+            expect(page.locator("#data-report")).to_contain_text("passes the checks")
+            assert wait_for_marks(page, "data-label-plot", "rect", 2)["rect"] == 2  # pos, neg
+            assert wait_for_marks(page, "data-length-plot", "rect", 1)["rect"] >= 1
+            page.locator("#data-label-plot").screenshot(path=shots / "data-labels.png")
+            page.locator("#data-length-plot").screenshot(path=shots / "data-lengths.png")
+
+            # Runs: a run in progress, then a finished one with a single evaluation
+            deadline = time.time() + 120
+            while client.predict(running, api_name="/run_status").get("step", 0) < 4:
+                assert time.time() < deadline, client.predict(running, api_name="/run_status")
+                time.sleep(0.5)
+            open_tab(page, "Runs")
+            pick(page, "runs-select", running)
+            expect(page.locator("#runs-info")).to_contain_text("running")
+            for plot in ("runs-loss-plot", "runs-lr-plot"):
+                wait_for_marks(page, plot, "line")
+                page.locator(f"#{plot}").screenshot(path=shots / f"running-{plot}.png")
+            pick(page, "runs-select", "cls-cli-run")
+            expect(page.locator("#runs-info")).to_contain_text("finished")
+            for plot in ("runs-loss-plot", "runs-lr-plot"):
+                wait_for_marks(page, plot, "line")
+                page.locator(f"#{plot}").screenshot(path=shots / f"finished-{plot}.png")
+            assert wait_for_marks(page, "runs-eval-plot", "symbol")["symbol"] == 1  # eval/accuracy at step 10
+            page.locator("#runs-eval-plot").screenshot(path=shots / "finished-eval.png")
+            browser.close()
+    finally:
+        client.predict(running, api_name="/stop_run")
+    assert len(list(shots.iterdir())) == 7
+    assert not errors, "\n".join(errors)
