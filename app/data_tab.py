@@ -23,7 +23,7 @@ from tunelab.data.samples import SAMPLES, materialize_samples
 from tunelab.errors import TuneLabError
 
 from .plots import bar_chart, histogram
-from .state import DATA_SUFFIXES, AppState, clean_message
+from .state import DATA_SUFFIXES, AppState, clean_message, user_message
 
 AUTO = "(auto)"
 NONE = "(none)"
@@ -135,7 +135,7 @@ def inspect_dataset(
     try:
         header, rows = read_preview(path)
     except TuneLabError as e:
-        msg = clean_message(str(e))
+        msg = user_message(str(e))
         no = gr.update(choices=[AUTO], value=AUTO)
         return (
             f"### ✗ {path.name} cannot be read\n{msg}",
@@ -157,6 +157,7 @@ def inspect_dataset(
             "Use it in the Train tab with the task *causal-lm*."
         )
         no = gr.update(choices=[AUTO], value=AUTO)
+        state.remember_columns(path.name, None, None, None)
         return (
             report,
             pd.DataFrame(columns=["file", "row", "column", "problem"]),
@@ -177,7 +178,7 @@ def inspect_dataset(
             label_column=_column_choice(label_col),
         )
     except TuneLabError as e:
-        msg = clean_message(str(e))
+        msg = user_message(str(e))
         return (
             f"### ✗ {path.name} does not pass the checks\n{msg}",
             problem_table(msg),
@@ -189,13 +190,15 @@ def inspect_dataset(
             gr.update(choices=text_choices, value=label_col or AUTO),
         )
     counts = reports["train"].label_counts
+    state.remember_columns(path.name, columns.text, columns.text_pair, columns.label)  # the Train tab's
     report = (
         f"### ✓ {path.name} passes the checks\n"
         f"{reports['train'].rows:,} rows · text column **{columns.text}**"
         + (f" · pair column **{columns.text_pair}**" if columns.text_pair else "")
         + f" · label column **{columns.label}** · {len(labels)} labels: "
         + ", ".join(f"{k} ({counts[k]})" for k in labels)
-        + "\n\nUse it in the Train tab with the task *classification* (or *causal-lm* on its text column)."
+        + "\n\nThe Train tab now uses this dataset and these columns (task *classification*, or "
+        "*causal-lm* on its text column)."
     )
     texts = [str(r.get(columns.text, "")) for r in _first_records(path, LENGTH_SAMPLE)]
     return (
@@ -231,8 +234,8 @@ def cleaning_report(
     report = clean_classification_data(data, DataCleaningArguments())  # report only: nothing removed
     rows = report_examples(report)
     note = (
-        "\n\nNothing is removed unless asked: the Train tab's cleaning options (or `--remove_duplicates`, "
-        "`--drop_conflicting_labels`, `--remove_leakage`, ...) apply the rules to the training split."
+        '\n\nNothing is removed unless asked: the Train tab\'s "Data cleaning and augmentation" options '
+        "apply the rules to the training split."
     )
     return clean_message(report_markdown(report, data.validation_source)) + note, pd.DataFrame(
         rows, columns=examples.columns

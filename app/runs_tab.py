@@ -29,6 +29,7 @@ from .state import (
     failure_advice,
     format_seconds,
     run_progress,
+    user_message,
 )
 
 REFRESH_S = 2.0
@@ -179,7 +180,7 @@ def describe(run: Run) -> str:
     elif state == "queued":
         lines.append("Waiting for a free training slot on this machine.")
     if status.get("reason") and state in ("failed", "stopped"):
-        lines.append(f"**Why:** {clean_message(status['reason'])}")
+        lines.append(f"**Why:** {user_message(status['reason'])}")
         lines.append(f"**What to try:** {failure_advice(status['reason'])}")
     if status.get("metrics"):
         lines.append(

@@ -19,6 +19,8 @@ from .queue import RunQueue
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 DATA_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt")
+COLUMNS_FILE = ".columns.json"  # in the data folder: each dataset's column mapping, kept across restarts
+COLUMN_FIELDS = ("text_column", "text_pair_column", "label_column")
 TASK_NAMES = {t.id: t.app_name for t in TASKS.values()}
 # A distilled student is a classifier like any other: Classify, the Hub and new runs take it.
 SAME_MODELS = {"classification": ("classification", "distillation")}
@@ -32,6 +34,7 @@ class AppState:
     data_dir: Path
     queue: RunQueue
     hardware: Hardware = field(default_factory=detect_hardware)  # what "auto" plans local runs for
+    current_dataset: str | None = None  # the dataset the Data tab checked last: the Train tab starts there
     slurm_defaults: dict[str, Any] = field(default_factory=dict)  # from the targets file
 
     # ---- runs ----------------------------------------------------------------------------------
@@ -98,8 +101,35 @@ class AppState:
         if not self.data_dir.is_dir():
             return []
         return sorted(
-            p.name for p in self.data_dir.iterdir() if p.is_file() and p.suffix.lower() in DATA_SUFFIXES
+            p.name
+            for p in self.data_dir.iterdir()
+            if p.is_file() and p.suffix.lower() in DATA_SUFFIXES and not p.name.startswith(".")
         )
+
+    # ---- the column mapping of each dataset (what the Data tab's check found or was told) -------
+    def columns_of(self, name: str | None) -> dict[str, str]:
+        """{"text_column", "text_pair_column", "label_column"} remembered for a dataset ("" when none)."""
+        import json
+
+        try:
+            saved = json.loads((self.data_dir / COLUMNS_FILE).read_text()).get(name or "", {})
+        except (OSError, ValueError, AttributeError):
+            saved = {}
+        return {key: str(saved.get(key) or "") for key in COLUMN_FIELDS}
+
+    def remember_columns(self, name: str, text: str | None, pair: str | None, label: str | None) -> None:
+        import json
+
+        from tunelab.runs import write_json_atomic
+
+        path = self.data_dir / COLUMNS_FILE
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError):
+            saved = {}
+        saved[name] = dict(zip(COLUMN_FIELDS, (text or "", pair or "", label or ""), strict=True))
+        write_json_atomic(path, saved)
+        self.current_dataset = name
 
 
 def exports(run_dir: Path) -> list[Path]:
@@ -110,12 +140,31 @@ def exports(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: (p / EXPORT_MARKER).stat().st_mtime)
 
 
+# The recipes' messages name their flags; in the app the same choice is a field of the Data tab.
+APP_FIELDS = {
+    "--text_pair_column": "the Text pair column field",
+    "--text_column": "the Text column field",
+    "--label_column": "the Label column field",
+    "(text_pair_column)": "(Text pair column)",
+    "(text_column)": "(Text column)",
+    "(label_column)": "(Label column)",
+}
+
+
 def clean_message(message: str) -> str:
     """A user-facing message without folder paths (file names stay) and without tokens."""
     from tunelab.hub import redact
 
     text = _ABS_PATH_RE.sub("", str(message))
     return redact(text).strip()
+
+
+def user_message(message: str) -> str:
+    """A data or recipe error as the app says it: cleaned, and naming the app's fields, not CLI flags."""
+    text = clean_message(message)
+    for flag, field_name in APP_FIELDS.items():
+        text = text.replace(flag, field_name)
+    return text
 
 
 def run_progress(run: Run, status: dict[str, Any] | None = None) -> tuple[float, str]:

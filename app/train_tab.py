@@ -34,7 +34,7 @@ from tunelab.mlm import MaskedLMArguments
 from tunelab.tasks import get_task
 
 from .queue import QueueFullError
-from .state import AppState, clean_message
+from .state import COLUMN_FIELDS, AppState, clean_message, user_message
 
 TASKS = ("classification", "causal-lm", "masked-lm", "distillation")
 CLASSIFIER_TASKS = ("classification", "distillation")  # labeled data, a classifier comes out
@@ -234,6 +234,10 @@ def placement(state: AppState, s: dict[str, Any]) -> Placement:
 def settings_to_config(state: AppState, settings: dict[str, Any]) -> tuple[str, dict[str, Any], Placement]:
     """(task, config for config.yaml, where it trains); wrong values raise gr.Error."""
     s = {**DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
+    remembered = state.columns_of(s["dataset"])  # what the Data tab's check found or was told
+    for key in COLUMN_FIELDS:
+        if not str(s[key] or "").strip():
+            s[key] = remembered[key]
     unknown = set(settings) - set(DEFAULTS)
     if unknown:
         raise gr.Error(f"Unknown setting(s): {', '.join(sorted(unknown))}.")
@@ -408,7 +412,7 @@ def check_data(state: AppState, settings: dict[str, Any]) -> str:
             rows += 1
         return f"✓ **{path.name}**: {rows} rows of text in column `{column}`."
     except TuneLabError as e:
-        return f"✗ {clean_message(str(e))}"
+        return f"✗ {user_message(str(e))}"
 
 
 def estimate(state: AppState, settings: dict[str, Any]) -> str:
@@ -458,7 +462,7 @@ def estimate(state: AppState, settings: dict[str, Any]) -> str:
                 accumulation,
             )
     except TuneLabError as e:
-        raise gr.Error(clean_message(str(e))) from None
+        raise gr.Error(user_message(str(e))) from None
     text = result.describe()
     if task == "distillation":
         text += (
@@ -588,7 +592,11 @@ def build(state: AppState) -> dict[str, Any]:
                         "student of a finished classifier (the teacher: Base model → finished run)",
                     )
                     dataset = gr.Dropdown(
-                        state.datasets(), value=DEFAULTS["dataset"], label="Dataset", allow_custom_value=True
+                        state.datasets(),
+                        value=DEFAULTS["dataset"],
+                        label="Dataset",
+                        allow_custom_value=True,
+                        elem_id="train-dataset",
                     )
                 with gr.Row():
                     base_kind = gr.Radio(
@@ -642,9 +650,11 @@ def build(state: AppState) -> dict[str, Any]:
                         minimum=256,
                     )
                 with gr.Row():
-                    text_column = gr.Textbox(label="Text column (blank: detect)")
-                    pair_column = gr.Textbox(label="Text pair column (optional)")
-                    label_column = gr.Textbox(label="Label column (blank: detect)")
+                    text_column = gr.Textbox(label="Text column (blank: detect)", elem_id="train-text-column")
+                    pair_column = gr.Textbox(label="Text pair column (optional)", elem_id="train-pair-column")
+                    label_column = gr.Textbox(
+                        label="Label column (blank: detect)", elem_id="train-label-column"
+                    )
                     domain_adaptation = gr.Checkbox(
                         False,
                         label="Adapt to my domain first",
@@ -906,16 +916,26 @@ def build(state: AppState) -> dict[str, Any]:
         )
         for comp in inputs:
             comp.change(**preview_event)
-        tab.select(
-            lambda: (
-                gr.update(choices=state.datasets()),
+
+        def columns_update(name: str | None) -> tuple:
+            remembered = state.columns_of(name)
+            return tuple(gr.update(value=remembered[key]) for key in COLUMN_FIELDS)
+
+        def on_select():
+            """The Data tab's dataset and its columns, once checked there; fresh choices."""
+            name = state.current_dataset if state.current_dataset in state.datasets() else None
+            return (
+                gr.update(choices=state.datasets(), **({"value": name} if name else {})),
                 gr.update(choices=state.run_choices(with_model=True)),
                 gr.update(choices=["", *state.datasets()]),
-            ),
-            None,
-            [dataset, base_run, unlabeled],
-            api_name=False,
-        ).then(**preview_event)
+                *(columns_update(name) if name else (gr.update(),) * len(COLUMN_FIELDS)),
+            )
+
+        column_boxes = [text_column, pair_column, label_column]
+        tab.select(on_select, None, [dataset, base_run, unlabeled, *column_boxes], api_name=False).then(
+            **preview_event
+        )
+        dataset.input(columns_update, [dataset], column_boxes, api_name=False)
         check_btn.click(lambda *v: check_data(state, settings(v)), inputs, [status], api_name="check_data")
         estimate_btn.click(
             lambda *v: estimate(state, settings(v)),

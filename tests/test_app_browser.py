@@ -301,3 +301,50 @@ def test_plots_draw_their_marks_without_a_reload(app_url, tmp_path, tiny_bert):
         client.predict(running, api_name="/stop_run")
     assert len(list(shots.iterdir())) == 7
     assert not errors, "\n".join(errors)
+
+
+# ---- one dataset context -------------------------------------------------------------------------
+
+
+def test_an_upload_with_its_own_column_names_is_detected_and_the_train_tab_follows(app_url, tmp_path):
+    """A two-column CSV (review, domain), three string labels, quoted multi-line fields: the Data tab
+    finds the label column; the Train tab then shows that dataset and mapping; its Check data passes."""
+    import csv
+
+    from playwright.sync_api import expect, sync_playwright
+
+    upload = tmp_path / "product reviews.csv"
+    domains = ["books", "kitchen", "electronics"]
+    with upload.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["review", "domain"])
+        for i in range(150):
+            writer.writerow(
+                [f'Item {i} was "fine",\nsaid a {domains[i % 3]} buyer, line two of {i}', domains[i % 3]]
+            )
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+        page.set_default_timeout(60_000)
+        page.goto(app_url)
+        page.locator("#data-upload input[type=file]").set_input_files(str(upload))
+        report = page.locator("#data-report")
+        expect(report).to_contain_text("passes the checks")
+        expect(report).to_contain_text("label column domain")
+        expect(report).to_contain_text("3 labels")
+        page.screenshot(path=tmp_path / "data.png", full_page=True)
+
+        open_tab(page, "Train")  # nothing else: the tab follows the Data tab
+        expect(page.locator("#train-dataset input")).to_have_value("product-reviews.csv")
+        expect(page.locator("#train-text-column textarea, #train-text-column input")).to_have_value("review")
+        expect(page.locator("#train-label-column textarea, #train-label-column input")).to_have_value(
+            "domain"
+        )
+        page.locator("#train-check").click()
+        expect(page.locator("#train-status")).to_contain_text("150 rows")
+        page.screenshot(path=tmp_path / "train.png", full_page=True)
+        browser.close()
+    assert not errors, "\n".join(errors)

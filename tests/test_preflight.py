@@ -23,13 +23,13 @@ BAD_CASES = [
     (
         "cls_missing_label_column.csv",
         {},
-        ["no label column", "the columns are: text, score", "--label_column"],
+        ["no label column", "the columns are: text, review_id", "--label_column"],
         True,
     ),
     (
         "cls_missing_label_column.csv",
         {"label_column": "stars"},
-        ["column 'stars' (label_column) does not exist", "the columns are: text, score"],
+        ["column 'stars' (label_column) does not exist", "the columns are: text, review_id"],
         True,
     ),
     ("cls_empty_text.tsv", {}, ["line 3", "column 'sentence'", "empty"], True),
@@ -331,3 +331,56 @@ def test_recipe_rejects_bad_input_with_exit_1_and_no_traceback(tmp_path, tiny_be
     assert status["state"] == "failed"
     assert fragment in status["reason"]
     assert not (output_dir / "model.safetensors").exists()
+
+
+# ---- columns a person would agree with -----------------------------------------------------------
+
+
+def write_rows(path: Path, header: list[str], rows: list[list]) -> Path:
+    import csv
+
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def product_reviews(n: int) -> list[list[str]]:
+    """Long multi-line quoted reviews and a three-valued string label column with an unusual name."""
+    domains = ["books", "kitchen", "electronics"]
+    return [
+        [
+            f'Review {i}: "{domains[i % 3]}" item,\nsecond line of a long text number {i} with, commas',
+            domains[i % 3],
+        ]
+        for i in range(n)
+    ]
+
+
+def test_a_two_column_file_with_string_labels_under_another_name_is_detected(tmp_path):
+    path = write_rows(tmp_path / "reviews.csv", ["review", "domain"], product_reviews(300))
+    _, columns, labels, reports = preflight_classification(str(path))
+    assert (columns.text, columns.label) == ("review", "domain")
+    assert labels == ["books", "electronics", "kitchen"] and reports["train"].rows == 300
+
+
+def test_the_label_and_text_are_found_by_their_values_among_other_columns(tmp_path):
+    rows = [
+        [i, f"title {i}", f"a much longer body of text for entry {i}, " * 3, ["news", "sport"][i % 2]]
+        for i in range(200)
+    ]
+    path = write_rows(tmp_path / "posts.csv", ["id", "title", "body", "topic"], rows)
+    _, columns, labels, _ = preflight_classification(str(path))
+    assert (columns.text, columns.label) == ("body", "topic") and labels == ["news", "sport"]
+
+
+def test_two_columns_that_could_be_the_label_are_named_in_the_question(tmp_path):
+    rows = [
+        [f"text number {i} " * 4, ["news", "sport"][i % 2], ["en", "fr", "de"][i % 3]] for i in range(200)
+    ]
+    path = write_rows(tmp_path / "two.csv", ["body", "topic", "lang"], rows)
+    with pytest.raises(DataError, match=r"several columns could be the label \(topic, lang\)"):
+        preflight_classification(str(path))
+    _, columns, _, _ = preflight_classification(str(path), label_column="lang")
+    assert (columns.text, columns.label) == ("body", "lang")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import re
@@ -39,15 +40,46 @@ class Columns:
         return [c for c in (self.text, self.text_pair, self.label) if c]
 
 
+LABEL_MAX_CLASSES = 100  # a column with more distinct values than this is not taken for the labels
+DETECT_SAMPLE = 500  # rows looked at to tell a text column from a label column
+
+
+def looks_like_labels(values: list[Any], share: float = 0.2) -> bool:
+    """Class names or ids: strings or integers, at least two, distinct values at most ``share`` of the rows."""
+    if not values or any(isinstance(v, (float, bool)) or not isinstance(v, (str, int)) for v in values):
+        return False
+    distinct = len({label_name(v) for v in values})
+    return 2 <= distinct <= max(2, min(LABEL_MAX_CLASSES, int(len(values) * share)))
+
+
+def text_length(values: list[Any]) -> float:
+    """Mean length of the values when they are mostly unique strings (else 0: not a text column)."""
+    strings = [v for v in values if isinstance(v, str)]
+    if not values or len(strings) < len(values) or len(set(strings)) < 0.5 * len(strings):
+        return 0.0
+    return sum(len(v) for v in strings) / len(strings)
+
+
 def detect_columns(
-    columns: list[str], where: str, text: str | None = None, pair: str | None = None, label: str | None = None
+    columns: list[str],
+    where: str,
+    text: str | None = None,
+    pair: str | None = None,
+    label: str | None = None,
+    sample: list[dict[str, Any]] | None = None,
 ) -> Columns:
-    """Pick the text/pair/label columns: the named ones, else the unambiguous well-known names."""
+    """Pick the text/pair/label columns: the named ones, else the well-known names, else what the first
+    rows (``sample``) show: the label is the only other column, or the one column with few distinct
+    values; the text is the only other column, or the one with clearly the longest unique strings."""
     listing = ", ".join(columns)
     for name, value in (("text_column", text), ("text_pair_column", pair), ("label_column", label)):
         if value is not None and value not in columns:
             raise DataError(f"{where}: column {value!r} ({name}) does not exist; the columns are: {listing}.")
     lower = {c.lower(): c for c in columns}
+    sample = sample or []
+
+    def values(column: str) -> list[Any]:
+        return [r.get(column) for r in sample if r.get(column) is not None]
 
     def find(candidates: tuple[str, ...], what: str, flag: str) -> str | None:
         found = [lower[c] for c in candidates if c in lower]
@@ -58,18 +90,36 @@ def detect_columns(
         return found[0] if found else None
 
     label = label or find(LABEL_CANDIDATES, "label", "label_column")
+    text = text or find(TEXT_CANDIDATES, "text", "text_column")
     if label is None:
-        raise DataError(
-            f"{where}: no label column found; the columns are: {listing}. Name it with --label_column."
-        )
-    if text is None:
-        text = find(TEXT_CANDIDATES, "text", "text_column")
-        others = [c for c in columns if c != label]
-        if text is None and len(others) == 1:
-            text = others[0]
-        if text is None:
+        others = [c for c in columns if c not in (text, pair)]
+        guesses = [c for c in others if looks_like_labels(values(c))]
+        if text is not None and len(others) == 1 and looks_like_labels(values(others[0]), share=0.5):
+            label = others[0]  # the only other column, unless its values are mostly unique
+        elif len(guesses) == 1:
+            label = guesses[0]
+        elif guesses:
             raise DataError(
-                f"{where}: no text column found; the columns are: {listing}. Name it with --text_column."
+                f"{where}: several columns could be the label ({', '.join(guesses)}); choose one with "
+                "--label_column."
+            )
+        else:
+            raise DataError(
+                f"{where}: no label column found (a column of class names or ids with few distinct values); "
+                f"the columns are: {listing}. Name it with --label_column."
+            )
+    if text is None:
+        others = [c for c in columns if c not in (label, pair)]
+        scored = sorted(((text_length(values(c)), c) for c in others), reverse=True)
+        scored = [(score, c) for score, c in scored if score > 0]
+        if len(others) == 1:
+            text = others[0]
+        elif len(scored) == 1 or len(scored) > 1 and scored[0][0] >= 2 * scored[1][0]:
+            text = scored[0][1]
+        else:
+            found = ", ".join(c for _, c in scored) or listing
+            raise DataError(
+                f"{where}: no single text column found (candidates: {found}). Name it with --text_column."
             )
     if pair is None and text.lower() in ("sentence1", "question", "premise", "text"):
         pair = find(PAIR_CANDIDATES, "text pair", "text_pair_column")
@@ -134,8 +184,16 @@ def preflight_split(source: DataSource, columns_hint: dict[str, str | None], spl
     first_file: tuple[str, list[str]] | None = None
     label_kind: tuple[str, str] | None = None
     for where, header, records, unit in files:
+        records = iter(records)
+        first = list(itertools.islice(records, DETECT_SAMPLE))
+        records = itertools.chain(first, records)
         cols = detect_columns(
-            header, where, columns_hint.get("text"), columns_hint.get("pair"), columns_hint.get("label")
+            header,
+            where,
+            columns_hint.get("text"),
+            columns_hint.get("pair"),
+            columns_hint.get("label"),
+            sample=[record for _, record in first],
         )
         # csv files of a folder are read with the first file's column names, so the headers must match.
         csv_file = where.lower().endswith((".csv", ".tsv"))
