@@ -113,8 +113,12 @@ def token_lengths(texts: list[str]) -> list[int]:
     return [len(ids) for ids in tok(texts[:LENGTH_SAMPLE], truncation=False)["input_ids"]]
 
 
+def length_histogram(lengths: list[int]):
+    return histogram(lengths, "Token lengths (MiniLM tokenizer)", "tokens", width=PLOT_WIDTH)
+
+
 def token_length_plot(texts: list[str]):
-    return histogram(token_lengths(texts), "Token lengths (MiniLM tokenizer)", "tokens", width=PLOT_WIDTH)
+    return length_histogram(token_lengths(texts))
 
 
 def label_plot(labels: list[str], counts: dict[str, int]):
@@ -190,7 +194,6 @@ def inspect_dataset(
             gr.update(choices=text_choices, value=label_col or AUTO),
         )
     counts = reports["train"].label_counts
-    state.remember_columns(path.name, columns.text, columns.text_pair, columns.label)  # the Train tab's
     report = (
         f"### ✓ {path.name} passes the checks\n"
         f"{reports['train'].rows:,} rows · text column **{columns.text}**"
@@ -201,12 +204,17 @@ def inspect_dataset(
         "*causal-lm* on its text column)."
     )
     texts = [str(r.get(columns.text, "")) for r in _first_records(path, LENGTH_SAMPLE)]
+    lengths = token_lengths(texts)
+    # what the Train tab starts from: this dataset, its columns, its size and its texts' lengths
+    state.remember_columns(
+        path.name, columns.text, columns.text_pair, columns.label, reports["train"].rows, lengths
+    )
     return (
         report,
         pd.DataFrame(columns=["file", "row", "column", "problem"]),
         preview,
         label_plot(labels, counts),
-        token_length_plot(texts),
+        length_histogram(lengths),
         gr.update(choices=text_choices, value=columns.text),
         gr.update(choices=pair_choices, value=columns.text_pair or NONE),
         gr.update(choices=text_choices, value=columns.label),

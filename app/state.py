@@ -35,6 +35,7 @@ class AppState:
     queue: RunQueue
     hardware: Hardware = field(default_factory=detect_hardware)  # what "auto" plans local runs for
     current_dataset: str | None = None  # the dataset the Data tab checked last: the Train tab starts there
+    step_seconds: dict[tuple, float] = field(default_factory=dict)  # measured by Estimate, per setting
     slurm_defaults: dict[str, Any] = field(default_factory=dict)  # from the targets file
 
     # ---- runs ----------------------------------------------------------------------------------
@@ -117,7 +118,25 @@ class AppState:
             saved = {}
         return {key: str(saved.get(key) or "") for key in COLUMN_FIELDS}
 
-    def remember_columns(self, name: str, text: str | None, pair: str | None, label: str | None) -> None:
+    def dataset_stats(self, name: str | None) -> dict[str, Any]:
+        """{"rows", "token_lengths"} of a checked dataset (a sample of its texts' token counts)."""
+        import json
+
+        try:
+            saved = json.loads((self.data_dir / COLUMNS_FILE).read_text()).get(name or "", {})
+        except (OSError, ValueError, AttributeError):
+            saved = {}
+        return {"rows": saved.get("rows"), "token_lengths": saved.get("token_lengths") or []}
+
+    def remember_columns(
+        self,
+        name: str,
+        text: str | None,
+        pair: str | None,
+        label: str | None,
+        rows: int | None = None,
+        token_lengths: list[int] | None = None,
+    ) -> None:
         import json
 
         from tunelab.runs import write_json_atomic
@@ -127,7 +146,8 @@ class AppState:
             saved = json.loads(path.read_text())
         except (OSError, ValueError):
             saved = {}
-        saved[name] = dict(zip(COLUMN_FIELDS, (text or "", pair or "", label or ""), strict=True))
+        entry = dict(zip(COLUMN_FIELDS, (text or "", pair or "", label or ""), strict=True))
+        saved[name] = {**entry, "rows": rows, "token_lengths": token_lengths or []}
         write_json_atomic(path, saved)
         self.current_dataset = name
 

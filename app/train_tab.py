@@ -33,6 +33,7 @@ from tunelab.launch.command import processes_and_device
 from tunelab.mlm import MaskedLMArguments
 from tunelab.tasks import get_task
 
+from . import plan
 from .queue import QueueFullError
 from .state import COLUMN_FIELDS, AppState, clean_message, user_message
 
@@ -53,7 +54,7 @@ DEFAULTS: dict[str, Any] = {
     "per_device_train_batch_size": 16,
     "max_length": 64,
     "block_size": 128,
-    "max_train_samples": 400,
+    "max_train_samples": 0,  # all rows; the Data plan suggests fewer when the run is over the budget
     "max_train_steps": 0,
     "model_size": "tiny",
     "tokenizer_vocab_size": 4096,
@@ -95,6 +96,7 @@ DEFAULTS: dict[str, Any] = {
     "temperature": 2.0,
     "alpha": 0.5,
     "unlabeled_dataset": "",
+    "time_budget_min": 5.0,  # the Data plan compares the estimated time with it (not a recipe setting)
     # where the run trains: this machine, or a Slurm cluster (None: the targets file's default)
     "target": "local",
     "slurm_partition": None,
@@ -104,6 +106,7 @@ DEFAULTS: dict[str, Any] = {
     "slurm_cpus_per_task": None,
 }
 TARGET_CHOICES = [("This machine", "local"), ("Slurm cluster", "slurm")]
+FOLLOWED = (*COLUMN_FIELDS, "max_length")  # what the Train tab takes from a dataset the Data tab checked
 TASK_DEFAULTS = {
     "classification": {
         "learning_rate": 5e-5,
@@ -415,6 +418,49 @@ def check_data(state: AppState, settings: dict[str, Any]) -> str:
         return f"✗ {user_message(str(e))}"
 
 
+def plan_of(state: AppState, settings: dict[str, Any]) -> tuple[str, int | None]:
+    """(the Data plan text, the suggested Max train samples) of a classification run ("" otherwise)."""
+    try:
+        task, config, where = settings_to_config(state, settings)
+    except gr.Error:
+        return "", None
+    if task not in CLASSIFIER_TASKS:
+        return "", None
+    name = Path(config["train_file"]).name
+    stats = state.dataset_stats(name)
+    seconds = state.step_seconds.get(plan.timing_key(name, config, where.processes(state)))
+    device = "cluster node" if where.target != "local" else ("GPU" if state.hardware.gpus else "CPU")
+    budget = float(settings.get("time_budget_min") or DEFAULTS["time_budget_min"])
+    return plan.plan_note(stats["rows"], stats["token_lengths"], config, seconds, budget, device)
+
+
+def data_plan(state: AppState, settings: dict[str, Any]) -> tuple[str, Any]:
+    """The Data plan, and its "train on N rows" button when the run is over the time budget."""
+    text, suggestion = plan_of(state, settings)
+    if suggestion:
+        return text, gr.update(visible=True, value=f"Train on {suggestion:,} rows (fits the budget)")
+    return text, gr.update(visible=False)
+
+
+def apply_suggestion(state: AppState, settings: dict[str, Any]) -> Any:
+    """Max train samples that fit the budget (what the Data plan suggests)."""
+    suggestion = plan_of(state, settings)[1]
+    if not suggestion:
+        raise gr.Error("This run fits its time budget: there is nothing to apply.")
+    return gr.update(value=suggestion)
+
+
+def following(state: AppState, name: str | None) -> dict[str, Any]:
+    """Field values for a dataset the Data tab checked: its columns and a max_length for its texts."""
+    values: dict[str, Any] = dict(state.columns_of(name))
+    suggested = plan.suggested_max_length(
+        state.dataset_stats(name)["token_lengths"], bool(state.hardware.gpus)
+    )
+    if suggested:
+        values["max_length"] = suggested
+    return values
+
+
 def estimate(state: AppState, settings: dict[str, Any]) -> str:
     from tunelab import estimate as est
 
@@ -446,6 +492,8 @@ def estimate(state: AppState, settings: dict[str, Any]) -> str:
                 processes,
                 accumulation,
             )
+            key = plan.timing_key(Path(config["train_file"]).name, config, processes)
+            state.step_seconds[key] = result.epoch_seconds / max(rows, 1)  # the Data plan's time
         elif task == "masked-lm":
             result = mlm_estimate(path, config, processes, accumulation)
         else:
@@ -637,6 +685,13 @@ def build(state: AppState) -> dict[str, Any]:
                         precision=0,
                         minimum=0,
                     )
+                    budget = gr.Number(
+                        DEFAULTS["time_budget_min"],
+                        label="Time budget (min)",
+                        minimum=0.5,
+                        info="the Data plan says whether the run fits",
+                        elem_id="train-budget",
+                    )
                     block_size = gr.Number(
                         DEFAULTS["block_size"], label="Block size (causal-lm)", precision=0, minimum=8
                     )
@@ -810,6 +865,8 @@ def build(state: AppState) -> dict[str, Any]:
                     estimate_btn = gr.Button("Estimate", elem_id="train-estimate")
                     train_btn = gr.Button("Train", variant="primary", elem_id="train-start")
                 status = gr.Markdown(elem_id="train-status")
+                plan_md = gr.Markdown(elem_id="train-plan")
+                use_suggestion = gr.Button("Use the suggestion", visible=False, elem_id="train-suggestion")
                 run_id = gr.Textbox(label="Queued run", interactive=False, visible=False)
                 estimate_md = gr.Markdown(elem_id="train-estimate-text")
                 command = gr.Code(
@@ -872,6 +929,7 @@ def build(state: AppState) -> dict[str, Any]:
             "temperature": temperature,
             "alpha": alpha,
             "unlabeled_dataset": unlabeled,
+            "time_budget_min": budget,
             "target": target,
             "slurm_partition": slurm_partition,
             "slurm_time": slurm_time,
@@ -907,35 +965,62 @@ def build(state: AppState) -> dict[str, Any]:
             )
 
         task.input(on_task, [task], [lr, batch, dataset, max_steps, base_run, base_kind], api_name=False)
+
+        def preview_and_plan(*values):
+            return (*preview(state, settings(values)), *data_plan(state, settings(values)))
+
         preview_event = dict(
-            fn=lambda *v: preview(state, settings(v)),
+            fn=preview_and_plan,
             inputs=inputs,
-            outputs=[config_yaml, command],
+            outputs=[config_yaml, command, plan_md, use_suggestion],
             api_name=False,
             show_progress="hidden",
         )
         for comp in inputs:
             comp.change(**preview_event)
 
-        def columns_update(name: str | None) -> tuple:
-            remembered = state.columns_of(name)
-            return tuple(gr.update(value=remembered[key]) for key in COLUMN_FIELDS)
+        follow_boxes = [text_column, pair_column, label_column, max_length]
 
-        def on_select():
-            """The Data tab's dataset and its columns, once checked there; fresh choices."""
+        def follow(name: str | None) -> tuple:
+            values = following(state, name)
+            return tuple(gr.update(value=values[key]) if key in values else gr.update() for key in FOLLOWED)
+
+        def on_select(current: str | None):
+            """The dataset the Data tab checked last, with its columns and a max_length for its texts
+            (when it is not the one shown already); fresh choices."""
             name = state.current_dataset if state.current_dataset in state.datasets() else None
+            new = name is not None and name != current
             return (
-                gr.update(choices=state.datasets(), **({"value": name} if name else {})),
+                gr.update(choices=state.datasets(), **({"value": name} if new else {})),
                 gr.update(choices=state.run_choices(with_model=True)),
                 gr.update(choices=["", *state.datasets()]),
-                *(columns_update(name) if name else (gr.update(),) * len(COLUMN_FIELDS)),
+                *(follow(name) if new else (gr.update(),) * len(follow_boxes)),
             )
 
-        column_boxes = [text_column, pair_column, label_column]
-        tab.select(on_select, None, [dataset, base_run, unlabeled, *column_boxes], api_name=False).then(
+        def auto_estimate(*values):
+            """The time of a classification run, measured once per setting, for the Data plan."""
+            s = settings(values)
+            try:
+                task, config, where = settings_to_config(state, s)
+            except gr.Error:
+                return gr.skip()
+            key = plan.timing_key(Path(config["train_file"]).name, config, where.processes(state))
+            if task not in CLASSIFIER_TASKS or key in state.step_seconds or where.target != "local":
+                return gr.skip()
+            try:
+                return estimate(state, s)
+            except gr.Error:
+                return gr.skip()  # Check data says what is wrong
+
+        tab.select(on_select, [dataset], [dataset, base_run, unlabeled, *follow_boxes], api_name=False).then(
             **preview_event
+        ).then(
+            auto_estimate, inputs, [estimate_md], api_name=False, concurrency_limit=1, show_progress="minimal"
+        ).then(**preview_event)
+        dataset.input(follow, [dataset], follow_boxes, api_name=False)
+        use_suggestion.click(
+            lambda *v: apply_suggestion(state, settings(v)), inputs, [max_samples], api_name=False
         )
-        dataset.input(columns_update, [dataset], column_boxes, api_name=False)
         check_btn.click(lambda *v: check_data(state, settings(v)), inputs, [status], api_name="check_data")
         estimate_btn.click(
             lambda *v: estimate(state, settings(v)),

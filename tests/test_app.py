@@ -200,7 +200,7 @@ def test_sample_datasets_ship_with_the_app(app_server):
     result = client.predict("sample-python-docs-topics.csv", api_name="/use_sample")
     assert "passes the checks" in result[1] and "statements" in result[1]
     cfg, command = client.predict(json.dumps({"dataset": "sample-sentiment.csv"}), api_name="/preview_run")
-    assert "model_name_or_path: embedded:all-MiniLM-L6-v2" in cfg and "max_train_samples: 400" in cfg
+    assert "model_name_or_path: embedded:all-MiniLM-L6-v2" in cfg and "max_train_samples: null" in cfg  # every row, never a silent sample
     assert command.startswith("ACCELERATE_USE_CPU=1 accelerate launch --quiet --num_processes 1")
     assert "recipes/bert_cls.py --config runs/<run-id>/config.yaml" in command
     two = json.dumps({"dataset": "sample-sentiment.csv", "num_processes": 2})

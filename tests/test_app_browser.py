@@ -154,7 +154,9 @@ def test_every_tab_works_in_a_real_browser(app_url, tmp_path):
         open_tab(page, "Train")
         expect(page.locator("#train-command")).to_contain_text("accelerate launch", timeout=30_000)
         page.locator("#train-check").click()
-        expect(page.locator("#train-status")).to_contain_text("600 rows")
+        expect(page.locator("#train-status")).to_contain_text(
+            "reviews.csv: 60 rows"
+        )  # the upload, not the sample
         page.locator("#train-estimate").click()
         expect(page.locator("#train-estimate-text")).to_contain_text("parameters", timeout=180_000)
         page.screenshot(path=shots / "train.png", full_page=True)
@@ -346,5 +348,49 @@ def test_an_upload_with_its_own_column_names_is_detected_and_the_train_tab_follo
         page.locator("#train-check").click()
         expect(page.locator("#train-status")).to_contain_text("150 rows")
         page.screenshot(path=tmp_path / "train.png", full_page=True)
+        browser.close()
+    assert not errors, "\n".join(errors)
+
+
+def test_default_settings_on_a_5000_row_upload_train_on_every_row_or_say_why(app_url, tmp_path):
+    """Never a silent sample: Max train samples stays 0 (all rows), the Data plan says how many rows
+    train, how many texts max_length truncates, and the measured time against the budget."""
+    import csv
+
+    from playwright.sync_api import expect, sync_playwright
+
+    upload = tmp_path / "big reviews.csv"
+    words = ["great", "dull", "moving", "clumsy", "superb", "bland", "funny", "tedious"]
+    with upload.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["review", "domain"])
+        for i in range(5000):
+            long = " ".join(words[(i + k) % 8] for k in range(10 + (i % 7) * 30))  # 10 to 190 words
+            writer.writerow([f"review {i}: {long}", ["books", "kitchen", "music"][i % 3]])
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+        page.set_default_timeout(60_000)
+        page.goto(app_url)
+        page.locator("#data-upload input[type=file]").set_input_files(str(upload))
+        expect(page.locator("#data-report")).to_contain_text("5,000 rows")
+        open_tab(page, "Train")
+        plan = page.locator("#train-plan")
+        expect(plan).to_contain_text("5,000 rows")
+        expect(plan).to_contain_text("trains on 4,500 after the validation share (all of them)")
+        expect(plan).to_contain_text("truncates")
+        expect(page.locator("#train-yaml")).to_contain_text("max_train_samples: null")
+        # the measured step arrives: within the budget, or a suggestion with its button
+        expect(plan).to_contain_text("budget", timeout=120_000)
+        text = plan.inner_text()
+        assert "within the 5 min budget" in text or "Suggestion: train on" in text, text
+        if "Suggestion: train on" in text:
+            page.locator("#train-suggestion").click()
+            expect(page.locator("#train-yaml")).not_to_contain_text("max_train_samples: null")
+            expect(plan).to_contain_text("within the 5 min budget")
+        page.screenshot(path=tmp_path / "train-plan.png", full_page=True)
         browser.close()
     assert not errors, "\n".join(errors)
