@@ -173,9 +173,14 @@ def build(state: AppState) -> dict[str, Any]:
                 predictions = gr.File(label="Predictions (csv)", interactive=False)
         with gr.Accordion("Validation report of the run", open=False):
             report_btn = gr.Button("Show confusion matrix and confident mistakes")
-            confusion = gr.Dataframe(label="Confusion matrix (validation)", interactive=False)
+            confusion = gr.Dataframe(
+                headers=["true \\ predicted"], label="Confusion matrix (validation)", interactive=False
+            )
             mistakes = gr.Dataframe(
-                label="Most confidently wrong validation examples", interactive=False, wrap=True
+                headers=["text", "true", "predicted", "confidence"],
+                label="Most confidently wrong validation examples",
+                interactive=False,
+                wrap=True,
             )
 
         def classify(rid, path, value):

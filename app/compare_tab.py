@@ -18,18 +18,27 @@ BASE = "(base model of A)"
 
 
 def config_diff(a: dict[str, Any], b: dict[str, Any]) -> pd.DataFrame:
-    keys = [k for k in dict.fromkeys([*a, *b]) if k != "output_dir" and a.get(k) != b.get(k)]
+    keys = [k for k in dict.fromkeys([*a, *b]) if k not in NOT_SETTINGS and a.get(k) != b.get(k)]
     rows = [
         {"setting": k, "A": clean_message(str(a.get(k))), "B": clean_message(str(b.get(k)))} for k in keys
     ]
     return pd.DataFrame(rows or [{"setting": "(same settings)", "A": "", "B": ""}])
 
 
+# Where a run lives and how it was started, not how it trains.
+NOT_SETTINGS = ("output_dir", "resume_from_checkpoint")
+
+
+def rounded(value: Any) -> Any:
+    """Four significant digits for a metric (an integer such as a step stays as it is)."""
+    return float(f"{value:.4g}") if isinstance(value, float) else value
+
+
 def final_metrics(status_a: dict, status_b: dict) -> pd.DataFrame:
     ma, mb = status_a.get("metrics") or {}, status_b.get("metrics") or {}
     keys = list(dict.fromkeys([*ma, *mb]))
     rows = [
-        {"metric": k, "A": ma.get(k), "B": mb.get(k)}
+        {"metric": k, "A": rounded(ma.get(k)), "B": rounded(mb.get(k))}
         for k in keys
         if not isinstance(ma.get(k, 0), (dict, list))
     ]
@@ -79,11 +88,16 @@ def build(state: AppState) -> dict[str, Any]:
                 state.run_choices(), label="Run B", allow_custom_value=True, elem_id="compare-b"
             )
             compare_btn = gr.Button("Compare", variant="primary", elem_id="compare-btn")
-        diff = gr.Dataframe(label="Settings that differ", interactive=False, elem_id="compare-diff")
+        diff = gr.Dataframe(
+            headers=["setting", "A", "B"],
+            label="Settings that differ",
+            interactive=False,
+            elem_id="compare-diff",
+        )
         with gr.Row():
             loss_plot = gr.Plot(label="Loss (A vs B)", elem_id="compare-loss-plot")
             eval_plot = gr.Plot(label="Eval metrics (A vs B)", elem_id="compare-eval-plot")
-        metrics = gr.Dataframe(label="Final metrics", interactive=False)
+        metrics = gr.Dataframe(headers=["metric", "A", "B"], label="Final metrics", interactive=False)
         with gr.Accordion("Causal LMs: the same prompt, both models", open=False):
             gr.Markdown(
                 f"Choose **{BASE}** as run B to compare a fine-tuned run with the model it started from."

@@ -28,6 +28,8 @@ from .state import DATA_SUFFIXES, AppState, clean_message, user_message
 AUTO = "(auto)"
 NONE = "(none)"
 PREVIEW_ROWS = 50
+PROBLEM_COLUMNS = ("file", "row", "column", "problem")
+EMPTY_PREVIEW = pd.DataFrame(columns=["(upload a dataset or pick a sample to preview it)"])
 LENGTH_SAMPLE = 2000
 PLOT_WIDTH = 460  # two charts side by side
 PROBLEM_RE = re.compile(
@@ -144,7 +146,7 @@ def inspect_dataset(
         return (
             f"### ✗ {path.name} cannot be read\n{msg}",
             problem_table(msg),
-            pd.DataFrame(),
+            EMPTY_PREVIEW,
             empty_labels,
             token_length_plot([]),
             no,
@@ -299,8 +301,14 @@ def build(state: AppState) -> dict[str, Any]:
                     )
                 check = gr.Button("Check with these columns", variant="primary", elem_id="data-check")
         report = gr.Markdown(elem_id="data-report")
-        problems = gr.Dataframe(label="Problems (file, row, column, problem)", interactive=False)
+        problems = gr.Dataframe(
+            headers=list(PROBLEM_COLUMNS),
+            label="Problems (file, row, column, problem)",
+            interactive=False,
+            elem_id="data-problems",
+        )
         preview = gr.Dataframe(
+            EMPTY_PREVIEW,
             label=f"Preview (first {PREVIEW_ROWS} rows)",
             interactive=False,
             max_height=300,
@@ -312,6 +320,7 @@ def build(state: AppState) -> dict[str, Any]:
         outputs = [report, problems, preview, labels_plot, length_plot, text_col, pair_col, label_col]
         cleaning_md = gr.Markdown(elem_id="data-cleaning")
         cleaning_examples = gr.Dataframe(
+            headers=["rule", "row", "text", "detail"],
             label="Cleaning report: examples per rule (row: position in the training split)",
             interactive=False,
             max_height=300,

@@ -15,7 +15,7 @@ import pandas as pd
 
 from tunelab.errors import TuneLabError
 from tunelab.launch import Resources
-from tunelab.runs import PROCESS_LOG, Run
+from tunelab.runs import ACTIVE_STATES, PROCESS_LOG, Run
 from tunelab.sweep import list_sweeps, results_rows
 from tunelab.tasks import get_task
 
@@ -195,7 +195,9 @@ def describe(run: Run) -> str:
     if checkpoints:
         lines.append(f"Checkpoints: {', '.join(c.name for c in checkpoints)}")
     if status.get("started") and status.get("ended") and state != "running":
-        lines.append(f"Took {format_seconds(status['ended'] - status['started'])}.")
+        took = run.elapsed(status)  # every attempt: a stopped, then resumed run counts both parts
+        if took:
+            lines.append(f"Took {format_seconds(took)}.")
     tp = throughput(run)
     if tp:
         lines.append(tp)
@@ -212,15 +214,42 @@ def charts(run: Run | None) -> tuple:
     )
 
 
+def action_buttons(status: dict[str, Any] | None) -> tuple:
+    """Stop (red) only while the run is queued or running; Resume only for a stopped or failed run."""
+    state = (status or {}).get("state")
+    active = state in ACTIVE_STATES
+    return (
+        gr.update(interactive=active, variant="stop" if active else "secondary"),
+        gr.update(interactive=state in ("stopped", "failed")),
+    )
+
+
 def run_details(state: AppState, run_id: str | None):
-    """(progress, description, log, loss plot, lr plot, eval plot, status json, checkpoint choices)."""
+    """(progress, description, log, loss plot, lr plot, eval plot, status json, checkpoint choices,
+    stop button, resume button)."""
     empty = (None, None, None)
     if not run_id:
-        return (progress_html(0, ""), "Choose a run.", "", *empty, {}, gr.update(choices=[FINAL_MODEL]))
+        return (
+            progress_html(0, ""),
+            "Choose a run.",
+            "",
+            *empty,
+            {},
+            gr.update(choices=[FINAL_MODEL]),
+            *action_buttons(None),
+        )
     try:
         run = state.run(run_id)
     except gr.Error:
-        return (progress_html(0, ""), "This run no longer exists.", "", *empty, {}, gr.update())
+        return (
+            progress_html(0, ""),
+            "This run no longer exists.",
+            "",
+            *empty,
+            {},
+            gr.update(),
+            *action_buttons(None),
+        )
     status = run.status()
     fraction, eta = run_progress(run, status)
     safe_status = {k: v for k, v in status.items() if k not in PRIVATE_STATUS}
@@ -232,6 +261,7 @@ def run_details(state: AppState, run_id: str | None):
         *charts(run),
         safe_status,
         gr.update(choices=choices),
+        *action_buttons(status),
     )
 
 
@@ -401,17 +431,19 @@ def build(state: AppState) -> dict[str, Any]:
             run_id = gr.Dropdown(
                 state.run_choices(), label="Run", allow_custom_value=True, scale=3, elem_id="runs-select"
             )
-            stop_btn = gr.Button("Stop", variant="stop", scale=1)
-            resume_btn = gr.Button("Resume", scale=1)
+            stop_btn = gr.Button("Stop", variant="stop", scale=1, elem_id="runs-stop")
+            resume_btn = gr.Button("Resume", scale=1, elem_id="runs-resume")
             delete_btn = gr.Button("Delete", scale=1)
-        action_msg = gr.Markdown()
+        action_msg = gr.Markdown(elem_id="runs-action")
         progress = gr.HTML(progress_html(0, ""))
         info = gr.Markdown(elem_id="runs-info")
         with gr.Row():
             loss_plot = gr.Plot(label="Loss", elem_id="runs-loss-plot")
             lr_plot = gr.Plot(label="Learning rate", elem_id="runs-lr-plot")
             eval_plot = gr.Plot(label="Eval metrics", elem_id="runs-eval-plot")
-        log = gr.Textbox(label="Log (last lines)", lines=12, max_lines=12, interactive=False, autoscroll=True)
+        log = gr.Textbox(
+            label="Log (last 40 lines)", lines=12, max_lines=45, interactive=False, elem_id="runs-log"
+        )
         with gr.Accordion("Continue or fork", open=False):
             with gr.Row():
                 more_epochs = gr.Number(1, label="More epochs", minimum=0.1)
@@ -449,9 +481,22 @@ def build(state: AppState) -> dict[str, Any]:
                 sweep_param = gr.Dropdown([], label="Hyperparameter", scale=1)
             sweep_info = gr.Markdown()
             sweep_plot = gr.ScatterPlot(x="x", y="y", color="state", height=280)
-            sweep_trials = gr.Dataframe(label="Trials", interactive=False, max_height=260)
+            sweep_trials = gr.Dataframe(
+                headers=["trial", "best", "run", "state"], label="Trials", interactive=False, max_height=260
+            )
 
-        details = [progress, info, log, loss_plot, lr_plot, eval_plot, status_json, fork_source]
+        details = [
+            progress,
+            info,
+            log,
+            loss_plot,
+            lr_plot,
+            eval_plot,
+            status_json,
+            fork_source,
+            stop_btn,
+            resume_btn,
+        ]
 
         def refresh(selected):
             choices = state.run_choices()
@@ -494,6 +539,16 @@ def build(state: AppState) -> dict[str, Any]:
             return f"Deleted {rid}."
 
         timer.tick(refresh, [run_id], [table, run_id, *details], api_name=False, show_progress="hidden")
+
+        def settle_message(rid, message):
+            """A "stopping" note goes once the run has stopped (the state above says how it ended)."""
+            try:
+                ended = rid and state.run(rid).state not in ACTIVE_STATES
+            except gr.Error:
+                ended = True
+            return "" if ended and "stopping" in (message or "") else gr.skip()
+
+        timer.tick(settle_message, [run_id, action_msg], [action_msg], api_name=False, show_progress="hidden")
         tab.select(refresh, [run_id], [table, run_id, *details], api_name=False)
         run_id.input(lambda r: run_details(state, r), [run_id], details, api_name="run_details")
         stop_btn.click(stop, [run_id], [action_msg], api_name="stop_run")

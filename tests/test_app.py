@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 import time
 import urllib.error
@@ -200,7 +201,9 @@ def test_sample_datasets_ship_with_the_app(app_server):
     result = client.predict("sample-python-docs-topics.csv", api_name="/use_sample")
     assert "passes the checks" in result[1] and "statements" in result[1]
     cfg, command = client.predict(json.dumps({"dataset": "sample-sentiment.csv"}), api_name="/preview_run")
-    assert "model_name_or_path: embedded:all-MiniLM-L6-v2" in cfg and "max_train_samples: null" in cfg  # every row, never a silent sample
+    assert (
+        "model_name_or_path: embedded:all-MiniLM-L6-v2" in cfg and "max_train_samples: null" in cfg
+    )  # every row, never a silent sample
     assert command.startswith("ACCELERATE_USE_CPU=1 accelerate launch --quiet --num_processes 1")
     assert "recipes/bert_cls.py --config runs/<run-id>/config.yaml" in command
     two = json.dumps({"dataset": "sample-sentiment.csv", "num_processes": 2})
@@ -289,6 +292,12 @@ def test_train_classifier_then_classify_and_report(app_server, uploaded, tiny_be
     diff, _, _, metrics = client.predict(run_id, new_id, api_name="/compare_runs")
     assert any(row[0] == "model_name_or_path" for row in diff["data"])
     assert any(row[0] == "eval/accuracy" for row in metrics["data"])
+    assert not any(
+        row[0] == "resume_from_checkpoint" for row in diff["data"]
+    )  # how it started, not a setting
+    for _, a, b in metrics["data"]:  # four significant digits
+        for value in (a, b):
+            assert not isinstance(value, float) or value == float(f"{value:.4g}"), metrics["data"]
 
 
 @pytest.mark.slow
@@ -366,6 +375,7 @@ def test_stop_then_resume_finishes_from_the_checkpoint(app_server, uploaded, tin
     checkpoints = list((app_server["runs"] / run_id / "checkpoints").glob("step-*"))
     assert checkpoints, "a stop should leave a checkpoint"
     stopped_at = status["step"]
+    first_attempt_s = status["elapsed_s"]
     assert "Resuming" in client.predict(run_id, api_name="/resume_run")
     status = wait_for(client, run_id, ("finished",), seen=seen)
     assert status["step"] == 150 > stopped_at
@@ -373,6 +383,14 @@ def test_stop_then_resume_finishes_from_the_checkpoint(app_server, uploaded, tin
     assert states == ["running", "stopped", "running", "finished"], seen
     log = (app_server["runs"] / run_id / "train.log").read_text()
     assert "Resum" in log
+    # "Took" is the time spent training, over both attempts
+    from app.state import format_seconds
+
+    final = json.loads((app_server["runs"] / run_id / "status.json").read_text())
+    info = client.predict(run_id, api_name="/run_details")[1]
+    took = re.search(r"Took ([^.]+)\.", info).group(1)
+    assert took == format_seconds(final["elapsed_s"])
+    assert final["elapsed_s"] > first_attempt_s > 0  # both attempts, not the resumed one alone
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ action, a screenshot per tab, and no console errors."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import time
@@ -73,6 +74,14 @@ def finished_run(runs_dir: Path, run_id: str, task: str, model, tokenizer, confi
         )
 
 
+RUNS_DIRS: dict[str, Path] = {}  # the runs folder of each app_url
+
+
+@pytest.fixture(scope="module")
+def runs_dir(app_url) -> Path:
+    return RUNS_DIRS[app_url]
+
+
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, tiny_bert):
     import torch
@@ -108,6 +117,7 @@ def app_url(tmp_path_factory, tiny_bert):
     _, url, _ = demo.launch(
         server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_options(runs_dir, data_dir)
     )
+    RUNS_DIRS[url] = runs_dir
     yield url
     demo.tunelab_state.queue.shutdown()
     demo.close()
@@ -238,7 +248,7 @@ def wait_for_marks(page, elem_id: str, kind: str, at_least: int = 1, timeout_ms:
     return page.evaluate(MARKS_JS, elem_id)
 
 
-def test_plots_draw_their_marks_without_a_reload(app_url, tmp_path, tiny_bert):
+def test_plots_draw_their_marks_without_a_reload(app_url, runs_dir, tmp_path, tiny_bert):
     """Data tab charts right after a check; Loss and Learning-rate of a running and of a finished run
     within 10 s of opening the Runs tab; an eval chart with one evaluation shows its point."""
     from gradio_client import Client, handle_file
@@ -261,6 +271,7 @@ def test_plots_draw_their_marks_without_a_reload(app_url, tmp_path, tiny_bert):
         "mixed_precision": "no",
         "logging_steps": 2,
     }
+    (runs_dir / "cls-cli-run" / "train.log").write_text("".join(f"log line {i}\n" for i in range(1, 101)))
     _, running = client.predict(json.dumps(settings), api_name="/submit_run")
     errors: list[str] = []
     try:
@@ -271,6 +282,8 @@ def test_plots_draw_their_marks_without_a_reload(app_url, tmp_path, tiny_bert):
             page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
             page.set_default_timeout(60_000)
             page.goto(app_url)
+            headers = page.locator("#data-problems thead").inner_text()
+            assert "problem" in headers and "1" not in headers, headers  # an empty table keeps its columns
 
             # Data: both charts draw right after the check, on the same tab
             page.locator("#data-upload input[type=file]").set_input_files(str(upload))
@@ -291,8 +304,23 @@ def test_plots_draw_their_marks_without_a_reload(app_url, tmp_path, tiny_bert):
             for plot in ("runs-loss-plot", "runs-lr-plot"):
                 wait_for_marks(page, plot, "line")
                 page.locator(f"#{plot}").screenshot(path=shots / f"running-{plot}.png")
+            # Stop from the page: the note says it is stopping, then goes once the run has stopped
+            expect(page.locator("#runs-stop")).to_be_enabled()
+            page.locator("#runs-stop").click()
+            expect(page.locator("#runs-action")).to_contain_text("stopping")
+            expect(page.locator("#runs-info")).to_contain_text("stopped", timeout=90_000)
+            expect(page.locator("#runs-action")).not_to_contain_text("stopping", timeout=10_000)
+            expect(page.locator("#runs-stop")).to_be_disabled()
+            expect(page.locator("#runs-resume")).to_be_enabled()
             pick(page, "runs-select", "cls-cli-run")
             expect(page.locator("#runs-info")).to_contain_text("finished")
+            expect(page.locator("#runs-stop")).to_be_disabled()  # nothing to stop
+            expect(page.locator("#runs-resume")).to_be_disabled()
+            log = page.locator("#runs-log textarea")
+            expect(log).to_have_value(re.compile(r"log line 100$"))
+            assert log.evaluate("e => e.scrollHeight <= e.clientHeight + 2"), (
+                "the log's last lines are hidden"
+            )
             for plot in ("runs-loss-plot", "runs-lr-plot"):
                 wait_for_marks(page, plot, "line")
                 page.locator(f"#{plot}").screenshot(path=shots / f"finished-{plot}.png")
@@ -300,7 +328,8 @@ def test_plots_draw_their_marks_without_a_reload(app_url, tmp_path, tiny_bert):
             page.locator("#runs-eval-plot").screenshot(path=shots / "finished-eval.png")
             browser.close()
     finally:
-        client.predict(running, api_name="/stop_run")
+        if client.predict(running, api_name="/run_status").get("state") in ("queued", "running"):
+            client.predict(running, api_name="/stop_run")
     assert len(list(shots.iterdir())) == 7
     assert not errors, "\n".join(errors)
 
