@@ -10,7 +10,7 @@ import gradio as gr
 from tunelab.infer import Generator, chat_prompt
 
 from .loaded import load, model_spec
-from .state import AppState
+from .state import AppState, UserError
 
 _stops: dict[str, threading.Event] = {}
 
@@ -60,7 +60,7 @@ def build(state: AppState) -> dict[str, Any]:
         def respond(msg, history, rid, path, temp, p, k, n, rep, request: gr.Request):
             msg = (msg or "").strip()
             if not msg:
-                raise gr.Error("Type a message first.")
+                raise UserError("Type a message first.")
             generator = load(Generator, model_spec(state, rid, path))
             history = [{"role": h["role"], "content": text_of(h["content"])} for h in (history or [])]
             prompt = chat_prompt(history, msg)

@@ -17,7 +17,7 @@ from tunelab.errors import TuneLabError
 from tunelab.infer import Classifier
 
 from .loaded import load, model_spec
-from .state import AppState, clean_message
+from .state import AppState, UserError, clean_message
 
 MAX_FILE_TEXTS = 20_000
 MAX_VALIDATION = 1000
@@ -36,11 +36,11 @@ def classify_file(state: AppState, spec: str, file: str) -> str:
     try:
         texts = read_texts(Path(file))
     except TuneLabError as e:
-        raise gr.Error(clean_message(str(e))) from None
+        raise UserError(clean_message(str(e))) from None
     if not texts:
-        raise gr.Error("The file has no texts.")
+        raise UserError("The file has no texts.")
     if len(texts) > MAX_FILE_TEXTS:
-        raise gr.Error(f"At most {MAX_FILE_TEXTS} texts per file.")
+        raise UserError(f"At most {MAX_FILE_TEXTS} texts per file.")
     classifier = load(Classifier, spec)
     probs = classifier.predict(texts)
     out_dir = state.data_dir / "predictions"
@@ -93,7 +93,7 @@ def wrong_examples(
             config.get("dataset_config_name"),
         )
     except (TuneLabError, KeyError) as e:
-        raise gr.Error(f"Cannot reload this run's validation data: {clean_message(str(e))}") from None
+        raise UserError(f"Cannot reload this run's validation data: {clean_message(str(e))}") from None
     validation = data.validation.select(range(min(len(data.validation), MAX_VALIDATION)))
     classifier = load(Classifier, str(model_dir or run_dir))
     texts = validation["text"]
@@ -185,18 +185,18 @@ def build(state: AppState) -> dict[str, Any]:
 
         def classify(rid, path, value):
             if not (value or "").strip():
-                raise gr.Error("Type a text first.")
+                raise UserError("Type a text first.")
             return load(Classifier, model_spec(state, rid, path)).predict([value])[0]
 
         def do_file(rid, path, file):
             if not file:
-                raise gr.Error("Upload a file of texts first.")
+                raise UserError("Upload a file of texts first.")
             return classify_file(state, model_spec(state, rid, path), file)
 
         def report(rid):
             run = state.run((rid or "").partition("/")[0])  # an export is scored on its run's split
             if not run.has_model():
-                raise gr.Error("This run has no final model yet.")
+                raise UserError("This run has no final model yet.")
             return confusion_table(run.path), wrong_examples(state, run.path, model_dir=state.model_dir(rid))
 
         classify_btn.click(classify, [run_id, model_path, text], [label], api_name="classify")

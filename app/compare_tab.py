@@ -12,7 +12,7 @@ from tunelab.infer import Generator
 from .loaded import load
 from .plots import line_chart
 from .runs_tab import curves
-from .state import AppState, clean_message
+from .state import AppState, UserError, clean_message
 
 BASE = "(base model of A)"
 
@@ -59,13 +59,13 @@ def compare(state: AppState, a_id: str, b_id: str):
 
 def generate_both(state: AppState, a_id: str, b_id: str, prompt: str, max_new: int, temperature: float):
     if not (prompt or "").strip():
-        raise gr.Error("Type a prompt first.")
+        raise UserError("Type a prompt first.")
     a = state.run(a_id)
     specs = [str(a.path)]
     if b_id == BASE:
         base = a.config().get("model_name_or_path")
         if not base:
-            raise gr.Error("Run A was trained from scratch: it has no base model to compare with.")
+            raise UserError("Run A was trained from scratch: it has no base model to compare with.")
         specs.append(base)
     else:
         specs.append(str(state.run(b_id).path))

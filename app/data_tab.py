@@ -23,7 +23,7 @@ from tunelab.data.samples import SAMPLES, materialize_samples
 from tunelab.errors import TuneLabError
 
 from .plots import bar_chart, histogram
-from .state import DATA_SUFFIXES, AppState, clean_message, user_message
+from .state import DATA_SUFFIXES, AppState, UserError, clean_message, user_message
 
 AUTO = "(auto)"
 NONE = "(none)"
@@ -49,7 +49,7 @@ def store_upload(state: AppState, uploaded: str | Path) -> Path:
     src = Path(uploaded)
     suffix = src.suffix.lower()
     if suffix not in DATA_SUFFIXES:
-        raise gr.Error(f"Unsupported file type {suffix or '(none)'}: use one of {', '.join(DATA_SUFFIXES)}.")
+        raise UserError(f"Unsupported file type {suffix or '(none)'}: use one of {', '.join(DATA_SUFFIXES)}.")
     state.data_dir.mkdir(parents=True, exist_ok=True)
     name = sanitize_name(src.name)
     dest = state.data_dir / name
@@ -337,14 +337,14 @@ def build(state: AppState) -> dict[str, Any]:
 
         def do_upload(file):
             if not file:
-                raise gr.Error("Choose a file to upload.")
+                raise UserError("Choose a file to upload.")
             dest = store_upload(state, file)
             result = inspect_dataset(state, dest.name, AUTO, NONE, AUTO)
             return gr.update(choices=state.datasets(), value=dest.name), *result
 
         def do_sample(name):
             if name not in SAMPLES:
-                raise gr.Error("Unknown sample.")
+                raise UserError("Unknown sample.")
             materialize_samples(state.data_dir)
             result = inspect_dataset(state, name, AUTO, NONE, AUTO)
             return gr.update(choices=state.datasets(), value=name), *result

@@ -7,12 +7,10 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-import gradio as gr
-
 from tunelab.errors import TuneLabError
 from tunelab.infer import Classifier, Generator
 
-from .state import AppState, clean_message
+from .state import AppState, UserError, clean_message
 
 _MAX_LOADED = 3
 _cache: OrderedDict[tuple, Any] = OrderedDict()
@@ -42,9 +40,9 @@ def load(kind: type[Classifier] | type[Generator], spec: str):
     try:
         model = kind.load(spec)
     except TuneLabError as e:
-        raise gr.Error(clean_message(str(e))) from None
+        raise UserError(clean_message(str(e))) from None
     except (OSError, ValueError, KeyError) as e:
-        raise gr.Error(f"Cannot load that model: {clean_message(str(e).splitlines()[0])}") from None
+        raise UserError(f"Cannot load that model: {clean_message(str(e).splitlines()[0])}") from None
     with _lock:
         _cache[key] = model
         while len(_cache) > _MAX_LOADED:

@@ -23,6 +23,7 @@ from .plots import line_chart
 from .state import (
     TASK_NAMES,
     AppState,
+    UserError,
     age,
     clean_message,
     exports,
@@ -310,7 +311,7 @@ def continue_run(state: AppState, run_id: str, epochs: float) -> str:
         new = derived_run(state, run, config, origin=f"{run.id}/{last.name}", resume_from=str(last))
         return f"Queued **{new.id}**: {epochs:g} more epochs from {run.id}/{last.name}."
     else:
-        raise gr.Error("This run has neither a final model nor a checkpoint to continue from.")
+        raise UserError("This run has neither a final model nor a checkpoint to continue from.")
     new = derived_run(state, run, config, origin=run.id)
     return f"Queued **{new.id}**: {epochs:g} more epochs from {run.id}."
 
@@ -327,13 +328,13 @@ def fork_run(
         config["max_train_steps"] = int(max_steps)
     if source in (None, "", FINAL_MODEL):
         if not run.has_model():
-            raise gr.Error("This run has no final model; fork from one of its checkpoints.")
+            raise UserError("This run has no final model; fork from one of its checkpoints.")
         start_from(config, run)
         new = derived_run(state, run, config, origin=run.id)
         return f"Queued **{new.id}** from {run.id}'s final model."
     checkpoint = next((c for c in run.checkpoints() if c.name == source), None)
     if checkpoint is None:
-        raise gr.Error("That checkpoint does not exist.")
+        raise UserError("That checkpoint does not exist.")
     new = derived_run(state, run, config, origin=f"{run.id}/{checkpoint.name}", resume_from=str(checkpoint))
     return (
         f"Queued **{new.id}** from {run.id}/{checkpoint.name} (optimizer and schedule continue from the "
@@ -360,18 +361,18 @@ def export_model(
 
     run = state.run(run_id)
     if not run.has_model():
-        raise gr.Error(f"Run {run.id} has no final model yet (it is {run.state}); export a finished run.")
+        raise UserError(f"Run {run.id} has no final model yet (it is {run.state}); export a finished run.")
     if task_of(run) not in EXPORT_TASKS:
-        raise gr.Error("Export works on classification, distillation and causal-LM runs.")
+        raise UserError("Export works on classification, distillation and causal-LM runs.")
     prune = (prune or "").strip() or None
     try:  # the same checks as the CLI, before a process starts
         options = ExportOptions(
             quantize=quantize, prune=parse_prune(prune), recovery_steps=int(recovery_steps or 0)
         )
     except TuneLabError as e:
-        raise gr.Error(clean_message(str(e))) from None
+        raise UserError(clean_message(str(e))) from None
     if options.prune and task_of(run) == "causal-lm":
-        raise gr.Error("Pruning works on BERT-family classifiers; export a causal-LM run without it.")
+        raise UserError("Pruning works on BERT-family classifiers; export a causal-LM run without it.")
     argv = export_argv(run, quantize, prune, options.recovery_steps)
     env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
     env.update(TRANSFORMERS_VERBOSITY="error", HF_HUB_DISABLE_PROGRESS_BARS="1", TQDM_DISABLE="1")
@@ -392,7 +393,7 @@ def export_model(
         lines = (run.path / EXPORT_LOG).read_text(errors="replace").splitlines()
         why = next((ln for ln in reversed(lines) if ln.startswith("error:")), None)
         why = why.removeprefix("error:").strip() if why else f"it exited with code {proc.returncode}"
-        raise gr.Error(f"The export failed: {clean_message(why)} (the run's {EXPORT_LOG} has the output).")
+        raise UserError(f"The export failed: {clean_message(why)} (the run's {EXPORT_LOG} has the output).")
     return (
         f"Exported **{run.id}/{out.name}**: pick it in the Classify or Chat tab.\n\n"
         f"`{shlex.join(argv).replace(str(run.path), f'{state.runs_dir.name}/{run.id}')}`",
@@ -524,18 +525,19 @@ def build(state: AppState) -> dict[str, Any]:
         def resume(rid):
             run = state.run(rid)
             if not get_task(task_of(run)).recipe_path().exists():
-                raise gr.Error("The recipe of this run is not installed.")
+                raise UserError("The recipe of this run is not installed.")
             try:
                 state.queue.resume(run)
             except (ValueError, TuneLabError) as e:
-                raise gr.Error(str(e)) from None
+                raise UserError(str(e)) from None
             return f"Resuming **{run.id}** from its last checkpoint (queued)."
 
         def delete(rid):
+            run = state.run(rid)
             try:
-                state.queue.delete(state.run(rid))
+                state.queue.delete(run)
             except ValueError as e:
-                raise gr.Error(str(e)) from None
+                raise UserError(str(e)) from None
             return f"Deleted {rid}."
 
         timer.tick(refresh, [run_id], [table, run_id, *details], api_name=False, show_progress="hidden")

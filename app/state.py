@@ -17,6 +17,14 @@ from tunelab.tasks import TASKS
 
 from .queue import RunQueue
 
+
+class UserError(gr.Error):
+    """A mistake the user can fix: said in the page, never printed as a server traceback."""
+
+    def __init__(self, message: str, **kwargs: Any):
+        super().__init__(message, print_exception=False, **kwargs)
+
+
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 DATA_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt")
 COLUMNS_FILE = ".columns.json"  # in the data folder: each dataset's column mapping, kept across restarts
@@ -43,12 +51,12 @@ class AppState:
         """The run named ``run_id`` inside the runs folder (names only: no paths, no traversal)."""
         run_id = (run_id or "").strip()
         if not run_id:
-            raise gr.Error("Choose a run first.")
+            raise UserError("Choose a run first.")
         if not RUN_ID_RE.match(run_id) or ".." in run_id:
-            raise gr.Error("That is not a run name.")
+            raise UserError("That is not a run name.")
         path = self.runs_dir / run_id
         if not (path / "status.json").exists():
-            raise gr.Error(f"Run {run_id} does not exist (was it deleted?).")
+            raise UserError(f"Run {run_id} does not exist (was it deleted?).")
         return Run(path)
 
     def runs(self) -> list[Run]:
@@ -83,19 +91,19 @@ class AppState:
             return run.path
         folder = run.path / export
         if not RUN_ID_RE.match(export) or ".." in export or not (folder / EXPORT_MARKER).is_file():
-            raise gr.Error(f"{run.id} has no export named {export!r}.")
+            raise UserError(f"{run.id} has no export named {export!r}.")
         return folder
 
     # ---- data ----------------------------------------------------------------------------------
     def dataset_path(self, name: str | None) -> Path:
         name = (name or "").strip()
         if not name:
-            raise gr.Error("Choose a dataset first (Data tab: upload one or pick a sample).")
+            raise UserError("Choose a dataset first (Data tab: upload one or pick a sample).")
         if not RUN_ID_RE.match(name) or ".." in name or Path(name).suffix.lower() not in DATA_SUFFIXES:
-            raise gr.Error("That is not a dataset name.")
+            raise UserError("That is not a dataset name.")
         path = self.data_dir / name
         if not path.is_file():
-            raise gr.Error(f"Dataset {name} is not in the data folder any more.")
+            raise UserError(f"Dataset {name} is not in the data folder any more.")
         return path
 
     def datasets(self) -> list[str]:

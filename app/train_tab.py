@@ -35,7 +35,7 @@ from tunelab.tasks import get_task
 
 from . import plan
 from .queue import QueueFullError
-from .state import COLUMN_FIELDS, AppState, clean_message, user_message
+from .state import COLUMN_FIELDS, AppState, UserError, clean_message, user_message
 
 TASKS = ("classification", "causal-lm", "masked-lm", "distillation")
 CLASSIFIER_TASKS = ("classification", "distillation")  # labeled data, a classifier comes out
@@ -149,7 +149,7 @@ def _positive_or_none(value: Any) -> int | None:
 def base_model(state: AppState, s: dict[str, Any]) -> str | None:
     kind = s.get("base_kind") or "default"
     if kind == "default" and s["task"] == "distillation":
-        raise gr.Error(
+        raise UserError(
             "Distillation needs a teacher: set Base model to 'finished run' and pick a classification run "
             "(or give a fine-tuned classifier's folder or Hub id)."
         )
@@ -158,15 +158,15 @@ def base_model(state: AppState, s: dict[str, Any]) -> str | None:
     if kind == "finished run":
         run = state.run(s.get("base_run"))
         if not run.has_model():
-            raise gr.Error(f"Run {run.id} has no final model (it is {run.state}); pick a finished run.")
+            raise UserError(f"Run {run.id} has no final model (it is {run.state}); pick a finished run.")
         return str(run.path)
     value = _none_if_blank(s.get("base_path"))
     if not value:
-        raise gr.Error(f"Enter the {kind} of the base model.")
+        raise UserError(f"Enter the {kind} of the base model.")
     if kind == "local folder":
         path = Path(value).expanduser()
         if not (path / "config.json").is_file():
-            raise gr.Error("That folder holds no model (config.json is missing).")
+            raise UserError("That folder holds no model (config.json is missing).")
         return str(path.resolve())
     return value
 
@@ -213,7 +213,7 @@ def placement(state: AppState, s: dict[str, Any]) -> Placement:
             processes_and_device(resources, state.hardware)  # e.g. 4 processes on a 2-GPU machine
             return Placement(resources)
         if target != "slurm":
-            raise gr.Error("Run on must be this machine (local) or a Slurm cluster (slurm).")
+            raise UserError("Run on must be this machine (local) or a Slurm cluster (slurm).")
         defaults = state.slurm_defaults
 
         def pick(key: str) -> Any:
@@ -230,7 +230,7 @@ def placement(state: AppState, s: dict[str, Any]) -> Placement:
         options = slurm.clean_options(options)
         processes_and_device(resources, slurm.node_hardware(resources))
     except TuneLabError as e:
-        raise gr.Error(clean_message(str(e))) from None
+        raise UserError(clean_message(str(e))) from None
     return Placement(resources, "slurm", options)
 
 
@@ -243,10 +243,10 @@ def settings_to_config(state: AppState, settings: dict[str, Any]) -> tuple[str, 
             s[key] = remembered[key]
     unknown = set(settings) - set(DEFAULTS)
     if unknown:
-        raise gr.Error(f"Unknown setting(s): {', '.join(sorted(unknown))}.")
+        raise UserError(f"Unknown setting(s): {', '.join(sorted(unknown))}.")
     task = s["task"]
     if task not in TASKS:
-        raise gr.Error(f"Task must be one of {', '.join(TASKS)}.")
+        raise UserError(f"Task must be one of {', '.join(TASKS)}.")
     train_file = str(state.dataset_path(s["dataset"]))
     checkpointing = _none_if_blank(str(s["checkpointing_steps"] or ""))
     training = {
@@ -344,7 +344,7 @@ def settings_to_config(state: AppState, settings: dict[str, Any]) -> tuple[str, 
         types = (CausalLMArguments, TrainingArguments)
     if task != "classification":
         if lora["use_peft"]:
-            raise gr.Error("LoRA is available for classification runs; this recipe trains all weights.")
+            raise UserError("LoRA is available for classification runs; this recipe trains all weights.")
         lora = {}  # the GPT-2, masked-LM and distillation recipes take no LoRA arguments
     elif not lora["use_peft"]:
         lora = {"use_peft": False}
@@ -354,9 +354,9 @@ def settings_to_config(state: AppState, settings: dict[str, Any]) -> tuple[str, 
         for t in types:
             t(**{k: v for k, v in config.items() if k in known[t]})
     except TuneLabError as e:
-        raise gr.Error(clean_message(str(e))) from None
+        raise UserError(clean_message(str(e))) from None
     except (TypeError, ValueError) as e:
-        raise gr.Error(f"Invalid setting: {clean_message(str(e))}") from None
+        raise UserError(f"Invalid setting: {clean_message(str(e))}") from None
     return task, config, placement(state, s)
 
 
@@ -446,7 +446,7 @@ def apply_suggestion(state: AppState, settings: dict[str, Any]) -> Any:
     """Max train samples that fit the budget (what the Data plan suggests)."""
     suggestion = plan_of(state, settings)[1]
     if not suggestion:
-        raise gr.Error("This run fits its time budget: there is nothing to apply.")
+        raise UserError("This run fits its time budget: there is nothing to apply.")
     return gr.update(value=suggestion)
 
 
@@ -510,7 +510,7 @@ def estimate(state: AppState, settings: dict[str, Any]) -> str:
                 accumulation,
             )
     except TuneLabError as e:
-        raise gr.Error(user_message(str(e))) from None
+        raise UserError(user_message(str(e))) from None
     text = result.describe()
     if task == "distillation":
         text += (
@@ -565,7 +565,7 @@ def adaptation_settings(state: AppState, settings: dict[str, Any], config: dict[
             label_column=config.get("label_column"),
         )
     except TuneLabError as e:
-        raise gr.Error(clean_message(str(e))) from None
+        raise UserError(clean_message(str(e))) from None
     return {
         **settings,
         "task": "masked-lm",
@@ -585,7 +585,7 @@ def submit(state: AppState, settings: dict[str, Any]) -> tuple[str, str]:
     for needed in ("masked-lm", task) if adapt else (task,):
         recipe = get_task(needed).recipe
         if not get_task(needed).recipe_path().exists():
-            raise gr.Error(f"The {needed} recipe ({recipe}) is not installed in this checkout.")
+            raise UserError(f"The {needed} recipe ({recipe}) is not installed in this checkout.")
     try:
         first = None
         if adapt:
@@ -609,9 +609,9 @@ def submit(state: AppState, settings: dict[str, Any]) -> tuple[str, str]:
             target_options=where.options,
         )
     except TuneLabError as e:
-        raise gr.Error(clean_message(str(e))) from None
+        raise UserError(clean_message(str(e))) from None
     except QueueFullError as e:
-        raise gr.Error(str(e)) from None
+        raise UserError(str(e)) from None
     waiting = len(state.queue.queued())
     note = "it starts in a moment" if waiting <= 1 else f"{waiting} runs are waiting"
     if where.target == "slurm":
@@ -947,9 +947,9 @@ def build(state: AppState) -> dict[str, Any]:
             try:
                 value = json.loads(text or "{}")
             except json.JSONDecodeError as e:
-                raise gr.Error(f"settings are not valid JSON: {e.msg}") from None
+                raise UserError(f"settings are not valid JSON: {e.msg}") from None
             if not isinstance(value, dict):
-                raise gr.Error("settings must be a JSON object of setting names to values")
+                raise UserError("settings must be a JSON object of setting names to values")
             return value
 
         def on_task(new_task):

@@ -337,7 +337,7 @@ def test_plots_draw_their_marks_without_a_reload(app_url, runs_dir, tmp_path, ti
 # ---- one dataset context -------------------------------------------------------------------------
 
 
-def test_an_upload_with_its_own_column_names_is_detected_and_the_train_tab_follows(app_url, tmp_path):
+def test_an_upload_with_its_own_column_names_is_detected_and_the_train_tab_follows(app_url, tmp_path, capfd):
     """A two-column CSV (review, domain), three string labels, quoted multi-line fields: the Data tab
     finds the label column; the Train tab then shows that dataset and mapping; its Check data passes."""
     import csv
@@ -376,9 +376,25 @@ def test_an_upload_with_its_own_column_names_is_detected_and_the_train_tab_follo
         )
         page.locator("#train-check").click()
         expect(page.locator("#train-status")).to_contain_text("150 rows")
+        # the Data plan's measured step (it runs in the app: the test waits for it before it ends)
+        expect(page.locator("#train-plan")).to_contain_text("budget", timeout=120_000)
         page.screenshot(path=tmp_path / "train.png", full_page=True)
+
+        # user mistakes: said in the app's words, no traceback on the server
+        label_box = page.locator("#train-label-column textarea, #train-label-column input")
+        label_box.fill("stars")
+        page.locator("#train-check").click()
+        status = page.locator("#train-status")
+        expect(status).to_contain_text("column 'stars' (Label column) does not exist")
+        assert "--label_column" not in status.inner_text() and "label_column)" not in status.inner_text()
+        open_tab(page, "Runs")
+        pick(page, "runs-select", "no-such-run")
+        page.get_by_role("button", name="Delete", exact=True).click()
+        expect(page.get_by_text("Run no-such-run does not exist")).to_be_visible()
         browser.close()
     assert not errors, "\n".join(errors)
+    server = capfd.readouterr().err
+    assert "Traceback" not in server, server[-3000:]
 
 
 def test_default_settings_on_a_5000_row_upload_train_on_every_row_or_say_why(app_url, tmp_path):
