@@ -7,10 +7,11 @@ from typing import Any
 
 import gradio as gr
 
+from tunelab.errors import TuneLabError
 from tunelab.infer import Generator, chat_prompt
 
 from .loaded import load, model_spec
-from .state import AppState, UserError
+from .state import AppState, UserError, clean_message
 
 _stops: dict[str, threading.Event] = {}
 
@@ -24,6 +25,14 @@ def text_of(content: Any) -> str:
     if isinstance(content, dict):
         return str(content.get("text") or content.get("content") or "")
     return str(content or "")
+
+
+def said_in_one_line(pieces):
+    """The generator's pieces; a failure of the model is one line in the page, not a server traceback."""
+    try:
+        yield from pieces
+    except TuneLabError as e:
+        raise UserError(clean_message(str(e))) from None
 
 
 def build(state: AppState) -> dict[str, Any]:
@@ -42,7 +51,8 @@ def build(state: AppState) -> dict[str, Any]:
             model_path = gr.Textbox(label="…or a model folder / Hub id", placeholder="overrides the run")
         with gr.Row():
             with gr.Column(scale=3):
-                chatbot = gr.Chatbot(label="Chat", height=360, elem_id="chat-box")
+                # replies are the model's plain text: quotes and asterisks are not Markdown
+                chatbot = gr.Chatbot(label="Chat", height=360, elem_id="chat-box", render_markdown=False)
                 with gr.Row():
                     message = gr.Textbox(
                         label="Message", placeholder="Type and press Enter", scale=4, elem_id="chat-message"
@@ -70,7 +80,7 @@ def build(state: AppState) -> dict[str, Any]:
             history = [*history, {"role": "user", "content": msg}, {"role": "assistant", "content": ""}]
             yield history, ""
             reply = ""
-            for piece in generator.stream(
+            pieces = generator.stream(
                 prompt,
                 max_new_tokens=int(n),
                 temperature=float(temp),
@@ -78,7 +88,8 @@ def build(state: AppState) -> dict[str, Any]:
                 top_k=int(k),
                 repetition_penalty=float(rep),
                 stop_event=event,
-            ):
+            )
+            for piece in said_in_one_line(pieces):
                 reply += piece
                 # A base LM goes on to write the user's next turn: end the reply there.
                 cut = reply.find("\nUser:")

@@ -417,3 +417,13 @@ def test_gpt2_run_then_streamed_chat(app_server):
     assert history[0]["role"] == "user" and history[-1]["role"] == "assistant"
     a, b = client.predict(run_id, run_id, "The ", 8, 0.0, api_name="/compare_generate")
     assert a == b and a.startswith("The ")
+    # more new tokens than the model's context (256): the reply is cut there, says so, and ends at once
+    context = json.loads((app_server["runs"] / run_id / "config.json").read_text())["n_positions"]
+    start = time.monotonic()
+    job = client.submit("def f", [], run_id, "", 0.8, 0.95, 50, 500, 1.1, api_name="/chat")
+    history = job.result(timeout=60)[0]
+    assert time.monotonic() - start < 30
+    from app.chat_tab import text_of
+
+    reply = text_of(history[-1]["content"])
+    assert reply.endswith(f"[reply cut at the model's context of {context} tokens]"), history

@@ -341,6 +341,24 @@ def test_generate_streams_the_prompt_and_its_continuation(clm_run):
     assert "the film is great" in proc.stdout[len("User: hello 7\nAssistant:") :]
 
 
+def test_generate_past_the_context_returns_at_once_with_the_cut_note(clm_run):
+    """More new tokens than the model's context: the reply stops at the context and says so (it used to
+    crash in the generating thread and hang for two minutes)."""
+    runs, run_dir = clm_run
+    context = json.loads((run_dir / "config.json").read_text())["n_positions"]
+    start = time.monotonic()
+    proc = tunelab(
+        "generate", "latest", "ROMEO:", "--max-new-tokens", context + 344, "--runs-dir", runs, timeout=60
+    )
+    took = time.monotonic() - start
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    text = proc.stdout.strip()
+    assert text.startswith("ROMEO:") and len(text) > len("ROMEO:") + 20
+    assert text.endswith(f"[reply cut at the model's context of {context} tokens]")
+    assert took < 30, took
+
+
 def test_chat_replies_stop_at_the_next_turn_and_exit_on_slash_exit(clm_run):
     _, run_dir = clm_run
     proc = tunelab(

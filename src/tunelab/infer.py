@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, TuneLabError
 from .models import resolve_model_path
 from .runs import Run
 
@@ -92,15 +92,28 @@ class Generator:
 
         return cls(*_load(AutoModelForCausalLM, model_or_run, runs_dir, "a language model"))
 
+    @property
+    def context(self) -> int:
+        """The most tokens the model attends to (prompt and reply together)."""
+        config = self.model.config
+        return (
+            getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or 1024
+        )
+
     def _inputs(self, prompt: str) -> dict[str, torch.Tensor]:
+        """The prompt's tokens; a long prompt keeps its last half-context, leaving room for the reply."""
         enc = self.tokenizer(prompt, return_tensors="pt")
         if enc["input_ids"].shape[1] == 0:  # an empty prompt starts from end-of-text
             bos = self.tokenizer.bos_token_id or self.tokenizer.eos_token_id
             enc = {"input_ids": torch.tensor([[bos]]), "attention_mask": torch.tensor([[1]])}
-        limit = getattr(self.model.config, "n_positions", None) or getattr(
-            self.model.config, "max_position_embeddings", 1024
-        )
-        return {k: v[:, -limit // 2 :].to(self.model.device) for k, v in enc.items()}
+        return {k: v[:, -self.context // 2 :].to(self.model.device) for k, v in enc.items()}
+
+    def _room(self, inputs: dict[str, torch.Tensor], max_new_tokens: int) -> tuple[int, str]:
+        """(new tokens that fit the context, the note a cut reply ends with, or "")."""
+        room = self.context - inputs["input_ids"].shape[1]
+        if max_new_tokens <= room:
+            return max_new_tokens, ""
+        return room, f"[reply cut at the model's context of {self.context} tokens]"
 
     def _kwargs(
         self,
@@ -135,8 +148,9 @@ class Generator:
         repetition_penalty: float = 1.1,
         seed: int | None = None,
     ) -> str:
-        """The continuation of ``prompt`` (without the prompt)."""
+        """The continuation of ``prompt`` (without the prompt), never past the model's context."""
         inputs = self._inputs(prompt)
+        max_new_tokens, _ = self._room(inputs, max_new_tokens)
         out = self.model.generate(
             **inputs, **self._kwargs(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
         )
@@ -153,24 +167,52 @@ class Generator:
         seed: int | None = None,
         stop_event: threading.Event | None = None,
     ) -> Iterator[str]:
-        """Yield pieces of the continuation as they are generated (TextIteratorStreamer); ``stop_event`` ends it."""
+        """Yield pieces of the continuation as they are generated (TextIteratorStreamer). It never runs
+        past the model's context (a cut reply ends with a note saying so); ``stop_event``, or the caller
+        dropping the iterator (a client that went away), ends it; an error in the generating thread is
+        raised here at once as a GenerationError."""
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        done = threading.Event()
 
         class _Stop(StoppingCriteria):
             def __call__(self, input_ids, scores, **kwargs) -> bool:
-                return bool(stop_event and stop_event.is_set())
+                return done.is_set() or bool(stop_event and stop_event.is_set())
 
+        inputs = self._inputs(prompt)
+        max_new_tokens, note = self._room(inputs, max_new_tokens)
         streamer = TextIteratorStreamer(
             self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=120
         )
         kwargs = self._kwargs(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
-        kwargs.update(
-            self._inputs(prompt), streamer=streamer, stopping_criteria=StoppingCriteriaList([_Stop()])
-        )
-        thread = threading.Thread(target=lambda: torch.no_grad()(self.model.generate)(**kwargs), daemon=True)
+        kwargs.update(inputs, streamer=streamer, stopping_criteria=StoppingCriteriaList([_Stop()]))
+        failed: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with torch.no_grad():
+                    self.model.generate(**kwargs)
+            except Exception as e:  # noqa: BLE001 - said by the reader, in one line
+                failed.append(e)
+                streamer.end()  # the reader stops waiting now, not after the streamer's timeout
+
+        thread = threading.Thread(target=run, name="tunelab-generate", daemon=True)
         thread.start()
-        yield from streamer
-        thread.join()
+        try:
+            yield from streamer
+        finally:
+            done.set()  # the caller stopped reading (or the reply is complete): generation ends too
+            thread.join(timeout=30)  # at the next token
+        if failed:
+            raise GenerationError(f"generation failed: {type(failed[0]).__name__}: {failed[0]}") from failed[
+                0
+            ]
+        if note and not (stop_event and stop_event.is_set()):
+            yield "\n" + note
+
+
+class GenerationError(TuneLabError):
+    """The model could not generate (said in one line)."""
 
 
 def chat_prompt(history: list[dict[str, str]], message: str) -> str:
