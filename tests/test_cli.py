@@ -359,6 +359,20 @@ def test_generate_past_the_context_returns_at_once_with_the_cut_note(clm_run):
     assert took < 30, took
 
 
+def test_an_error_while_generating_is_raised_at_once_not_after_the_streamer_timeout(embedded_encoder_path):
+    """A tokenizer whose ids the model does not have (a mismatched folder): one line, in a second."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from tunelab.infer import GenerationError, Generator
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_encoder_path)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=10, n_layer=1, n_embd=16, n_head=2, n_positions=64))
+    start = time.monotonic()
+    with pytest.raises(GenerationError, match="generation failed: IndexError"):
+        list(Generator(model, tokenizer).stream("hello world", max_new_tokens=5))
+    assert time.monotonic() - start < 10
+
+
 def test_chat_replies_stop_at_the_next_turn_and_exit_on_slash_exit(clm_run):
     _, run_dir = clm_run
     proc = tunelab(
