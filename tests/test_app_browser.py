@@ -3,6 +3,7 @@ action, a screenshot per tab, and no console errors."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -123,6 +124,24 @@ def app_url(tmp_path_factory, tiny_bert):
     demo.close()
 
 
+@contextlib.contextmanager
+def app_page(url: str, errors: list[str]):
+    """A page of the app in headless Chromium; its console errors and page errors go to ``errors``."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.on("console", lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None)
+        page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+        page.set_default_timeout(60_000)
+        page.goto(url)
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
 def pick(page, elem_id: str, value: str) -> None:
     """Set a gradio Dropdown (allow_custom_value) by typing its value."""
     box = page.locator(f"#{elem_id} input").first
@@ -138,20 +157,14 @@ def open_tab(page, name: str) -> None:
 
 
 def test_every_tab_works_in_a_real_browser(app_url, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     shots = tmp_path / "screenshots"
     shots.mkdir()
     upload = tmp_path / "reviews.csv"
     upload.write_text("text,label\n" + "\n".join(f"{t},{lab}" for t, lab in sentiment_rows(60)) + "\n")
     errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.on("console", lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None)
-        page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
-        page.set_default_timeout(60_000)
-        page.goto(app_url)
+    with app_page(app_url, errors) as page:
         expect(page.get_by_role("tab", name="Data", exact=True)).to_be_visible()
 
         # Data: upload -> checks report and preview
@@ -210,7 +223,6 @@ def test_every_tab_works_in_a_real_browser(app_url, tmp_path):
         expect(page.locator("#hub-token input[type=password]")).to_be_visible()
         expect(page.locator("#hub-push")).to_be_visible()
         page.screenshot(path=shots / "hub.png", full_page=True)
-        browser.close()
 
     docs = ROOT / "docs" / "screenshot.png"
     if not docs.exists():  # the README's picture, taken once
@@ -252,7 +264,7 @@ def test_plots_draw_their_marks_without_a_reload(app_url, runs_dir, tmp_path, ti
     """Data tab charts right after a check; Loss and Learning-rate of a running and of a finished run
     within 10 s of opening the Runs tab; an eval chart with one evaluation shows its point."""
     from gradio_client import Client, handle_file
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     shots = tmp_path / "plots"
     shots.mkdir()
@@ -275,13 +287,7 @@ def test_plots_draw_their_marks_without_a_reload(app_url, runs_dir, tmp_path, ti
     _, running = client.predict(json.dumps(settings), api_name="/submit_run")
     errors: list[str] = []
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
-            page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
-            page.set_default_timeout(60_000)
-            page.goto(app_url)
+        with app_page(app_url, errors) as page:
             headers = page.locator("#data-problems thead").inner_text()
             assert "problem" in headers and "1" not in headers, headers  # an empty table keeps its columns
 
@@ -326,7 +332,6 @@ def test_plots_draw_their_marks_without_a_reload(app_url, runs_dir, tmp_path, ti
                 page.locator(f"#{plot}").screenshot(path=shots / f"finished-{plot}.png")
             assert wait_for_marks(page, "runs-eval-plot", "symbol")["symbol"] == 1  # eval/accuracy at step 10
             page.locator("#runs-eval-plot").screenshot(path=shots / "finished-eval.png")
-            browser.close()
     finally:
         if client.predict(running, api_name="/run_status").get("state") in ("queued", "running"):
             client.predict(running, api_name="/stop_run")
@@ -342,7 +347,7 @@ def test_an_upload_with_its_own_column_names_is_detected_and_the_train_tab_follo
     finds the label column; the Train tab then shows that dataset and mapping; its Check data passes."""
     import csv
 
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     upload = tmp_path / "product reviews.csv"
     domains = ["books", "kitchen", "electronics"]
@@ -354,13 +359,7 @@ def test_an_upload_with_its_own_column_names_is_detected_and_the_train_tab_follo
                 [f'Item {i} was "fine",\nsaid a {domains[i % 3]} buyer, line two of {i}', domains[i % 3]]
             )
     errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
-        page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
-        page.set_default_timeout(60_000)
-        page.goto(app_url)
+    with app_page(app_url, errors) as page:
         page.locator("#data-upload input[type=file]").set_input_files(str(upload))
         report = page.locator("#data-report")
         expect(report).to_contain_text("passes the checks")
@@ -391,7 +390,6 @@ def test_an_upload_with_its_own_column_names_is_detected_and_the_train_tab_follo
         pick(page, "runs-select", "no-such-run")
         page.get_by_role("button", name="Delete", exact=True).click()
         expect(page.get_by_text("Run no-such-run does not exist")).to_be_visible()
-        browser.close()
     assert not errors, "\n".join(errors)
     server = capfd.readouterr().err
     assert "Traceback" not in server, server[-3000:]
@@ -402,7 +400,7 @@ def test_default_settings_on_a_5000_row_upload_train_on_every_row_or_say_why(app
     train, how many texts max_length truncates, and the measured time against the budget."""
     import csv
 
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     upload = tmp_path / "big reviews.csv"
     words = ["great", "dull", "moving", "clumsy", "superb", "bland", "funny", "tedious"]
@@ -413,13 +411,7 @@ def test_default_settings_on_a_5000_row_upload_train_on_every_row_or_say_why(app
             long = " ".join(words[(i + k) % 8] for k in range(10 + (i % 7) * 30))  # 10 to 190 words
             writer.writerow([f"review {i}: {long}", ["books", "kitchen", "music"][i % 3]])
     errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
-        page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
-        page.set_default_timeout(60_000)
-        page.goto(app_url)
+    with app_page(app_url, errors) as page:
         page.locator("#data-upload input[type=file]").set_input_files(str(upload))
         expect(page.locator("#data-report")).to_contain_text("5,000 rows")
         open_tab(page, "Train")
@@ -437,5 +429,4 @@ def test_default_settings_on_a_5000_row_upload_train_on_every_row_or_say_why(app
             expect(page.locator("#train-yaml")).not_to_contain_text("max_train_samples: null")
             expect(plan).to_contain_text("within the 5 min budget")
         page.screenshot(path=tmp_path / "train-plan.png", full_page=True)
-        browser.close()
     assert not errors, "\n".join(errors)
