@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from tunelab.estimate import _fmt as format_duration
+from tunelab.estimate import format_duration
 
 MIN_MAX_LENGTH = 32
 MAX_LENGTH_CAP = {"cpu": 256, "gpu": 512}  # the suggestion's ceiling (512: BERT-family position limit)

@@ -520,7 +520,7 @@ def estimate(state: AppState, settings: dict[str, Any]) -> str:
     if config.get("max_train_steps"):
         text += (
             f"\n\nThis run stops after {config['max_train_steps']} steps ≈ "
-            f"{est._fmt(result.step_seconds * config['max_train_steps'])}."
+            f"{est.format_duration(result.step_seconds * config['max_train_steps'])}."
         )
     return text
 

@@ -42,11 +42,11 @@ class Estimate:
             f"**{self.parameters / 1e6:.1f} M parameters** ({self.trainable / 1e6:.1f} M trainable) · "
             f"about **{self.memory_gb:.2f} GB** of memory · one step ≈ {self.step_seconds * 1000:.0f} ms "
             f"on {self.device} ({self.precision}) · {self.steps_per_epoch} steps/epoch ≈ "
-            f"**{_fmt(self.epoch_seconds)} per epoch** (plus ~10–20 s of start-up)"
+            f"**{format_duration(self.epoch_seconds)} per epoch** (plus ~10–20 s of start-up)"
         )
 
 
-def _fmt(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:
