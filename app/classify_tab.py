@@ -3,9 +3,11 @@ confidently wrong validation examples."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,13 @@ def read_texts(path: Path) -> list[str]:
     return [str(r.get(column, "")) for _, r in records]
 
 
-def classify_file(state: AppState, spec: str, file: str) -> str:
+def _reporter(progress: gr.Progress, what: str) -> Callable[[int, int], None]:
+    return lambda done, total: progress(done / total, desc=f"{what} {done}/{total} texts")
+
+
+def classify_file(
+    state: AppState, spec: str, file: str, progress: Callable[[int, int], None] | None = None
+) -> str:
     try:
         texts = read_texts(Path(file))
     except TuneLabError as e:
@@ -42,7 +50,7 @@ def classify_file(state: AppState, spec: str, file: str) -> str:
     if len(texts) > MAX_FILE_TEXTS:
         raise UserError(f"At most {MAX_FILE_TEXTS} texts per file.")
     classifier = load(Classifier, spec)
-    probs = classifier.predict(texts)
+    probs = classifier.predict(texts, progress=progress)
     out_dir = state.data_dir / "predictions"
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}.csv"
@@ -70,11 +78,50 @@ def confusion_table(run_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+REPORT_FILE = "validation_report.json"
+
+
+def _model_fingerprint(model_dir: Path) -> list[list[Any]]:
+    """Name, size and mtime of the files that make the model: a retrained or re-exported model has another."""
+    files = [
+        f for f in sorted(model_dir.iterdir()) if f.suffix in (".json", ".safetensors", ".onnx", ".data")
+    ]
+    return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.name != REPORT_FILE]
+
+
 def wrong_examples(
-    state: AppState, run_dir: Path, top: int = 20, model_dir: Path | None = None
+    run_dir: Path, model_dir: Path, top: int = 20, progress: Callable[[int, int], None] | None = None
 ) -> pd.DataFrame:
-    """Re-run the model (the run's, or ``model_dir``: one of its exports) on the run's own validation split
-    (same files, split, seed as config.yaml)."""
+    """The most confidently wrong examples of the model in ``model_dir`` (the run's, or one of its exports)
+    on the run's own validation split (same files, split, seed as config.yaml). Computed once per model:
+    the result is kept in the model's folder (validation_report.json) until the model changes."""
+    cache = model_dir / REPORT_FILE
+    fingerprint = _model_fingerprint(model_dir)
+    try:
+        cached = json.loads(cache.read_text())
+        if cached.get("model") == fingerprint and cached.get("top") == top:
+            return _mistakes_frame(cached["mistakes"], cached["examples"])
+    except (OSError, ValueError, KeyError, AttributeError):
+        pass
+    rows, examples = _find_mistakes(run_dir, model_dir, progress)
+    rows = rows[:top]
+    with contextlib.suppress(OSError):  # a read-only run folder: the report is still shown, just not kept
+        cache.write_text(
+            json.dumps({"model": fingerprint, "top": top, "examples": examples, "mistakes": rows})
+        )
+    return _mistakes_frame(rows, examples)
+
+
+def _mistakes_frame(rows: list[dict[str, Any]], examples: int) -> pd.DataFrame:
+    if not rows:
+        return pd.DataFrame({"text": [f"no mistakes on {examples} validation examples"]})
+    return pd.DataFrame(rows)
+
+
+def _find_mistakes(
+    run_dir: Path, model_dir: Path, progress: Callable[[int, int], None] | None
+) -> tuple[list[dict[str, Any]], int]:
+    """(wrong predictions, most confident first; number of validation examples scored)."""
     from tunelab.data.classification import load_classification_data
 
     config = yaml_config(run_dir)
@@ -95,13 +142,12 @@ def wrong_examples(
     except (TuneLabError, KeyError) as e:
         raise UserError(f"Cannot reload this run's validation data: {clean_message(str(e))}") from None
     validation = data.validation.select(range(min(len(data.validation), MAX_VALIDATION)))
-    classifier = load(Classifier, str(model_dir or run_dir))
+    classifier = load(Classifier, str(model_dir))
     texts = validation["text"]
-    if "text_pair" in validation.column_names:  # show both parts; predict on the pair
-        probs = _predict_pairs(classifier, texts, validation["text_pair"])
-        texts = [f"{a} ‖ {b}" for a, b in zip(texts, validation["text_pair"], strict=True)]
-    else:
-        probs = classifier.predict(texts)
+    pairs = validation["text_pair"] if "text_pair" in validation.column_names else None
+    probs = classifier.predict(texts, pairs, progress=progress)
+    if pairs is not None:  # show both parts; predicted on the pair
+        texts = [f"{a} ‖ {b}" for a, b in zip(texts, pairs, strict=True)]
     names = data.labels
     rows = []
     for text, gold, p in zip(texts, validation["label"], probs, strict=True):
@@ -116,30 +162,7 @@ def wrong_examples(
                 }
             )
     rows.sort(key=lambda r: -r["confidence"])
-    if not rows:
-        return pd.DataFrame({"text": [f"no mistakes on {len(texts)} validation examples"]})
-    return pd.DataFrame(rows[:top])
-
-
-def _predict_pairs(classifier: Classifier, texts: list[str], pairs: list[str]) -> list[dict[str, float]]:
-    import torch
-
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(texts), 32):
-            enc = classifier.tokenizer(
-                texts[start : start + 32],
-                pairs[start : start + 32],
-                truncation=True,
-                max_length=classifier.max_length,
-                padding=True,
-                return_tensors="pt",
-            )
-            probs = torch.softmax(
-                classifier.model(**enc.to(classifier.model.device)).logits.float(), -1
-            ).cpu()
-            out += [dict(zip(classifier.labels, row.tolist(), strict=True)) for row in probs]
-    return out
+    return rows, len(texts)
 
 
 def yaml_config(run_dir: Path) -> dict[str, Any]:
@@ -188,16 +211,19 @@ def build(state: AppState) -> dict[str, Any]:
                 raise UserError("Type a text first.")
             return load(Classifier, model_spec(state, rid, path)).predict([value])[0]
 
-        def do_file(rid, path, file):
+        def do_file(rid, path, file, progress=gr.Progress()):
             if not file:
                 raise UserError("Upload a file of texts first.")
-            return classify_file(state, model_spec(state, rid, path), file)
+            return classify_file(
+                state, model_spec(state, rid, path), file, _reporter(progress, "classifying")
+            )
 
-        def report(rid):
+        def report(rid, progress=gr.Progress()):
             run = state.run((rid or "").partition("/")[0])  # an export is scored on its run's split
             if not run.has_model():
                 raise UserError("This run has no final model yet.")
-            return confusion_table(run.path), wrong_examples(state, run.path, model_dir=state.model_dir(rid))
+            mistakes = wrong_examples(run.path, state.model_dir(rid), progress=_reporter(progress, "scoring"))
+            return confusion_table(run.path), mistakes
 
         classify_btn.click(classify, [run_id, model_path, text], [label], api_name="classify")
         text.submit(classify, [run_id, model_path, text], [label], api_name=False)

@@ -281,6 +281,10 @@ def test_train_classifier_then_classify_and_report(app_server, uploaded, tiny_be
     confusion, mistakes = client.predict(run_id, api_name="/validation_report")
     assert confusion["headers"] == ["true \\ predicted", "neg", "pos"]
     assert mistakes["headers"]
+    cache = run_dir / "validation_report.json"  # computed once, kept in the run folder
+    written = cache.stat().st_mtime_ns
+    assert client.predict(run_id, api_name="/validation_report") == (confusion, mistakes)
+    assert cache.stat().st_mtime_ns == written  # the second report is read back, not recomputed
     runs = client.predict(api_name="/list_runs")
     assert any(r["id"] == run_id and r["state"] == "finished" for r in runs)
     # continue for one more epoch from the finished model: a new run that starts from this one

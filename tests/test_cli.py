@@ -241,6 +241,33 @@ def test_classify_a_run_prints_labels_and_probabilities(cls_run):
         assert answer["label"] == max(answer["probabilities"], key=answer["probabilities"].get)
 
 
+def test_the_predictor_runs_at_the_runs_length_and_answers_in_input_order(cls_run):
+    """Length-sorted batches with dynamic padding give each text the probabilities it gets alone."""
+    import dataclasses
+
+    from tunelab.infer import Classifier
+
+    runs, _, _ = cls_run
+    run_dir = next(p for p in runs.iterdir() if (p / "config.json").exists())
+    classifier = Classifier.load(run_dir)
+    assert classifier.max_length == 32  # the run's max_length, not the model's 512
+    trained = Run(run_dir).status()["mixed_precision"]
+    assert classifier.precision == (trained if trained in ("bf16", "fp16") else "no")
+    texts = ["ok", "the film is " + "really " * 40 + "wonderful", "a dull plot", "the cast is great " * 3]
+    fp32 = dataclasses.replace(classifier, precision="no")  # exact, to tell the texts' answers apart
+    batched = fp32.predict(texts, batch_size=2)
+    firsts = sorted(p["neg"] for p in batched)
+    assert min(b - a for a, b in zip(firsts, firsts[1:], strict=False)) > 1e-5  # each text has its own answer
+    for text, together in zip(texts, batched, strict=True):
+        (alone,) = fp32.predict([text])  # one text, no padding
+        assert together == pytest.approx(alone, abs=1e-6), text
+    for autocast, exact in zip(classifier.predict(texts, batch_size=2), batched, strict=True):
+        assert autocast == pytest.approx(exact, abs=1e-2)
+    seen = []
+    classifier.predict(texts * 3, batch_size=5, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(5, 12), (10, 12), (12, 12)]
+
+
 def test_classify_file_writes_a_csv_with_predictions_and_probabilities(cls_run, tmp_path):
     runs, data, _ = cls_run
     out = tmp_path / "out" / "predictions.csv"

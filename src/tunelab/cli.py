@@ -696,6 +696,8 @@ def write_predictions(path: Path, rows: list[dict[str, Any]], columns: list[str]
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from tunelab.infer import Classifier
 
     if not args.texts and not args.file:
@@ -709,7 +711,11 @@ def cmd_classify(args: argparse.Namespace) -> int:
     spec = model_spec(args)
     info(args, f"loading the classifier from {spec} ...")
     classifier = Classifier.load(spec, runs_dir_of(args))
-    probabilities = classifier.predict(texts, batch_size=args.batch_size)
+    # A bar on stderr where it is a terminal (tqdm's disable=None); none under --quiet or in a pipe.
+    with tqdm(total=len(texts), unit="text", desc="classifying", disable=True if args.quiet else None) as bar:
+        probabilities = classifier.predict(
+            texts, batch_size=args.batch_size, progress=lambda done, _: bar.update(done - bar.n)
+        )
     labels = classifier.labels
     rows = []
     for record, probs in zip(records, probabilities, strict=True):
@@ -1257,7 +1263,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", metavar="P", default=None, help="write predictions to a csv/tsv/jsonl file"
     )
     classify.add_argument("--json", action="store_true", help="print one JSON object per text")
-    classify.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
+    classify.add_argument("--batch-size", type=int, default=64, help="texts per forward pass")
     _runs_dir_option(classify)
     classify.set_defaults(func=cmd_classify)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +27,10 @@ def resolve_model(model_or_run: str | Path, runs_dir: Path | None = None) -> str
     return resolve_model_path(spec)
 
 
-def _load(auto_model: Any, model_or_run: str | Path, runs_dir: Path | None, what: str) -> tuple[Any, Any]:
-    """Model (on the GPU when there is one, in eval mode) and tokenizer from a run, folder, export or Hub id."""
+def _load(auto_model: Any, path: str, what: str) -> tuple[Any, Any]:
+    """Model (on the GPU when there is one, in eval mode) and tokenizer from a resolved folder or Hub id."""
     from transformers import AutoTokenizer
 
-    path = resolve_model(model_or_run, runs_dir)
     if (Path(path) / "export.json").is_file():  # a `tunelab export` folder: ONNX Runtime on the CPU
         from .export import load_export
 
@@ -42,40 +41,102 @@ def _load(auto_model: Any, model_or_run: str | Path, runs_dir: Path | None, what
         model = auto_model.from_pretrained(path).to(device).eval()
         tokenizer = AutoTokenizer.from_pretrained(path)
     except OSError as e:
-        raise ConfigError(f"cannot load {what} from {model_or_run}: {str(e).splitlines()[0]}") from None
+        raise ConfigError(f"cannot load {what} from {path}: {str(e).splitlines()[0]}") from None
     return model, tokenizer
+
+
+def trained_settings(path: Path) -> tuple[int | None, str]:
+    """(max_length, mixed precision) the model was trained at, from its run folder (an export's is the
+    folder above it); (None, "no") for a model that is not a run's."""
+    if (path / "export.json").is_file():  # ONNX Runtime runs the export at its own precision
+        max_length, _ = trained_settings(path.parent)
+        return max_length, "no"
+    if not (path / "config.yaml").is_file():
+        return None, "no"
+    run = Run(path)
+    config, status = run.config(), run.status()
+    precision = status.get("mixed_precision") or config.get("mixed_precision") or "no"
+    length = config.get("max_length")
+    return (int(length) if length else None), (precision if precision in ("fp16", "bf16") else "no")
+
+
+def _usable_precision(precision: str, device: torch.device) -> str:
+    """The training's autocast precision where this device runs it natively, else fp32 ("no")."""
+    if device.type == "cuda":
+        return "bf16" if precision == "bf16" and torch.cuda.is_bf16_supported() else precision
+    if precision == "bf16":
+        from .hardware import detect_hardware
+
+        return "bf16" if detect_hardware().cpu_bf16 else "no"
+    return "no"
 
 
 @dataclass
 class Classifier:
-    """A sequence classifier with its tokenizer; ``predict`` gives label probabilities."""
+    """A sequence classifier with its tokenizer; ``predict`` gives label probabilities.
+
+    Inference runs as the model was trained: texts cut at the run's own ``max_length``, autocast to the
+    run's bf16/fp16 where this device supports it. Texts are batched by length (longest first) with
+    dynamic padding, so a batch of short texts is not padded to the longest text of the file."""
 
     model: Any
     tokenizer: Any
     max_length: int = 512
+    precision: str = "no"
 
     @classmethod
     def load(cls, model_or_run: str | Path, runs_dir: Path | None = None) -> Classifier:
         from transformers import AutoModelForSequenceClassification
 
-        model, tokenizer = _load(AutoModelForSequenceClassification, model_or_run, runs_dir, "a classifier")
-        return cls(model, tokenizer, min(tokenizer.model_max_length, 512))
+        path = resolve_model(model_or_run, runs_dir)
+        model, tokenizer = _load(AutoModelForSequenceClassification, path, "a classifier")
+        limit = min(tokenizer.model_max_length, 512)
+        max_length, precision = trained_settings(Path(path))
+        return cls(
+            model, tokenizer, min(max_length or limit, limit), _usable_precision(precision, model.device)
+        )
 
     @property
     def labels(self) -> list[str]:
         return [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
 
-    @torch.no_grad()
-    def predict(self, texts: list[str], batch_size: int = 32) -> list[dict[str, float]]:
-        """One {label: probability} dict per text, labels in id order."""
-        out: list[dict[str, float]] = []
-        for start in range(0, len(texts), batch_size):
-            chunk = [str(t) for t in texts[start : start + batch_size]]
-            enc = self.tokenizer(
-                chunk, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
-            ).to(self.model.device)
-            probs = torch.softmax(self.model(**enc).logits.float(), dim=-1).cpu()
-            out += [dict(zip(self.labels, row.tolist(), strict=True)) for row in probs]
+    def predict(
+        self,
+        texts: list[str],
+        pairs: list[str] | None = None,
+        batch_size: int = 64,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[dict[str, float]]:
+        """One {label: probability} dict per text (and its pair, for sentence-pair models), labels in id
+        order, in the order given; ``progress(done, total)`` is called after each batch."""
+        from transformers import DataCollatorWithPadding
+
+        texts = [str(t) for t in texts]
+        columns = (texts,) if pairs is None else (texts, [str(p) for p in pairs])
+        encoded = self.tokenizer(*columns, truncation=True, max_length=self.max_length)
+        features = [
+            dict(zip(encoded.keys(), row, strict=True)) for row in zip(*encoded.values(), strict=True)
+        ]
+        order = sorted(range(len(texts)), key=lambda i: -len(features[i]["input_ids"]))
+        device = self.model.device
+        collate = DataCollatorWithPadding(
+            self.tokenizer, pad_to_multiple_of=8 if device.type == "cuda" else None
+        )
+        autocast = torch.autocast(
+            device.type,
+            dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16,
+            enabled=self.precision in ("bf16", "fp16"),
+        )
+        out: list[dict[str, float]] = [{} for _ in texts]
+        with torch.inference_mode(), autocast:
+            for start in range(0, len(order), batch_size):
+                batch = order[start : start + batch_size]
+                inputs = collate([features[i] for i in batch]).to(device)
+                probs = torch.softmax(self.model(**inputs).logits.float(), dim=-1).cpu().tolist()
+                for i, row in zip(batch, probs, strict=True):
+                    out[i] = dict(zip(self.labels, row, strict=True))
+                if progress is not None:
+                    progress(start + len(batch), len(order))
         return out
 
 
@@ -90,7 +151,8 @@ class Generator:
     def load(cls, model_or_run: str | Path, runs_dir: Path | None = None) -> Generator:
         from transformers import AutoModelForCausalLM
 
-        return cls(*_load(AutoModelForCausalLM, model_or_run, runs_dir, "a language model"))
+        path = resolve_model(model_or_run, runs_dir)
+        return cls(*_load(AutoModelForCausalLM, path, "a language model"))
 
     @property
     def context(self) -> int:

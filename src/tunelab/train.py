@@ -371,7 +371,12 @@ def train(
         accelerator.mixed_precision,
     )
     if main:
-        run.update_status(stage="training", step=state.global_step, max_steps=max_steps)
+        run.update_status(
+            stage="training",
+            step=state.global_step,
+            max_steps=max_steps,
+            mixed_precision=accelerator.mixed_precision,  # inference runs at the same precision
+        )
 
     best_dir = output_dir / CHECKPOINTS_DIR / "best"
     peak_flops = _peak_flops(accelerator.device)
