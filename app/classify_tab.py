@@ -4,8 +4,9 @@ confidently wrong validation examples."""
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
+import re
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,24 +15,17 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from tunelab.data.files import iter_records, read_text
-from tunelab.errors import TuneLabError
+from tunelab.errors import TuneLabError, writing
 from tunelab.infer import Classifier
+from tunelab.predictions import prediction_table, read_texts, remove_older_than, write_predictions
 
 from .loaded import load, model_spec
 from .state import AppState, UserError, clean_message
 
 MAX_FILE_TEXTS = 20_000
+PREDICTIONS_DIR = "predictions"  # under the data folder, one folder per browser session
+KEEP_PREDICTIONS_S = 24 * 3600
 MAX_VALIDATION = 1000
-
-
-def read_texts(path: Path) -> list[str]:
-    """Texts of an uploaded file: one per line of a .txt, else the 'text' (or first) column."""
-    if path.suffix.lower() == ".txt":
-        return [line for line in read_text(path).splitlines() if line.strip()]
-    header, records, _ = iter_records(path)
-    column = next((c for c in header if c.lower() in ("text", "sentence", "review", "content")), header[0])
-    return [str(r.get(column, "")) for _, r in records]
 
 
 def _reporter(progress: gr.Progress, what: str) -> Callable[[int, int], None]:
@@ -39,10 +33,17 @@ def _reporter(progress: gr.Progress, what: str) -> Callable[[int, int], None]:
 
 
 def classify_file(
-    state: AppState, spec: str, file: str, progress: Callable[[int, int], None] | None = None
+    state: AppState,
+    spec: str,
+    file: str,
+    session: str | None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> str:
+    """Classify the texts of ``file``; the path of its predictions: the file's columns plus the predicted
+    label, its score and each label's probability, in a folder of this browser session's own (under
+    <data>/predictions, away from the datasets; files there go after a day)."""
     try:
-        texts = read_texts(Path(file))
+        texts, records, columns = read_texts(Path(file), how_to_name="name the column of texts 'text'")
     except TuneLabError as e:
         raise UserError(clean_message(str(e))) from None
     if not texts:
@@ -50,18 +51,18 @@ def classify_file(
     if len(texts) > MAX_FILE_TEXTS:
         raise UserError(f"At most {MAX_FILE_TEXTS} texts per file.")
     classifier = load(Classifier, spec)
-    probs = classifier.predict(texts, progress=progress)
-    out_dir = state.data_dir / "predictions"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}.csv"
-    with out.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["text", "prediction", "confidence", *[f"p({label})" for label in classifier.labels]])
-        for text, p in zip(texts, probs, strict=True):
-            best = max(p, key=p.get)
-            writer.writerow(
-                [text, best, f"{p[best]:.4f}", *[f"{p[label]:.4f}" for label in classifier.labels]]
-            )
+    probabilities = classifier.predict(texts, progress=progress)
+    rows, out_columns = prediction_table(records, columns, probabilities, classifier.labels)
+    folder = state.data_dir / PREDICTIONS_DIR
+    remove_older_than(folder, KEEP_PREDICTIONS_S)
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(file).stem)[:60] or "texts"
+    name = f"{stem}-predictions-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}.csv"
+    out = folder / (re.sub(r"[^A-Za-z0-9]", "", session or "")[:32] or "no-session") / name
+    try:
+        with writing("predictions", folder.parent):
+            write_predictions(out, rows, out_columns)
+    except TuneLabError as e:
+        raise UserError(clean_message(str(e))) from None
     return str(out)
 
 
@@ -211,12 +212,11 @@ def build(state: AppState) -> dict[str, Any]:
                 raise UserError("Type a text first.")
             return load(Classifier, model_spec(state, rid, path)).predict([value])[0]
 
-        def do_file(rid, path, file, progress=gr.Progress()):
+        def do_file(rid, path, file, request: gr.Request, progress=gr.Progress()):
             if not file:
                 raise UserError("Upload a file of texts first.")
-            return classify_file(
-                state, model_spec(state, rid, path), file, _reporter(progress, "classifying")
-            )
+            spec = model_spec(state, rid, path)
+            return classify_file(state, spec, file, request.session_hash, _reporter(progress, "classifying"))
 
         def report(rid, progress=gr.Progress()):
             run = state.run((rid or "").partition("/")[0])  # an export is scored on its run's split

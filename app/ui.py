@@ -56,7 +56,9 @@ def build_app(
     state = AppState(
         runs_dir=runs_dir, data_dir=data_dir, queue=queue, slurm_defaults=load_targets(targets_file)
     )
-    with gr.Blocks(title="TuneLab", analytics_enabled=False) as demo:
+    # Gradio's copies of uploads and of files it served (Classify's texts and predictions) go after a day,
+    # checked hourly, and all of them when the app stops.
+    with gr.Blocks(title="TuneLab", analytics_enabled=False, delete_cache=(3600, 24 * 3600)) as demo:
         gr.Markdown("# TuneLab\nFine-tune a classifier or pretrain a small GPT-2 on your data, then try it.")
         with gr.Tabs():
             data_tab.build(state)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import sys
 import time
@@ -259,6 +260,64 @@ def test_distillation_settings_need_a_teacher_and_reach_the_run_config(app_serve
     assert "alpha must be in [0, 1]" in cfg  # the recipe's own check, before any run
 
 
+def test_two_sessions_classifying_at_once_get_their_own_prediction_files(app_server, tiny_bert, tmp_path):
+    """Files of the same name, classified by two browser sessions in the same second: each session gets
+    its own predictions file holding its file's columns and the model's answers; the Classify uploads
+    are not datasets; a day-old predictions file is removed."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+    from gradio_client import Client, handle_file
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(0)
+    model_dir = tmp_path / "classifier"
+    AutoModelForSequenceClassification.from_pretrained(
+        tiny_bert, num_labels=2, id2label={0: "neg", 1: "pos"}, label2id={"neg": 0, "pos": 1}
+    ).save_pretrained(model_dir)
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(model_dir)
+    stale = app_server["data"] / "predictions" / "an-old-session" / "reviews-predictions.csv"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("text,prediction\n")
+    for path in (stale, stale.parent):
+        os.utime(path, (time.time() - 2 * 86400,) * 2)
+    datasets_before = app_server["state"].datasets()
+    files = []
+    for n, words in enumerate([("great", "superb", "fine"), ("dull", "awful", "bad", "tedious")]):
+        (tmp_path / str(n)).mkdir()
+        files.append(tmp_path / str(n) / "reviews.csv")
+        with files[-1].open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["id", "review", "stars"])
+            writer.writerows([f"{n}-{i}", f"a {w} film", i] for i, w in enumerate(words))
+    clients = [Client(app_server["url"], verbose=False) for _ in files]
+    together = threading.Barrier(len(files))
+
+    def classify(n: int) -> str:
+        together.wait(timeout=60)
+        return clients[n].predict("", str(model_dir), handle_file(str(files[n])), api_name="/classify_file")
+
+    with ThreadPoolExecutor(len(files)) as pool:
+        outs = list(pool.map(classify, range(len(files))))
+    kept = sorted((app_server["data"] / "predictions").rglob("*.csv"))
+    assert len(kept) == 2 and kept[0].parent != kept[1].parent, kept  # one folder per session
+    assert not stale.exists() and not stale.parent.exists()  # a day old: removed
+    for n, out in enumerate(outs):
+        with open(out, newline="") as f:
+            rows = list(csv.DictReader(f))
+        with files[n].open(newline="") as f:
+            given = list(csv.DictReader(f))
+        assert list(rows[0]) == ["id", "review", "stars", "prediction", "score", "prob_neg", "prob_pos"]
+        assert [{k: r[k] for k in ("id", "review", "stars")} for r in rows] == given
+        for row in rows:
+            alone = clients[n].predict("", str(model_dir), row["review"], api_name="/classify")
+            expected = {c["label"]: c["confidence"] for c in alone["confidences"]}
+            assert float(row["prob_pos"]) == pytest.approx(expected["pos"], abs=1e-3)
+            assert row["prediction"] == alone["label"]
+    assert app_server["state"].datasets() == datasets_before  # Classify's files are not datasets
+
+
 @pytest.mark.slow
 def test_train_classifier_then_classify_and_report(app_server, uploaded, tiny_bert, tmp_path):
     client = app_server["client"]
@@ -277,7 +336,7 @@ def test_train_classifier_then_classify_and_report(app_server, uploaded, tiny_be
     with open(out) as f:
         rows = list(csv.DictReader(f))
     assert [r["text"] for r in rows] == ["the plot is dull", "the cast is brilliant"]
-    assert {"prediction", "confidence", "p(neg)", "p(pos)"} <= set(rows[0])
+    assert list(rows[0]) == ["text", "prediction", "score", "prob_neg", "prob_pos"]
     confusion, mistakes = client.predict(run_id, api_name="/validation_report")
     assert confusion["headers"] == ["true \\ predicted", "neg", "pos"]
     assert mistakes["headers"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import os
 import shutil
@@ -655,50 +654,11 @@ def model_spec(args: argparse.Namespace) -> str:
     return str(run.path) if run is not None else args.model
 
 
-def read_texts(path: Path, text_column: str | None) -> tuple[list[str], list[dict[str, Any]], list[str]]:
-    """(texts, the input records, their columns) of a txt (one text a line), csv, tsv, json or jsonl file."""
-    from tunelab.data.classification import TEXT_CANDIDATES
-    from tunelab.data.files import iter_records, read_text
-
-    if not path.is_file():
-        raise CliError(f"{path}: file not found")
-    if path.suffix.lower() in (".txt", ".text", ""):
-        texts = [line for line in read_text(path).splitlines() if line.strip()]
-        return texts, [{"text": t} for t in texts], ["text"]
-    columns, records, _ = iter_records(path)
-    rows = [record for _, record in records]
-    if text_column is None:
-        lower = {c.lower(): c for c in columns}
-        found = [lower[c] for c in TEXT_CANDIDATES if c in lower]
-        text_column = found[0] if found else (columns[0] if len(columns) == 1 else None)
-    if text_column not in columns:
-        raise CliError(
-            f"{path}: no text column {text_column or ''!r} (columns: {', '.join(columns)}); "
-            "name it with --text-column"
-        )
-    return [str(r.get(text_column) or "") for r in rows], rows, columns
-
-
-def write_predictions(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() in (".jsonl", ".json"):
-        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        return
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(
-            f,
-            fieldnames=columns,
-            delimiter="\t" if path.suffix.lower() == ".tsv" else ",",
-            extrasaction="ignore",
-        )
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def cmd_classify(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from tunelab.infer import Classifier
+    from tunelab.predictions import prediction_table, read_texts, write_predictions
 
     if not args.texts and not args.file:
         raise CliError("give texts to classify or --file FILE")
@@ -717,18 +677,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
             texts, batch_size=args.batch_size, progress=lambda done, _: bar.update(done - bar.n)
         )
     labels = classifier.labels
-    rows = []
-    for record, probs in zip(records, probabilities, strict=True):
-        label = max(probs, key=probs.get)
-        rows.append(
-            {
-                **record,
-                "prediction": label,
-                "score": round(probs[label], 6),
-                **{f"prob_{k}": round(v, 6) for k, v in probs.items()},
-            }
-        )
-    out_columns = [*columns, "prediction", "score", *(f"prob_{k}" for k in labels)]
+    rows, out_columns = prediction_table(records, columns, probabilities, labels)
     if args.output:
         with writing("predictions", Path(args.output).resolve().parent):
             write_predictions(Path(args.output), rows, out_columns)

@@ -57,18 +57,20 @@ def trained_settings(path: Path) -> tuple[int | None, str]:
     config, status = run.config(), run.status()
     precision = status.get("mixed_precision") or config.get("mixed_precision") or "no"
     length = config.get("max_length")
-    return (int(length) if length else None), (precision if precision in ("fp16", "bf16") else "no")
+    return (int(length) if length else None), (precision if precision in ("auto", "fp16", "bf16") else "no")
 
 
 def _usable_precision(precision: str, device: torch.device) -> str:
-    """The training's autocast precision where this device runs it natively, else fp32 ("no")."""
-    if device.type == "cuda":
-        return "bf16" if precision == "bf16" and torch.cuda.is_bf16_supported() else precision
-    if precision == "bf16":
-        from .hardware import detect_hardware
+    """The training's autocast precision where this device runs it natively, else fp32 ("no"); "auto" (a
+    run from before status.json kept the precision) is what training would pick on this device."""
+    from .hardware import detect_hardware, resolve_precision
 
-        return "bf16" if detect_hardware().cpu_bf16 else "no"
-    return "no"
+    hardware, on_gpu = detect_hardware(), device.type == "cuda"
+    if precision == "auto":
+        return resolve_precision("auto", hardware, on_gpu)
+    if precision == "bf16" and not (hardware.gpu_bf16 if on_gpu else hardware.cpu_bf16):
+        return "fp16" if on_gpu else "no"
+    return precision if on_gpu or precision == "bf16" else "no"  # no fp16 autocast on a CPU
 
 
 @dataclass
