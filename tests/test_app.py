@@ -456,6 +456,61 @@ def test_stop_then_resume_finishes_from_the_checkpoint(app_server, uploaded, tin
     assert final["elapsed_s"] > first_attempt_s > 0  # both attempts, not the resumed one alone
 
 
+def test_a_client_that_disconnects_ends_its_generation(app_server, embedded_encoder_path, tmp_path):
+    """A browser that goes away mid-reply (its event stream closed) stops the model generating."""
+    import threading
+    import uuid
+
+    import httpx
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_encoder_path)
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=tokenizer.vocab_size, n_layer=6, n_embd=384, n_head=6, n_positions=1024)
+    GPT2LMHeadModel(config).save_pretrained(tmp_path / "lm")
+    tokenizer.save_pretrained(tmp_path / "lm")
+    url = app_server["url"]
+    dependencies = httpx.get(f"{url}/config", timeout=30).json()["dependencies"]
+    chat = next(i for i, d in enumerate(dependencies) if d.get("api_name") == "chat")
+    session = uuid.uuid4().hex[:11]
+    data = ["hello there", [], "", str(tmp_path / "lm"), 0.8, 0.95, 50, 512, 1.0]  # 512 new tokens
+    joined = httpx.post(
+        f"{url}/gradio_api/queue/join",
+        json={
+            "data": data,
+            "fn_index": chat,
+            "session_hash": session,
+            "event_data": None,
+            "trigger_id": None,
+        },
+        timeout=30,
+    )
+    assert joined.status_code == 200, joined.text
+
+    def generating() -> list[threading.Thread]:  # the app runs in this process: its threads are here
+        return [t for t in threading.enumerate() if t.name == "tunelab-generate" and t.is_alive()]
+
+    updates, start = 0, time.monotonic()
+    with httpx.stream(
+        "GET", f"{url}/gradio_api/queue/data", params={"session_hash": session}, timeout=60
+    ) as r:
+        for line in r.iter_lines():
+            if line.startswith("data:") and json.loads(line[5:]).get("msg") == "process_generating":
+                updates += 1
+                if updates == 6:  # the user's turn, then five pieces of the reply: leave
+                    break
+    streamed_s = time.monotonic() - start
+    assert generating(), "the reply should still be generating when the client leaves"
+    assert streamed_s / 5 * 500 > 15, (
+        "the model must be slow enough that 512 tokens take longer than the wait"
+    )
+    deadline = time.monotonic() + 5
+    while generating() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not generating(), "generation went on after the client disconnected"
+
+
 @pytest.mark.slow
 def test_gpt2_run_then_streamed_chat(app_server):
     client = app_server["client"]
