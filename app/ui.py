@@ -26,6 +26,7 @@ import gradio as gr  # noqa: E402 - the analytics switch must be set before grad
 from tunelab.data.samples import materialize_samples  # noqa: E402
 
 from . import chat_tab, classify_tab, compare_tab, data_tab, hub_tab, runs_tab, train_tab  # noqa: E402
+from .auth import parse_auth  # noqa: E402
 from .queue import RunQueue  # noqa: E402
 from .state import AppState  # noqa: E402
 
@@ -81,16 +82,6 @@ def launch_options(runs_dir: str | Path, data_dir: str | Path) -> dict[str, Any]
         "max_file_size": MAX_FILE_SIZE,
         "css": CSS,
     }
-
-
-def parse_auth(auth: str | None) -> tuple[str, str] | None:
-    auth = auth or os.environ.get("TUNELAB_AUTH")
-    if not auth:
-        return None
-    user, sep, password = auth.partition(":")
-    if not sep or not user or not password:
-        raise ValueError('auth must be "user:password"')
-    return user, password
 
 
 def launch(

@@ -429,7 +429,8 @@ def test_generate_rejects_bad_options_in_one_line(tmp_path):
 
 
 def test_default_runs_dir_is_the_librarys(monkeypatch):
-    from tunelab import args, cli
+    from tunelab import args
+    from tunelab.cli import common as cli
 
     monkeypatch.setenv("TUNELAB_RUNS_DIR", "/somewhere/runs")
     assert cli.default_runs_dir() == args.default_runs_dir()

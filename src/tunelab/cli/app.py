@@ -1,0 +1,86 @@
+"""`tunelab app`: the web app."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .common import CliError, add_command, info, project_root, runs_dir_of, runs_dir_option
+
+
+def app_module(root: Path, name: str):
+    """``app.<name>`` from the source tree, or one line saying what is missing."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"app.{name}")
+    except ModuleNotFoundError as e:
+        if e.name in ("app", f"app.{name}"):
+            raise CliError(f"the web app is missing ({root / 'app' / f'{name}.py'} not found)") from None
+        raise CliError(
+            f"the web app needs the package {e.name!r}: install the project with `pip install -e .`"
+        ) from None
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    root = project_root("app")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    auth = args.auth or os.environ.get("TUNELAB_AUTH")
+    app_module(root, "auth").parse_auth(auth)  # light: a wrong value is one line, before gradio loads
+    from tunelab.launch.slurm import load_targets
+
+    load_targets(args.targets)  # a wrong targets file is one line, before gradio loads
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    ui = app_module(root, "ui")
+    data_dir = Path(args.data_dir or os.environ.get("TUNELAB_DATA_DIR") or "data")
+    info(
+        args, f"TuneLab app on http://{args.host}:{args.port}/ (runs: {runs_dir_of(args)}, data: {data_dir})"
+    )
+    ui.launch(
+        host=args.host,
+        port=args.port,
+        auth=auth,
+        runs_dir=runs_dir_of(args),
+        data_dir=data_dir,
+        share=False,
+        max_concurrent_runs=args.max_concurrent_runs,
+        targets_file=args.targets,
+    )
+    return 0
+
+
+def register(commands) -> None:
+    app = add_command(
+        commands,
+        "app",
+        "start the web app",
+        "Start the TuneLab web app (Gradio): train, watch runs, try models, push to the Hub.",
+        "  tunelab app\n  tunelab app --host 0.0.0.0 --port 8080 --auth admin:s3cret\n"
+        "  TUNELAB_AUTH=admin:s3cret tunelab app --runs-dir /data/runs",
+    )
+    app.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all interfaces)")
+    app.add_argument("--port", type=int, default=7860, help="port to listen on")
+    runs_dir_option(app)
+    app.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        default=None,
+        help="folder of uploaded data sets (default: $TUNELAB_DATA_DIR, else ./data)",
+    )
+    app.add_argument(
+        "--auth",
+        metavar="USER:PASS",
+        default=None,
+        help="require a login (default: $TUNELAB_AUTH, which keeps it out of `ps`)",
+    )
+    app.add_argument("--max-concurrent-runs", type=int, default=1, metavar="N", help="trainings run at once")
+    app.add_argument(
+        "--targets",
+        metavar="FILE",
+        default=None,
+        help="Slurm defaults for 'Run on: Slurm cluster' (default: ~/.config/tunelab/targets.yaml, if it exists)",
+    )
+    app.set_defaults(func=cmd_app)
