@@ -40,7 +40,7 @@ def _choice(name: str, value: Any, allowed: tuple) -> None:
         raise ConfigError(f"{name}={value!r} is not allowed; choose one of: {', '.join(map(str, allowed))}")
 
 
-def _positive(name: str, value: float | None, allow_zero: bool = False) -> None:
+def check_positive(name: str, value: float | None, allow_zero: bool = False) -> None:
     if value is None:
         return
     if value < 0 or (value == 0 and not allow_zero):
@@ -145,9 +145,9 @@ class TrainingArguments:
             "learning_rate",
             "num_train_epochs",
         ):
-            _positive(name, getattr(self, name))
+            check_positive(name, getattr(self, name))
         for name in ("max_train_steps", "eval_steps", "early_stopping_patience"):
-            _positive(name, getattr(self, name))
+            check_positive(name, getattr(self, name))
         for name in (
             "weight_decay",
             "max_grad_norm",
@@ -156,7 +156,7 @@ class TrainingArguments:
             "l1_lambda",
             "sgd_momentum",
         ):
-            _positive(name, getattr(self, name), allow_zero=True)
+            check_positive(name, getattr(self, name), allow_zero=True)
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.sgd_nesterov and (self.optimizer != "sgd" or not self.sgd_momentum):
@@ -212,8 +212,8 @@ class LoraArguments:
     )
 
     def __post_init__(self) -> None:
-        _positive("lora_r", self.lora_r)
-        _positive("lora_alpha", self.lora_alpha)
+        check_positive("lora_r", self.lora_r)
+        check_positive("lora_alpha", self.lora_alpha)
         if not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
 
@@ -258,14 +258,14 @@ class ClassificationArguments:
             raise ConfigError(
                 "train_file is required: a csv/tsv/json/jsonl/parquet file, a folder or a Hub dataset id."
             )
-        _positive("max_length", self.max_length)
-        _positive("max_train_samples", self.max_train_samples)
-        _positive("max_eval_samples", self.max_eval_samples)
+        check_positive("max_length", self.max_length)
+        check_positive("max_train_samples", self.max_train_samples)
+        check_positive("max_eval_samples", self.max_eval_samples)
         if not 0 < self.validation_split_percentage < 100:
             raise ConfigError(
                 f"validation_split_percentage must be in (0, 100), got {self.validation_split_percentage}"
             )
-        _dropouts(self, ("hidden_dropout", "attention_dropout", "classifier_dropout"))
+        check_dropouts(self, ("hidden_dropout", "attention_dropout", "classifier_dropout"))
 
     def dropout_overrides(self) -> dict[str, float]:
         return {
@@ -275,7 +275,7 @@ class ClassificationArguments:
         }
 
 
-def _dropouts(obj: Any, names: tuple[str, ...]) -> None:
+def check_dropouts(obj: Any, names: tuple[str, ...]) -> None:
     for name in names:
         value = getattr(obj, name)
         if value is not None and not 0 <= value < 1:
@@ -336,14 +336,14 @@ class CausalLMArguments:
                 "train_file is required: a text file or folder, a jsonl/csv/parquet file or a Hub id."
             )
         _choice("model_size", self.model_size, MODEL_SIZES)
-        _positive("block_size", self.block_size)
-        _positive("tokenizer_vocab_size", self.tokenizer_vocab_size)
-        _positive("max_train_tokens", self.max_train_tokens)
+        check_positive("block_size", self.block_size)
+        check_positive("tokenizer_vocab_size", self.tokenizer_vocab_size)
+        check_positive("max_train_tokens", self.max_train_tokens)
         if not 0 < self.validation_split_percentage < 100:
             raise ConfigError(
                 f"validation_split_percentage must be in (0, 100), got {self.validation_split_percentage}"
             )
-        _dropouts(self, ("resid_pdrop", "embd_pdrop", "attn_pdrop"))
+        check_dropouts(self, ("resid_pdrop", "embd_pdrop", "attn_pdrop"))
 
     def dropout_overrides(self) -> dict[str, float]:
         return {

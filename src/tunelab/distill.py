@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from .args import _positive
+from .args import check_positive
 from .errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -102,9 +102,9 @@ class DistillationArguments:
                 "student_layers / student_num_layers choose the teacher's layers for a layer-dropped "
                 "student; they do not apply with student_name_or_path."
             )
-        _positive("student_num_layers", self.student_num_layers)
-        _positive("max_unlabeled_samples", self.max_unlabeled_samples)
-        _positive("latency_samples", self.latency_samples, allow_zero=True)
+        check_positive("student_num_layers", self.student_num_layers)
+        check_positive("max_unlabeled_samples", self.max_unlabeled_samples)
+        check_positive("latency_samples", self.latency_samples, allow_zero=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -115,17 +115,17 @@ def load_teacher(name_or_path: str, runs_dir: Path | None = None):
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     from .infer import resolve_model
-    from .models import _load
+    from .models import load_pretrained
 
     path = resolve_model(name_or_path, runs_dir)
-    config = _load(AutoConfig, path)
+    config = load_pretrained(AutoConfig, path)
     architectures = getattr(config, "architectures", None) or []
     if not any(a.endswith("ForSequenceClassification") for a in architectures):
         raise ConfigError(
             f"teacher_name_or_path={name_or_path}: not a fine-tuned sequence classifier (its architecture "
             f"is {', '.join(architectures) or 'unknown'}); give a finished classification run or model."
         )
-    teacher = _load(AutoModelForSequenceClassification, path).eval().requires_grad_(False)
+    teacher = load_pretrained(AutoModelForSequenceClassification, path).eval().requires_grad_(False)
     return teacher, path, model_labels(teacher.config)
 
 
@@ -233,9 +233,9 @@ def load_student(name_or_path: str, teacher_labels: list[str], dropout: dict[str
     """A student from its own folder or id; a classification head with other labels is an error."""
     from transformers import AutoConfig
 
-    from .models import _load, load_classifier, resolve_model_path
+    from .models import load_classifier, load_pretrained, resolve_model_path
 
-    config = _load(AutoConfig, resolve_model_path(name_or_path))
+    config = load_pretrained(AutoConfig, resolve_model_path(name_or_path))
     architectures = getattr(config, "architectures", None) or []
     if any(a.endswith("ForSequenceClassification") for a in architectures):
         labels = model_labels(config)

@@ -32,7 +32,7 @@ def _load(auto_model: Any, path: str, what: str) -> tuple[Any, Any]:
     from transformers import AutoTokenizer
 
     if (Path(path) / "export.json").is_file():  # a `tunelab export` folder: ONNX Runtime on the CPU
-        from .export import load_export
+        from .ort import load_export
 
         task = "clm" if "CausalLM" in auto_model.__name__ else "cls"
         return load_export(path, task), AutoTokenizer.from_pretrained(path)

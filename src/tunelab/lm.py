@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
-from .models import _load, resolve_model_path
+from .models import load_pretrained, resolve_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def load_lm_tokenizer(name_or_path: str):
     """A tokenizer from a folder/run/Hub id; GPT-2 tokenizers have no pad token, so eos doubles as pad."""
     from transformers import AutoTokenizer
 
-    tokenizer = _load(AutoTokenizer, resolve_model_path(name_or_path, tokenizer_only=True))
+    tokenizer = load_pretrained(AutoTokenizer, resolve_model_path(name_or_path, tokenizer_only=True))
     if tokenizer.eos_token is None:
         raise ConfigError(
             f"{name_or_path}: the tokenizer has no end-of-text (eos) token to separate documents."
@@ -240,7 +240,7 @@ def load_causal_lm(name_or_path: str, tokenizer, block_size: int, dropout: dict[
     ``dropout`` ({"resid_pdrop": 0.1, ...}) overrides the saved config's rates."""
     from transformers import AutoModelForCausalLM
 
-    model = _load(
+    model = load_pretrained(
         AutoModelForCausalLM, resolve_model_path(name_or_path), attn_implementation="sdpa", **(dropout or {})
     )
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .args import EMBEDDED_ENCODER, _dropouts, _positive
+from .args import EMBEDDED_ENCODER, check_dropouts, check_positive
 from .data.mlm import IGNORE_INDEX
 from .errors import ConfigError
-from .models import _load, dropout_config, resolve_model_path
+from .models import dropout_config, load_pretrained, resolve_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +75,9 @@ class MaskedLMArguments:
             raise ConfigError(
                 "train_file is required: a text file or folder, a jsonl/csv/parquet file or a Hub id."
             )
-        _positive("max_seq_length", self.max_seq_length)
-        _positive("max_train_samples", self.max_train_samples)
-        _positive("max_eval_samples", self.max_eval_samples)
+        check_positive("max_seq_length", self.max_seq_length)
+        check_positive("max_train_samples", self.max_train_samples)
+        check_positive("max_eval_samples", self.max_eval_samples)
         if self.max_seq_length < 8:
             raise ConfigError(f"max_seq_length must be at least 8, got {self.max_seq_length}")
         if not 0 < self.mlm_probability < 1:
@@ -86,7 +86,7 @@ class MaskedLMArguments:
             raise ConfigError(
                 f"validation_split_percentage must be in (0, 100), got {self.validation_split_percentage}"
             )
-        _dropouts(self, ("hidden_dropout", "attention_dropout"))
+        check_dropouts(self, ("hidden_dropout", "attention_dropout"))
 
     def dropout_overrides(self) -> dict[str, float]:
         return {
@@ -108,11 +108,11 @@ def load_masked_lm(name_or_path: str, max_seq_length: int, dropout: dict[str, fl
     from transformers import AutoConfig, AutoModelForMaskedLM
 
     path = resolve_model_path(name_or_path)
-    config = _load(AutoConfig, path)
+    config = load_pretrained(AutoConfig, path)
     limit = getattr(config, "max_position_embeddings", None)
     if limit and max_seq_length > limit:
         raise ConfigError(f"max_seq_length={max_seq_length} is longer than the model's {limit} positions.")
-    model, info = _load(
+    model, info = load_pretrained(
         AutoModelForMaskedLM, path, output_loading_info=True, **dropout_config(config, dropout or {})
     )
     new = [k for k in info.get("missing_keys", []) if not k.endswith("decoder.weight")]

@@ -38,7 +38,7 @@ def resolve_model_path(name_or_path: str, tokenizer_only: bool = False) -> str:
     return name_or_path
 
 
-def _load(loader: Any, name_or_path: str, **kwargs: Any) -> Any:
+def load_pretrained(loader: Any, name_or_path: str, **kwargs: Any) -> Any:
     """Call a from_pretrained, turning 'cannot reach the Hub / no such repo' into one clear error."""
     try:
         return loader.from_pretrained(name_or_path, **kwargs)
@@ -52,7 +52,7 @@ def _load(loader: Any, name_or_path: str, **kwargs: Any) -> Any:
 def load_tokenizer(name_or_path: str):
     from transformers import AutoTokenizer
 
-    return _load(AutoTokenizer, resolve_model_path(name_or_path, tokenizer_only=True))
+    return load_pretrained(AutoTokenizer, resolve_model_path(name_or_path, tokenizer_only=True))
 
 
 # Config attribute names of the dropout rates across BERT-family architectures (first match wins).
@@ -81,7 +81,7 @@ def load_classifier(name_or_path: str, labels: list[str], dropout: dict[str, flo
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     path = resolve_model_path(name_or_path)
-    config = _load(AutoConfig, path)
+    config = load_pretrained(AutoConfig, path)
     id2label = dict(enumerate(labels))
     old = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
     same_head = (
@@ -97,7 +97,7 @@ def load_classifier(name_or_path: str, labels: list[str], dropout: dict[str, flo
     kwargs.update(dropout_config(config, dropout or {}))
     if not same_head:
         kwargs["ignore_mismatched_sizes"] = True
-    return _load(AutoModelForSequenceClassification, path, **kwargs)
+    return load_pretrained(AutoModelForSequenceClassification, path, **kwargs)
 
 
 def wrap_lora(model, task_type: str, r: int, alpha: int, dropout: float, target_modules: list[str] | None):
