@@ -121,7 +121,8 @@ def main() -> None:
     from datasets import load_dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from tunelab.distill import comparison_table, cpu_latency, ratios, size_on_disk
+    from tunelab.distill import comparison_table, cpu_latency, ratios
+    from tunelab.measure import weights_size
     from tunelab.models import count_parameters
 
     teacher_report = json.loads((teacher / "eval_results.json").read_text())
@@ -135,7 +136,7 @@ def main() -> None:
             "eval/accuracy": report["eval/accuracy"],
             "layers": models[name][0].config.num_hidden_layers,
             "parameters": count_parameters(models[name][0]),
-            "size_mb": size_on_disk(path) / 2**20,
+            "size_mb": weights_size(path) / 2**20,
             "train_s": report["train_seconds"],
         }
         for name, path, report in (

@@ -44,13 +44,13 @@ from tunelab.distill import (
     load_unlabeled,
     ratios,
     same_tokenizer,
-    size_on_disk,
     teacher_logits,
     transfer_set,
     with_teacher_logits,
 )
 from tunelab.errors import ConfigError, writing
 from tunelab.hub import write_model_card
+from tunelab.measure import weights_size
 from tunelab.models import base_model_hub_id, count_parameters, load_tokenizer
 from tunelab.recipe import (
     ended_by_stop,
@@ -268,7 +268,7 @@ def compare(teacher_path, student_dir, teacher_metrics, student_metrics, data, d
         side[name].update(
             layers=model.config.num_hidden_layers,
             parameters=count_parameters(model),
-            size_mb=size_on_disk(path) / 2**20,
+            size_mb=weights_size(path) / 2**20,
         )
     if kd_args.latency_samples:
         validation = data.validation.select(range(min(kd_args.latency_samples, len(data.validation))))

@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import os
-import statistics
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -468,26 +467,6 @@ def distillation_loss(temperature: float, alpha: float, label_smoothing: float =
 # ---------------------------------------------------------------------------------------------------
 # Teacher vs student report
 # ---------------------------------------------------------------------------------------------------
-def size_on_disk(folder: str | Path) -> int:
-    """Bytes of the model's weight files at the folder's root."""
-    folder = Path(folder)
-    return sum(p.stat().st_size for p in [*folder.glob("*.safetensors"), *folder.glob("*.bin")])
-
-
-@torch.inference_mode()
-def _time_pass(model, tokenizer, texts: list, batch_size: int, max_length: int) -> float:
-    start = time.perf_counter()
-    for i in range(0, len(texts), batch_size):
-        chunk = texts[i : i + batch_size]
-        firsts = [t[0] if isinstance(t, tuple) else t for t in chunk]
-        pairs = [t[1] for t in chunk] if chunk and isinstance(chunk[0], tuple) else None
-        batch = tokenizer(
-            firsts, pairs, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
-        )
-        model(**batch)
-    return time.perf_counter() - start
-
-
 def cpu_latency(
     models: dict[str, tuple[Any, Any]],
     texts: list,
@@ -495,34 +474,29 @@ def cpu_latency(
     batch_sizes: tuple[int, ...] = LATENCY_BATCH_SIZES,
     repeats: int = 3,
 ) -> dict[str, dict[str, float]]:
-    """Milliseconds per example of CPU inference (fp32, inference_mode, batches padded to their longest)
-    for each of ``models`` ({name: (model, tokenizer)}), the same code for each: the models take turns
-    within every repeat, so load from other programs hits them alike; the median repeat counts. Threads:
-    $TUNELAB_NUM_THREADS, else every core this process may use.
+    """Milliseconds per example of CPU inference, fp32, for each of ``models`` ({name: (model, tokenizer)}),
+    through the predictor `tunelab classify` uses (``tunelab.infer.Classifier``), measured by
+    ``tunelab.measure.compare_latency`` (the models take turns, the median repeat counts) over all ``texts``
+    at each batch size. texts: strings, or (text, text_pair) tuples.
+    Returns {name: {"latency_ms_batch_1": ..., ..., "latency_threads": N}}."""
+    from .infer import Classifier
+    from .measure import compare_latency
 
-    texts: strings, or (text, text_pair) tuples. Returns {name: {"latency_ms_batch_1": ..., ...}}."""
-    threads = int(os.environ.get("TUNELAB_NUM_THREADS", 0)) or len(os.sched_getaffinity(0))
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)  # a launcher may have pinned fewer threads for training
-    try:
-        cpu = {name: (model.to("cpu").float().eval(), tok) for name, (model, tok) in models.items()}
-        out: dict[str, dict[str, float]] = {name: {} for name in cpu}
-        for batch_size in batch_sizes:
-            times: dict[str, list[float]] = {name: [] for name in cpu}
-            for model, tok in cpu.values():  # warm-up: first calls allocate and pick kernels
-                _time_pass(model, tok, texts[: 2 * batch_size], batch_size, max_length)
-            for _ in range(repeats):
-                for name, (model, tok) in cpu.items():
-                    times[name].append(_time_pass(model, tok, texts, batch_size, max_length))
-            for name in cpu:
-                out[name][f"latency_ms_batch_{batch_size}"] = (
-                    1000 * statistics.median(times[name]) / len(texts)
-                )
-        for name in cpu:
-            out[name]["latency_threads"] = threads
-        return out
-    finally:
-        torch.set_num_threads(previous)
+    def predictor(model, tokenizer):
+        classifier = Classifier(model.to("cpu").float().eval(), tokenizer, max_length)
+
+        def predict(chunk: list, batch: int):
+            firsts = [t[0] if isinstance(t, tuple) else t for t in chunk]
+            pairs = [t[1] for t in chunk] if chunk and isinstance(chunk[0], tuple) else None
+            return classifier.predict(firsts, pairs, batch_size=batch)
+
+        return predict
+
+    settings = {f"latency_ms_batch_{b}": (b, -(-len(texts) // b)) for b in batch_sizes}
+    latency, threads = compare_latency(
+        {name: predictor(model, tok) for name, (model, tok) in models.items()}, texts, settings, repeats
+    )
+    return {name: {**timing, "latency_threads": threads} for name, timing in latency.items()}
 
 
 def comparison_table(teacher: dict[str, Any], student: dict[str, Any]) -> str:

@@ -14,14 +14,6 @@ from dataclasses import dataclass
 
 import torch
 
-# Mirrors the from-scratch presets of the GPT-2 recipe (tunelab.lm), used only for the estimate.
-GPT2_PRESETS = {
-    "tiny": {"n_layer": 4, "n_embd": 128, "n_head": 4},
-    "mini": {"n_layer": 6, "n_embd": 384, "n_head": 6},
-    "small": {"n_layer": 12, "n_embd": 768, "n_head": 12},
-    "medium": {"n_layer": 24, "n_embd": 1024, "n_head": 16},
-}
-
 
 @dataclass
 class Estimate:
@@ -62,17 +54,6 @@ def _rss_bytes() -> int:
         return 0
 
 
-def _pick_precision(precision: str, device: torch.device) -> str:
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    try:
-        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
-    except (AttributeError, RuntimeError):
-        return "no"
-
-
 def measure_step(
     model: torch.nn.Module,
     batch: dict[str, torch.Tensor],
@@ -81,9 +62,13 @@ def measure_step(
     steps_per_epoch: int = 1,
     num_processes: int = 1,
 ) -> Estimate:
-    """Time ``repeats`` training steps after one warm-up step; the model is left trained a little (a copy)."""
+    """Time ``repeats`` training steps after one warm-up step; the model is left trained a little (a copy).
+    ``model(**batch)`` returns the loss, or an output with ``.loss``. "auto" precision is the training's
+    own pick (tunelab.hardware.resolve_precision)."""
+    from .hardware import detect_hardware, resolve_precision
+
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    precision = _pick_precision(precision, device)
+    precision = resolve_precision(precision, detect_hardware(), on_gpu=device.type == "cuda")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     model = model.to(device).train()
     batch = {k: v.to(device) for k, v in batch.items()}
@@ -97,7 +82,8 @@ def measure_step(
     for i in range(repeats + 1):
         start = time.perf_counter()
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = model(**batch).loss
+            out = model(**batch)
+            loss = out if isinstance(out, torch.Tensor) else out.loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -158,11 +144,15 @@ def estimate_causal_lm(
     model_name_or_path: str | None = None,
     accumulation: int = 1,
 ) -> Estimate:
-    """Estimate for ``recipes/gpt2_clm.py``: a model of the preset's shape (or the given one) on random ids.
+    """Estimate for ``recipes/gpt2_clm.py``: the recipe's own model (its from-scratch GPT2Config for the
+    preset, or the given model) trained the recipe's way (``CausalLMForTraining``: chunked loss, its CPU
+    attention), on random ids.
 
     corpus_chars: tokens are taken as ~chars/4 (a BPE trained on the corpus).
     """
-    from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+    from transformers import AutoModelForCausalLM, GPT2LMHeadModel
+
+    from .lm import CausalLMForTraining, gpt2_config
 
     if model_name_or_path:
         from .models import resolve_model_path
@@ -170,13 +160,10 @@ def estimate_causal_lm(
         model = AutoModelForCausalLM.from_pretrained(resolve_model_path(model_name_or_path))
         vocab_size = model.config.vocab_size
     else:
-        preset = GPT2_PRESETS[model_size]
-        config = GPT2Config(
-            vocab_size=vocab_size, n_positions=max(block_size, 256), bos_token_id=0, eos_token_id=0, **preset
-        )
-        model = GPT2LMHeadModel(config)
-    ids = torch.randint(0, vocab_size, (batch_size, block_size))
-    batch = {"input_ids": ids, "labels": ids}
+        model = GPT2LMHeadModel(gpt2_config(model_size, None, vocab_size, block_size, eos_id=0))
+    ids = torch.randint(0, vocab_size, (batch_size, block_size + 1))
+    batch = {"input_ids": ids[:, :-1], "targets": ids[:, 1:]}
+    model = CausalLMForTraining(model)
     steps = math.ceil(corpus_chars / 4 / (block_size * batch_size))
     est = measure_step(model, batch, precision, steps_per_epoch=steps, num_processes=num_processes)
     est.steps_per_epoch = max(1, math.ceil(est.steps_per_epoch / accumulation))

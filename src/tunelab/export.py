@@ -41,11 +41,8 @@ import json
 import logging
 import os
 import shutil
-import statistics
 import tempfile
-import time
 import warnings
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -53,6 +50,7 @@ from typing import Any
 import torch
 
 from .errors import ConfigError
+from .measure import compare_latency, weights_size
 from .ort import EXPORT_FILE, EXPORT_FORMAT, TASKS, OrtModel, ort_session
 from .runs import Run
 from .tasks import get_task
@@ -452,12 +450,6 @@ class _quiet_export:
 # ---- the before/after report -------------------------------------------------------------------------
 
 
-def weights_size(folder: Path) -> int:
-    """Bytes of a model's weights: safetensors files, or the ONNX graph (with external data) of an export."""
-    names = ("*.safetensors", "*.onnx", "*.onnx.data", "*.onnx_data")
-    return sum(f.stat().st_size for pattern in names for f in folder.glob(pattern))
-
-
 def validation_texts(run: Run, options: ExportOptions) -> tuple[list[str], list[str], str]:
     """(texts, gold label names, source) of the run's validation data, or of --validation_file."""
     from .data.classification import load_classification_data
@@ -487,27 +479,6 @@ def classifier_metrics(classifier, texts: list[str], golds: list[str]) -> tuple[
     return sum(p == g for p, g in zip(predictions, golds, strict=True)) / len(golds), predictions
 
 
-def latency_ms(predict: Callable[[list[str], int], Any], texts: list[str], batch: int, calls: int) -> float:
-    """Milliseconds per example of ``calls`` calls of ``batch`` texts (tokenization included)."""
-    chunks = [texts[(i * batch) % len(texts) :][:batch] or texts[:batch] for i in range(calls)]
-    predict(chunks[0], batch)  # warm-up (first-call allocations)
-    start = time.perf_counter()
-    for chunk in chunks:
-        predict(chunk, batch)
-    return (time.perf_counter() - start) * 1000 / sum(len(c) for c in chunks)
-
-
-def compare_latency(predictors: dict[str, Callable], texts: list[str], options: ExportOptions) -> dict:
-    """Batch 1 and 32 latency of each predictor; measurements alternate between them, medians reported."""
-    settings = {"batch_1": (1, options.latency_examples), "batch_32": (32, 4)}
-    samples: dict[str, dict[str, list[float]]] = {n: {s: [] for s in settings} for n in predictors}
-    for _ in range(options.repeats):
-        for name, predict in predictors.items():
-            for setting, (batch, calls) in settings.items():
-                samples[name][setting].append(latency_ms(predict, texts, batch, calls))
-    return {n: {s: statistics.median(v) for s, v in by.items()} for n, by in samples.items()}
-
-
 def classification_report(run: Run, export_dir: Path, options: ExportOptions) -> dict[str, Any]:
     from .infer import Classifier
 
@@ -516,13 +487,14 @@ def classification_report(run: Run, export_dir: Path, options: ExportOptions) ->
     accuracy_before, predicted_before = classifier_metrics(before, texts, golds)
     accuracy_after, predicted_after = classifier_metrics(after, texts, golds)
     agree = sum(a == b for a, b in zip(predicted_before, predicted_after, strict=True)) / len(texts)
-    latency = compare_latency(
+    latency, _ = compare_latency(
         {
             "before": lambda t, b: before.predict(t, batch_size=b),
             "after": lambda t, b: after.predict(t, batch_size=b),
         },
         texts,
-        options,
+        {"batch_1": (1, options.latency_examples), "batch_32": (32, 4)},
+        options.repeats,
     )
     return {
         "validation": f"{len(texts)} examples ({source})",
@@ -582,12 +554,12 @@ def lm_report(run: Run, export_dir: Path, options: ExportOptions) -> dict[str, A
         # Latency "per example" of a language model: one prompt continued by 32 greedy tokens.
         return lambda texts, batch: [generator.generate(t, max_new_tokens=32, temperature=0) for t in texts]
 
-    calls = min(8, options.latency_examples)
-    samples: dict[str, list[float]] = {"before": [], "after": []}
-    for _ in range(options.repeats):  # alternating, as for classifiers
-        for name, generator in (("before", before), ("after", after)):
-            samples[name].append(latency_ms(generate(generator), prompts, 1, calls))
-    latency = {name: {"generate_32_tokens": statistics.median(v)} for name, v in samples.items()}
+    latency, _ = compare_latency(
+        {"before": generate(before), "after": generate(after)},
+        prompts,
+        {"generate_32_tokens": (1, min(8, options.latency_examples))},
+        options.repeats,
+    )
     return {
         "validation": source,
         "metric": "loss",

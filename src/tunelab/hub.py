@@ -15,9 +15,9 @@ import re
 from importlib import metadata
 from pathlib import Path
 
-import httpx2
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+from huggingface_hub.utils import httpx  # the Hub's own HTTP library (httpx in 1.x, httpx2 in 2.x)
 
 import tunelab
 from tunelab.args import EMBEDDED_ENCODER
@@ -270,7 +270,7 @@ def hub_error(exc: BaseException, repo_id: str, token: str) -> HubError | None:
             message = "HF_HUB_OFFLINE is set: unset it to push to the Hugging Face Hub"
         elif isinstance(cause, HfHubHTTPError) and cause.response is not None:
             message = http_error_message(cause.response.status_code, cause.server_message, repo_id)
-        elif isinstance(cause, (httpx2.TransportError, ConnectionError, TimeoutError)):
+        elif isinstance(cause, (httpx.TransportError, ConnectionError, TimeoutError)):
             message = unreachable_message(" ".join(str(cause).split()) or type(cause).__name__)
         elif isinstance(cause, ValueError) and "Invalid metadata in README.md" in str(cause):
             message = f"the Hub refused the model card's metadata: {' '.join(str(cause).split())}"
