@@ -123,23 +123,11 @@ def _find_mistakes(
     run_dir: Path, model_dir: Path, progress: Callable[[int, int], None] | None
 ) -> tuple[list[dict[str, Any]], int]:
     """(wrong predictions, most confident first; number of validation examples scored)."""
-    from tunelab.data.classification import load_classification_data
+    from tunelab.data.classification import classification_data
 
     config = yaml_config(run_dir)
     try:
-        data = load_classification_data(
-            config["train_file"],
-            config.get("validation_file"),
-            None,
-            config.get("text_column"),
-            config.get("text_pair_column"),
-            config.get("label_column"),
-            float(config.get("validation_split_percentage", 10.0)),
-            None,
-            config.get("max_eval_samples"),
-            int(config.get("seed", 42)),
-            config.get("dataset_config_name"),
-        )
+        data = classification_data(config, test_file=None, max_train_samples=None)
     except (TuneLabError, KeyError) as e:
         raise UserError(f"Cannot reload this run's validation data: {clean_message(str(e))}") from None
     validation = data.validation.select(range(min(len(data.validation), MAX_VALIDATION)))

@@ -15,9 +15,9 @@ from pathlib import Path
 from tunelab.args import ClassificationArguments, LoraArguments, TrainingArguments, to_config
 from tunelab.data.augment import AugmentationArguments, augment_training_set, describe_augmentation
 from tunelab.data.classification import (
+    classification_data,
     classification_dataloaders,
     describe_data,
-    load_classification_data,
     tokenize_classification,
 )
 from tunelab.data.clean import DataCleaningArguments, clean_classification_data, record_data_report
@@ -31,12 +31,11 @@ from tunelab.models import (
     wrap_lora,
 )
 from tunelab.recipe import (
-    ended_by_stop,
+    finish_run,
     guard,
     open_run,
     parse_or_exit,
     resolve_output_dir,
-    saving,
     setup_logging,
     start_trackers,
 )
@@ -65,19 +64,7 @@ def main() -> None:
     with guard(run, main_process):
         # Data: every check runs before a model is loaded, so bad input fails in seconds.
         with accelerator.main_process_first():
-            data = load_classification_data(
-                data_args.train_file,
-                data_args.validation_file,
-                data_args.test_file,
-                data_args.text_column,
-                data_args.text_pair_column,
-                data_args.label_column,
-                data_args.validation_split_percentage,
-                data_args.max_train_samples,
-                data_args.max_eval_samples,
-                train_args.seed,
-                data_args.dataset_config_name,
-            )
+            data = classification_data({**vars(data_args), "seed": train_args.seed})
             # Cleaning and augmentation change the training split only; validation and test stay as given.
             cleaning, augmentation = clean_classification_data(data, clean_args), None
             if augment_args.enabled:
@@ -140,17 +127,21 @@ def main() -> None:
         )
         start_trackers(accelerator, train_args.report_to, output_dir, config)
         result = train(accelerator, train_args, model, train_dl, eval_dl, task, output_dir, events)
-        if ended_by_stop(accelerator, result, run):
-            return
-
-        if main_process:
-            model = merge_lora(result.model)
-            with saving(run, model):
-                save_outputs(output_dir, model, tokenizer, data, result, config, run.command(), data_lines)
-            final = {k: v for k, v in result.metrics.items() if k.startswith("eval/")}
-            logger.info("Final: %s", json.dumps({k: round(v, 4) for k, v in final.items()}))
-            run.update_status(state="finished", stage="done", metrics=final)
-        accelerator.end_training()
+        finish_run(
+            accelerator,
+            run,
+            result,
+            lambda: save_outputs(
+                output_dir,
+                merge_lora(result.model),
+                tokenizer,
+                data,
+                result,
+                config,
+                run.command(),
+                data_lines,
+            ),
+        )
 
 
 def save_outputs(output_dir, model, tokenizer, data, result, config, command, data_lines=()) -> None:

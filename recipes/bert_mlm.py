@@ -30,12 +30,11 @@ from tunelab.mlm import (
 )
 from tunelab.models import base_model_hub_id, count_parameters, load_tokenizer
 from tunelab.recipe import (
-    ended_by_stop,
+    finish_run,
     guard,
     open_run,
     parse_or_exit,
     resolve_output_dir,
-    saving,
     setup_logging,
     start_trackers,
 )
@@ -128,26 +127,14 @@ def main() -> None:
         )
         start_trackers(accelerator, train_args.report_to, output_dir, config)
         result = train(accelerator, train_args, wrapped, train_dl, eval_dl, task, output_dir, events)
-        if ended_by_stop(accelerator, result, run):
-            return
-
-        if main_process:
-            with saving(run, result.model):
-                save_outputs(
-                    output_dir,
-                    result,
-                    tokenizer,
-                    texts,
-                    train_set,
-                    eval_examples,
-                    before,
-                    config,
-                    run.command(),
-                )
-            final = {k: v for k, v in result.metrics.items() if k.startswith("eval/")}
-            logger.info("Final: %s", json.dumps({k: round(v, 4) for k, v in final.items()}))
-            run.update_status(state="finished", stage="done", metrics=final)
-        accelerator.end_training()
+        finish_run(
+            accelerator,
+            run,
+            result,
+            lambda: save_outputs(
+                output_dir, result, tokenizer, texts, train_set, eval_examples, before, config, run.command()
+            ),
+        )
 
 
 def save_outputs(

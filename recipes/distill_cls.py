@@ -24,9 +24,9 @@ from tunelab.args import (
     to_config,
 )
 from tunelab.data.classification import (
+    classification_data,
     classification_dataloaders,
     describe_data,
-    load_classification_data,
     tokenize_classification,
 )
 from tunelab.distill import (
@@ -53,12 +53,11 @@ from tunelab.hub import write_model_card
 from tunelab.measure import weights_size
 from tunelab.models import base_model_hub_id, count_parameters, load_tokenizer
 from tunelab.recipe import (
-    ended_by_stop,
+    finish_run,
     guard,
     open_run,
     parse_or_exit,
     resolve_output_dir,
-    saving,
     setup_logging,
     start_trackers,
 )
@@ -88,19 +87,7 @@ def main() -> None:
             )
         # Data: every check runs before a model is loaded, so bad input fails in seconds.
         with accelerator.main_process_first():
-            data = load_classification_data(
-                data_args.train_file,
-                data_args.validation_file,
-                data_args.test_file,
-                data_args.text_column,
-                data_args.text_pair_column,
-                data_args.label_column,
-                data_args.validation_split_percentage,
-                data_args.max_train_samples,
-                data_args.max_eval_samples,
-                train_args.seed,
-                data_args.dataset_config_name,
-            )
+            data = classification_data({**vars(data_args), "seed": train_args.seed})
             unlabeled = (
                 load_unlabeled(
                     kd_args.unlabeled_file,
@@ -202,13 +189,10 @@ def main() -> None:
         )
         start_trackers(accelerator, train_args.report_to, output_dir, config)
         result = train(accelerator, train_args, student, train_dl, eval_dl, task, output_dir, events)
-        if ended_by_stop(accelerator, result, run):
-            return
 
-        if main_process:
-            with saving(run, result.model):
-                result.model.save_pretrained(output_dir, safe_serialization=True)
-                tokenizer.save_pretrained(output_dir)
+        def save() -> None:
+            result.model.save_pretrained(output_dir, safe_serialization=True)
+            tokenizer.save_pretrained(output_dir)
             run.update_status(stage="measuring")
             summary = {
                 "teacher": teacher_path,
@@ -226,11 +210,9 @@ def main() -> None:
             )
             with writing("eval_results.json and the model card", output_dir):
                 save_report(output_dir, data, result, config, run.command(), summary, report)
-            final = {k: v for k, v in result.metrics.items() if k.startswith("eval/")}
-            logger.info("Final: %s", json.dumps({k: round(v, 4) for k, v in final.items()}))
             logger.info("Teacher vs student:\n%s", comparison_table(report["teacher"], report["student"]))
-            run.update_status(state="finished", stage="done", metrics=final)
-        accelerator.end_training()
+
+        finish_run(accelerator, run, result, save)
 
 
 def evaluate_teacher(accelerator, teacher, eval_set, tokenizer, train_args, labels) -> dict:

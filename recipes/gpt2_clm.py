@@ -40,12 +40,11 @@ from tunelab.lm import (
 )
 from tunelab.models import base_model_hub_id, count_parameters
 from tunelab.recipe import (
-    ended_by_stop,
+    finish_run,
     guard,
     open_run,
     parse_or_exit,
     resolve_output_dir,
-    saving,
     setup_logging,
     start_trackers,
 )
@@ -157,16 +156,14 @@ def main() -> None:
             output_dir,
             events,
         )
-        if ended_by_stop(accelerator, result, run):
-            return
-
-        if main_process:
-            with saving(run, result.model):
-                save_outputs(output_dir, result.model.model, tokenizer, data, result, config, run.command())
-            final = {k: v for k, v in result.metrics.items() if k.startswith("eval/")}
-            logger.info("Final: %s", json.dumps({k: round(v, 4) for k, v in final.items()}))
-            run.update_status(state="finished", stage="done", metrics=final)
-        accelerator.end_training()
+        finish_run(
+            accelerator,
+            run,
+            result,
+            lambda: save_outputs(
+                output_dir, result.model.model, tokenizer, data, result, config, run.command()
+            ),
+        )
 
 
 def samples(accelerator, model, tokenizer, lm_args: CausalLMArguments, state) -> dict | None:

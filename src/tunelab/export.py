@@ -452,22 +452,17 @@ class _quiet_export:
 
 def validation_texts(run: Run, options: ExportOptions) -> tuple[list[str], list[str], str]:
     """(texts, gold label names, source) of the run's validation data, or of --validation_file."""
-    from .data.classification import load_classification_data
+    from .data.classification import classification_data
 
     config = run.config()
     validation_file = resolve_data_path(options.validation_file or config.get("validation_file"))
-    data = load_classification_data(
-        resolve_data_path(config["train_file"]),
-        validation_file,
-        None,
-        config.get("text_column"),
-        config.get("text_pair_column"),
-        config.get("label_column"),
-        config.get("validation_split_percentage", 10.0),
-        None,
-        options.max_eval_samples,
-        config.get("seed", 42),
-        config.get("dataset_config_name"),
+    data = classification_data(
+        config,
+        train_file=resolve_data_path(config["train_file"]),
+        validation_file=validation_file,
+        test_file=None,
+        max_train_samples=None,
+        max_eval_samples=options.max_eval_samples,
     )
     names = data.validation.features["label"].names
     golds = [names[i] for i in data.validation["label"]]

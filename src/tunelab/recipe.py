@@ -4,10 +4,11 @@ status and a clear message (never a traceback for an error the user can fix)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -180,3 +181,20 @@ def ended_by_stop(accelerator, result, run: Run) -> bool:
         record_stop(run)
     accelerator.end_training()
     return True
+
+
+def finish_run(accelerator, run: Run, result, save: Callable[[], object]) -> None:
+    """The ending every recipe shares. A run that a stop request ended records it (its checkpoint is
+    saved). Otherwise the main process writes the outputs (``save``: the final model at the folder's root,
+    eval_results.json, the model card; a full disk there is one line naming what it wrote and the space
+    the model needs), logs the final evaluation and marks the run finished. Every process ends the
+    trackers."""
+    if ended_by_stop(accelerator, result, run):
+        return
+    if accelerator.is_main_process:
+        with saving(run, result.model):
+            save()
+        final = {k: v for k, v in result.metrics.items() if k.startswith("eval/")}
+        logger.info("Final: %s", json.dumps({k: round(v, 4) for k, v in final.items()}))
+        run.update_status(state="finished", stage="done", metrics=final)
+    accelerator.end_training()

@@ -304,9 +304,10 @@ def train(
     output_dir: Path,
     events: EventWriter | None,
 ) -> TrainResult:
-    """Train ``model`` until max steps, early stopping or SIGTERM; evaluate along the way and at the end."""
-    run = Run(output_dir)
-    main = accelerator.is_main_process
+    """Train ``model`` until max steps, early stopping or SIGTERM; evaluate along the way and at the end.
+
+    In order: prepare (optimizer, compile, ``accelerator.prepare``, schedule), resume from a checkpoint,
+    announce the run, then the loop (``_Loop.run``), the final evaluation and the best model."""
     stop = StopControl.install(output_dir)
     optimizer = build_optimizer(model, args, accelerator.device.type)
     if args.torch_compile:
@@ -316,40 +317,73 @@ def train(
     )
     steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
     max_steps = args.max_train_steps or math.ceil(args.num_train_epochs * steps_per_epoch)
-    num_epochs = math.ceil(max_steps / steps_per_epoch)
-    warmup = args.num_warmup_steps or math.ceil(args.warmup_ratio * max_steps)
     # The scheduler is stepped by hand once per optimizer step (accelerate's wrapper would step it
     # num_processes times), so it is registered for checkpointing instead of prepared.
     scheduler = get_scheduler(
         args.lr_scheduler_type,
         optimizer,
-        num_warmup_steps=warmup,
+        num_warmup_steps=args.num_warmup_steps or math.ceil(args.warmup_ratio * max_steps),
         num_training_steps=max_steps,
         scheduler_specific_kwargs=args.scheduler_kwargs(),
     )
     accelerator.register_for_checkpointing(scheduler)
-
-    state = TrainState(
-        max_steps=max_steps,
-        seed=args.seed,
-        world_size=accelerator.num_processes,
-        per_device_train_batch_size=args.per_device_train_batch_size,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
+    state = _starting_state(accelerator, args, output_dir, max_steps)
+    _announce(accelerator, args, train_dataloader, state, math.ceil(max_steps / steps_per_epoch))
+    if accelerator.is_main_process:
+        Run(output_dir).update_status(
+            stage="training",
+            step=state.global_step,
+            max_steps=max_steps,
+            mixed_precision=accelerator.mixed_precision,  # inference runs at the same precision
+        )
+    loop = _Loop(
+        accelerator,
+        args,
+        model,
+        optimizer,
+        scheduler,
+        train_dataloader,
+        eval_dataloader,
+        task,
+        state,
+        output_dir,
+        events,
+        stop,
     )
+    loop.run()
+    return loop.finish()
+
+
+def _starting_state(accelerator: Accelerator, args: TrainingArguments, output_dir: Path, max_steps: int):
+    """A new TrainState, or the one of the checkpoint to resume from (its model, optimizer, scheduler
+    and RNG states are loaded into the prepared objects)."""
     checkpoint = resolve_checkpoint(args.resume_from_checkpoint, output_dir)
     if args.resume_from_checkpoint and checkpoint is None:
         logger.info("No checkpoint in %s yet: starting from the beginning.", output_dir)
-    if checkpoint is not None:
-        state = load_checkpoint(accelerator, checkpoint, args, accelerator.num_processes)
-        state.max_steps = max_steps
-        logger.info(
-            "Resumed from %s (step %d, epoch %d, batch %d)",
-            checkpoint,
-            state.global_step,
-            state.epoch,
-            state.batches_in_epoch,
+    if checkpoint is None:
+        return TrainState(
+            max_steps=max_steps,
+            seed=args.seed,
+            world_size=accelerator.num_processes,
+            per_device_train_batch_size=args.per_device_train_batch_size,
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
         )
+    state = load_checkpoint(accelerator, checkpoint, args, accelerator.num_processes)
+    state.max_steps = max_steps
+    logger.info(
+        "Resumed from %s (step %d, epoch %d, batch %d)",
+        checkpoint,
+        state.global_step,
+        state.epoch,
+        state.batches_in_epoch,
+    )
+    return state
 
+
+def _announce(
+    accelerator: Accelerator, args: TrainingArguments, train_dataloader, state, epochs: int
+) -> None:
+    """The "Running training" block of the transformers examples, with the effective batch size."""
     total_batch = (
         args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     )
@@ -359,56 +393,171 @@ def train(
         "  optimizer steps = %d, optimizer = %s, scheduler = %s\n"
         "  processes = %d, device = %s, mixed precision = %s",
         len(train_dataloader.dataset),
-        num_epochs,
+        epochs,
         args.per_device_train_batch_size,
         total_batch,
         args.gradient_accumulation_steps,
-        max_steps,
+        state.max_steps,
         args.optimizer,
         args.lr_scheduler_type,
         accelerator.num_processes,
         accelerator.device,
         accelerator.mixed_precision,
     )
-    if main:
-        run.update_status(
-            stage="training",
-            step=state.global_step,
-            max_steps=max_steps,
-            mixed_precision=accelerator.mixed_precision,  # inference runs at the same precision
+
+
+class _Window:
+    """Running sums since the last log line; tensors stay on the device so no step waits for a .item()."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.loss = torch.zeros((), device=device)
+        self.l1 = torch.zeros((), device=device)
+        self.tokens = torch.zeros((), device=device, dtype=torch.float64)
+        self.micro_batches = self.samples = 0
+        self.started = time.perf_counter()
+
+    def totals(self) -> torch.Tensor:
+        """[loss, l1, micro-batches, samples, tokens] of this process, to be summed over processes."""
+        counts = torch.tensor([self.micro_batches, self.samples], device=self.device, dtype=torch.float64)
+        return torch.cat([torch.stack([self.loss.double(), self.l1.double()]), counts, self.tokens[None]])
+
+
+@dataclass
+class _Loop:
+    """The training loop and what it keeps between steps: the TrainState (what a checkpoint holds), the
+    log window, the latest metrics and how the loop ended (stopped, early-stopped)."""
+
+    accelerator: Accelerator
+    args: TrainingArguments
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    train_dataloader: torch.utils.data.DataLoader
+    eval_dataloader: torch.utils.data.DataLoader
+    task: Task
+    state: TrainState
+    output_dir: Path
+    events: EventWriter | None
+    stop: StopControl
+
+    def __post_init__(self) -> None:
+        self.run_folder, self.main = Run(self.output_dir), self.accelerator.is_main_process
+        self.best_dir = self.output_dir / CHECKPOINTS_DIR / "best"
+        self.peak_flops = _peak_flops(self.accelerator.device)
+        self.l1_params = weight_matrices(self.model) if self.args.l1_lambda else []
+        self.metrics: dict[str, float] = {}
+        self.early_stopped = self.stopped = False
+        self.grad_norm = None
+        self.window = _Window(self.accelerator.device)
+        self.train_start = time.perf_counter()
+        self.train_seconds = 0.0
+
+    def save_checkpoint(self) -> None:
+        save_checkpoint(self.accelerator, self.state, self.output_dir, self.args.save_total_limit)
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def run(self) -> None:
+        """Optimizer steps until max steps, early stopping or a stop request. From here a stop request
+        (stop file or SIGTERM) is honoured at the next optimizer step (after an evaluation in progress):
+        a checkpoint is saved, then the recipe records the ending and exits 0."""
+        args, state, accelerator, model = self.args, self.state, self.accelerator, self.model
+        self.stop.in_loop = True
+        model.train()
+        if state.pending_eval and state.global_step < state.max_steps and not self.evaluate():
+            self.save_checkpoint()  # interrupted again
+            self.stopped = True
+        while state.global_step < state.max_steps and not (self.early_stopped or self.stopped):
+            self.train_dataloader.set_epoch(state.epoch)
+            if state.batches_in_epoch >= len(self.train_dataloader):
+                state.epoch, state.batches_in_epoch = state.epoch + 1, 0
+                continue
+            batches = self.train_dataloader
+            rng_at_checkpoint = None
+            if state.batches_in_epoch:
+                batches = accelerator.skip_first_batches(self.train_dataloader, state.batches_in_epoch)
+                # Starting an iterator draws from the global RNG (DataLoader base seed); the uninterrupted
+                # run drew that at the epoch's start, so put back the checkpoint's state after the first fetch.
+                rng_at_checkpoint = _rng_state()
+            for batch in batches:
+                if rng_at_checkpoint is not None:
+                    _set_rng_state(rng_at_checkpoint)
+                    rng_at_checkpoint = None
+                self.train_step(batch)
+                state.batches_in_epoch += 1
+                if not accelerator.sync_gradients:
+                    continue
+                if not accelerator.optimizer_step_was_skipped:
+                    self.scheduler.step()
+                state.global_step += 1
+                if self.after_optimizer_step():
+                    break
+            else:
+                state.epoch, state.batches_in_epoch = state.epoch + 1, 0
+                if args.checkpointing_steps == "epoch" and state.global_step < state.max_steps:
+                    self.save_checkpoint()
+        self.train_seconds = time.perf_counter() - self.train_start
+
+    def train_step(self, batch: dict) -> None:
+        """Forward and backward of one micro-batch; the optimizer steps when accumulation is complete."""
+        accelerator, args, window = self.accelerator, self.args, self.window
+        with accelerator.accumulate(self.model):
+            loss = self.task.loss(self.model, batch)
+            if self.l1_params:
+                l1 = args.l1_lambda * torch.stack(torch._foreach_norm(self.l1_params, 1)).sum()
+                accelerator.backward(loss + l1)
+                window.l1 += l1.detach()
+            else:
+                accelerator.backward(loss)
+            if accelerator.sync_gradients and args.max_grad_norm:
+                self.grad_norm = accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        window.loss += loss.detach()
+        window.tokens += self.task.count_tokens(batch)
+        window.micro_batches += 1
+        window.samples += len(batch["input_ids"])
+
+    def after_optimizer_step(self) -> bool:
+        """Log, evaluate, checkpoint and honour a stop request as this step asks; True: leave the loop."""
+        args, state = self.args, self.state
+        at_end = state.global_step >= state.max_steps
+        save_now = (
+            args.checkpointing_steps not in (None, "epoch")
+            and state.global_step % int(args.checkpointing_steps) == 0
         )
+        if state.global_step % args.logging_steps == 0 or at_end or save_now:
+            self.log()  # also the NaN guard: it runs before every checkpoint
+        if args.eval_steps and state.global_step % args.eval_steps == 0 and not at_end:
+            self.stopped = not self.evaluate()
+        if save_now and not at_end and not self.stopped:
+            self.save_checkpoint()
+        if not at_end and (self.stopped or self.stop.check(self.accelerator)):
+            if self.window.micro_batches:
+                self.log()
+            if not save_now or self.stopped:
+                self.save_checkpoint()
+            self.stopped = True
+        return at_end or self.early_stopped or self.stopped
 
-    best_dir = output_dir / CHECKPOINTS_DIR / "best"
-    peak_flops = _peak_flops(accelerator.device)
-    metrics: dict[str, float] = {}
-    early_stopped = stopped = False
-    # Running sums since the last log; tensors stay on the device so no step waits for a .item().
-    loss_sum = torch.zeros((), device=accelerator.device)
-    l1_sum = torch.zeros((), device=accelerator.device)
-    tokens = torch.zeros((), device=accelerator.device, dtype=torch.float64)
-    micro_batches = samples = 0
-    l1_params = weight_matrices(model) if args.l1_lambda else []
-    last_log_time = time.perf_counter()
-    train_start = time.perf_counter()
-    grad_norm = None
-
-    def stoppable(dataloader):
+    # ---- evaluation ----------------------------------------------------------------------------
+    def stoppable(self, dataloader):
         """The evaluation batches, with a stop request checked before each one (on every rank at once)."""
         for batch in dataloader:
-            if stop.check(accelerator):
+            if self.stop.check(self.accelerator):
                 raise _EvaluationStopped()
             yield batch
 
-    def do_evaluate(final: bool = False) -> bool:
+    def evaluate(self, final: bool = False) -> bool:
         """Evaluate and record it; False when a stop request interrupted it (nothing recorded then: the
         RNG is put back and the resumed run evaluates again at the same step)."""
-        nonlocal metrics, last_log_time, early_stopped
-        if main:
-            run.update_status(stage="evaluating")
+        args, state, task, model = self.args, self.state, self.task, self.model
+        if self.main:
+            self.run_folder.update_status(stage="evaluating")
         rng = _rng_state()  # starting the eval loader draws from the global RNG
         model.eval()
         try:
-            new_metrics = task.evaluate(model, stoppable(eval_dataloader), final)
+            metrics = task.evaluate(model, self.stoppable(self.eval_dataloader), final)
         except _EvaluationStopped:
             _set_rng_state(rng)
             state.pending_eval = True
@@ -416,197 +565,126 @@ def train(
         finally:
             model.train()
         state.pending_eval = False
-        metrics = new_metrics
+        self.metrics = metrics
         model.eval()
         extra = task.on_evaluate(model, state) if task.on_evaluate else None
         model.train()
         value = metrics.get(f"eval/{task.main_metric}")
-        improved = value is not None and _is_better(value, state.best_metric, task.main_metric)
-        if improved:
+        if value is not None and _is_better(value, state.best_metric, task.main_metric):
             state.best_metric, state.best_step, state.evals_without_improvement = value, state.global_step, 0
             if args.load_best_model_at_end:
-                save_best_model(accelerator, model, best_dir)
+                save_best_model(self.accelerator, model, self.best_dir)
         else:
             state.evals_without_improvement += 1
         state.last_eval, state.last_eval_step = metrics, state.global_step
-        if main:
-            scalars = {k: v for k, v in metrics.items() if isinstance(v, float | int)}
-            events and events.write("eval", step=state.global_step, epoch=state.epoch, **scalars)
-            if extra and events:
-                events.write("sample", step=state.global_step, epoch=state.epoch, **extra)
-            accelerator.log(scalars, step=state.global_step)
-            logger.info(
-                "step %d: %s", state.global_step, ", ".join(f"{k}={v:.4f}" for k, v in scalars.items())
-            )
-            run.update_status(stage="training")
+        if self.main:
+            self.record_evaluation(metrics, extra)
         if args.early_stopping_patience and state.evals_without_improvement >= args.early_stopping_patience:
-            early_stopped = True
+            self.early_stopped = True
             logger.info(
                 "Early stopping: %d evaluations without improvement of eval/%s.",
                 state.evals_without_improvement,
                 task.main_metric,
             )
-        last_log_time = time.perf_counter()
+        self.window.started = time.perf_counter()
         return True
 
-    def do_log() -> None:
-        nonlocal last_log_time, loss_sum, l1_sum, tokens, micro_batches, samples
-        local = torch.stack(
-            [
-                loss_sum.double(),
-                l1_sum.double(),
-                torch.tensor(float(micro_batches), device=accelerator.device, dtype=torch.float64),
-                torch.tensor(float(samples), device=accelerator.device, dtype=torch.float64),
-                tokens,
-            ]
-        )
-        totals = accelerator.reduce(local, "sum").tolist()
-        mean_loss = totals[0] / totals[2]
+    def record_evaluation(self, metrics: dict[str, Any], extra: dict | None) -> None:
+        state, events = self.state, self.events
+        scalars = {k: v for k, v in metrics.items() if isinstance(v, float | int)}
+        events and events.write("eval", step=state.global_step, epoch=state.epoch, **scalars)
+        if extra and events:
+            events.write("sample", step=state.global_step, epoch=state.epoch, **extra)
+        self.accelerator.log(scalars, step=state.global_step)
+        logger.info("step %d: %s", state.global_step, ", ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
+        self.run_folder.update_status(stage="training")
+
+    # ---- logging -------------------------------------------------------------------------------
+    def log(self) -> None:
+        """One train record of the window (summed over processes), then a new window."""
+        accelerator, args, state, task = self.accelerator, self.args, self.state, self.task
+        loss, l1, micro_batches, n_samples, n_tokens = accelerator.reduce(
+            self.window.totals(), "sum"
+        ).tolist()
+        mean_loss = loss / micro_batches
         if not math.isfinite(mean_loss):
             raise TrainingError(
                 f"the training loss became {mean_loss} near step {state.global_step}; the run stops and no "
                 "checkpoint is written from here. Try a lower learning_rate, max_grad_norm 1.0, or bf16 instead of fp16."
             )
-        elapsed = time.perf_counter() - last_log_time
-        n_samples, n_tokens = totals[3], totals[4]
+        elapsed = time.perf_counter() - self.window.started
         state.samples_seen += int(n_samples)
         state.tokens_seen += int(n_tokens)
         record = {
             "train/loss": mean_loss,
-            "train/lr": scheduler.get_last_lr()[0],
+            "train/lr": self.scheduler.get_last_lr()[0],
             "train/samples_per_s": n_samples / elapsed,
             "train/tokens_per_s": n_tokens / elapsed,
             "perf/peak_mem_gb": _peak_mem_gb(accelerator.device),
         }
-        if grad_norm is not None:
-            record["train/grad_norm"] = float(grad_norm)
+        if self.grad_norm is not None:
+            record["train/grad_norm"] = float(self.grad_norm)
         if args.l1_lambda:
-            record["train/l1"] = totals[1] / totals[2]  # the penalty term added to train/loss
-        if peak_flops and task.flops_per_token:
+            record["train/l1"] = l1 / micro_batches  # the penalty term added to train/loss
+        if self.peak_flops and task.flops_per_token:
             record["perf/mfu"] = (
-                n_tokens / elapsed * task.flops_per_token / (peak_flops * accelerator.num_processes)
+                n_tokens / elapsed * task.flops_per_token / (self.peak_flops * accelerator.num_processes)
             )
-        if main:
-            events and events.write(
-                "train",
-                step=state.global_step,
-                epoch=state.epoch + state.batches_in_epoch / len(train_dataloader),
-                **record,
-            )
-            accelerator.log(record, step=state.global_step)
-            run.update_status(step=state.global_step, max_steps=max_steps, tokens_seen=state.tokens_seen)
-            logger.info(
-                "step %d/%d: loss %.4f, lr %.3g, %.1f samples/s, %.0f tokens/s",
-                state.global_step,
-                max_steps,
-                mean_loss,
-                record["train/lr"],
-                record["train/samples_per_s"],
-                record["train/tokens_per_s"],
-            )
-        loss_sum = torch.zeros((), device=accelerator.device)
-        l1_sum = torch.zeros((), device=accelerator.device)
-        tokens = torch.zeros((), device=accelerator.device, dtype=torch.float64)
-        micro_batches = samples = 0
-        last_log_time = time.perf_counter()
+        if self.main:
+            self.record_training(record, mean_loss)
+        self.window = _Window(accelerator.device)
 
-    # From here a stop request (stop file or SIGTERM) is honoured at the next optimizer step (after an
-    # evaluation in progress): a checkpoint is saved, then the recipe records the ending and exits 0.
-    stop.in_loop = True
-    model.train()
-    if state.pending_eval and state.global_step < max_steps and not do_evaluate():
-        save_checkpoint(accelerator, state, output_dir, args.save_total_limit)  # interrupted again
-        stopped = True
-    while state.global_step < max_steps and not (early_stopped or stopped):
-        train_dataloader.set_epoch(state.epoch)
-        if state.batches_in_epoch >= len(train_dataloader):
-            state.epoch, state.batches_in_epoch = state.epoch + 1, 0
-            continue
-        batches = train_dataloader
-        rng_at_checkpoint = None
-        if state.batches_in_epoch:
-            batches = accelerator.skip_first_batches(train_dataloader, state.batches_in_epoch)
-            # Starting an iterator draws from the global RNG (DataLoader base seed); the uninterrupted run
-            # drew that at the epoch's start, so put back the checkpoint's state after the first fetch.
-            rng_at_checkpoint = _rng_state()
-        for batch in batches:
-            if rng_at_checkpoint is not None:
-                _set_rng_state(rng_at_checkpoint)
-                rng_at_checkpoint = None
-            with accelerator.accumulate(model):
-                loss = task.loss(model, batch)
-                if l1_params:
-                    l1 = args.l1_lambda * torch.stack(torch._foreach_norm(l1_params, 1)).sum()
-                    accelerator.backward(loss + l1)
-                    l1_sum += l1.detach()
-                else:
-                    accelerator.backward(loss)
-                if accelerator.sync_gradients and args.max_grad_norm:
-                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.detach()
-            tokens += task.count_tokens(batch)
-            micro_batches += 1
-            samples += len(batch["input_ids"])
-            state.batches_in_epoch += 1
-            if not accelerator.sync_gradients:
-                continue
-            if not accelerator.optimizer_step_was_skipped:
-                scheduler.step()
-            state.global_step += 1
-            at_end = state.global_step >= max_steps
-            save_now = (
-                args.checkpointing_steps not in (None, "epoch")
-                and state.global_step % int(args.checkpointing_steps) == 0
-            )
-            if state.global_step % args.logging_steps == 0 or at_end or save_now:
-                do_log()  # also the NaN guard: it runs before every checkpoint
-            if args.eval_steps and state.global_step % args.eval_steps == 0 and not at_end:
-                stopped = not do_evaluate()
-            if save_now and not at_end and not stopped:
-                save_checkpoint(accelerator, state, output_dir, args.save_total_limit)
-            if not at_end and (stopped or stop.check(accelerator)):
-                if micro_batches:
-                    do_log()
-                if not save_now or stopped:
-                    save_checkpoint(accelerator, state, output_dir, args.save_total_limit)
-                stopped = True
-            if at_end or early_stopped or stopped:
-                break
-        else:
-            state.epoch, state.batches_in_epoch = state.epoch + 1, 0
-            if args.checkpointing_steps == "epoch" and state.global_step < max_steps:
-                save_checkpoint(accelerator, state, output_dir, args.save_total_limit)
-
-    train_seconds = time.perf_counter() - train_start
-    if not stopped and not do_evaluate(final=True):  # stopped during the final evaluation
-        stopped = True
-        save_checkpoint(accelerator, state, output_dir, args.save_total_limit)
-    elif not stopped and (
-        args.load_best_model_at_end and state.best_step is not None and state.best_step != state.global_step
-    ):
-        logger.info(
-            "Loading the best model (step %d, eval/%s=%.4f)",
-            state.best_step,
-            task.main_metric,
-            state.best_metric,
+    def record_training(self, record: dict[str, float], mean_loss: float) -> None:
+        state, events = self.state, self.events
+        epoch = state.epoch + state.batches_in_epoch / len(self.train_dataloader)
+        events and events.write("train", step=state.global_step, epoch=epoch, **record)
+        self.accelerator.log(record, step=state.global_step)
+        self.run_folder.update_status(
+            step=state.global_step, max_steps=state.max_steps, tokens_seen=state.tokens_seen
         )
-        if _load_weights(accelerator, model, best_dir):
-            model.eval()
-            metrics = task.evaluate(model, eval_dataloader, True)
-            model.train()
-    accelerator.wait_for_everyone()
-    if main and not stopped:  # a stopped run keeps its best model for the resumed attempt
-        shutil.rmtree(best_dir, ignore_errors=True)
-    return TrainResult(
-        state=state,
-        model=accelerator.unwrap_model(model),
-        metrics=metrics,
-        stopped=stopped,
-        early_stopped=early_stopped,
-        train_seconds=train_seconds,
-    )
+        logger.info(
+            "step %d/%d: loss %.4f, lr %.3g, %.1f samples/s, %.0f tokens/s",
+            state.global_step,
+            state.max_steps,
+            mean_loss,
+            record["train/lr"],
+            record["train/samples_per_s"],
+            record["train/tokens_per_s"],
+        )
+
+    # ---- the end -------------------------------------------------------------------------------
+    def finish(self) -> TrainResult:
+        """The final evaluation (unless stopped), the best model put back where it was asked for."""
+        args, state, accelerator, model = self.args, self.state, self.accelerator, self.model
+        if not self.stopped and not self.evaluate(final=True):  # stopped during the final evaluation
+            self.stopped = True
+            self.save_checkpoint()
+        elif not self.stopped and (
+            args.load_best_model_at_end
+            and state.best_step is not None
+            and state.best_step != state.global_step
+        ):
+            logger.info(
+                "Loading the best model (step %d, eval/%s=%.4f)",
+                state.best_step,
+                self.task.main_metric,
+                state.best_metric,
+            )
+            if _load_weights(accelerator, model, self.best_dir):
+                model.eval()
+                self.metrics = self.task.evaluate(model, self.eval_dataloader, True)
+                model.train()
+        accelerator.wait_for_everyone()
+        if self.main and not self.stopped:  # a stopped run keeps its best model for the resumed attempt
+            shutil.rmtree(self.best_dir, ignore_errors=True)
+        return TrainResult(
+            state=state,
+            model=accelerator.unwrap_model(model),
+            metrics=self.metrics,
+            stopped=self.stopped,
+            early_stopped=self.early_stopped,
+            train_seconds=self.train_seconds,
+        )
 
 
 class _EvaluationStopped(Exception):

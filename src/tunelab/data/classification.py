@@ -7,6 +7,7 @@ import logging
 import math
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -333,6 +334,26 @@ def _standardize(dataset, columns: Columns, labels: list[str]):
         renames[columns.text_pair] = "text_pair"
     dataset = dataset.rename_columns({k: v for k, v in renames.items() if k != v})
     return dataset.cast_column("label", ClassLabel(names=labels))
+
+
+def classification_data(settings: Mapping[str, Any], **overrides: Any) -> ClassificationData:
+    """``load_classification_data`` from its arguments by name: a recipe's ClassificationArguments
+    (``vars(args)`` and the seed) or a run's config.yaml, with ``overrides`` (a report's own validation
+    file, no test split, ...)."""
+    s = {**settings, **overrides}
+    return load_classification_data(
+        s["train_file"],
+        validation_file=s.get("validation_file"),
+        test_file=s.get("test_file"),
+        text_column=s.get("text_column"),
+        text_pair_column=s.get("text_pair_column"),
+        label_column=s.get("label_column"),
+        validation_split_percentage=float(s.get("validation_split_percentage", 10.0)),
+        max_train_samples=s.get("max_train_samples"),
+        max_eval_samples=s.get("max_eval_samples"),
+        seed=int(s.get("seed", 42)),
+        dataset_config_name=s.get("dataset_config_name"),
+    )
 
 
 def load_classification_data(
