@@ -417,6 +417,59 @@ def export_reports(state: AppState, run_id: str | None) -> str:
     return "\n\n".join(parts) or "No export of this run yet."
 
 
+# ---- actions on the selected run (the tab's buttons and API) ---------------------------------------
+
+
+def status_of(state: AppState, rid: str) -> dict:
+    """status.json of a run (pid/pgid left out)."""
+    return {k: v for k, v in state.run(rid).status().items() if k not in PRIVATE_STATUS}
+
+
+def list_runs_api(state: AppState) -> list[dict]:
+    """Every run with its status (pid/pgid left out)."""
+    return [
+        {
+            "id": r.id,
+            **{k: v for k, v in r.status().items() if k not in PRIVATE_STATUS},
+            "checkpoints": [c.name for c in r.checkpoints()],
+        }
+        for r in state.runs()
+    ]
+
+
+def stop_run(state: AppState, rid):
+    return state.queue.stop(state.run(rid))
+
+
+def resume_run(state: AppState, rid):
+    run = state.run(rid)
+    if not get_task(task_of(run)).recipe_path().exists():
+        raise UserError("The recipe of this run is not installed.")
+    try:
+        state.queue.resume(run)
+    except (ValueError, TuneLabError) as e:
+        raise UserError(str(e)) from None
+    return f"Resuming **{run.id}** from its last checkpoint (queued)."
+
+
+def delete_run(state: AppState, rid):
+    run = state.run(rid)
+    try:
+        state.queue.delete(run)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    return f"Deleted {rid}."
+
+
+def settle_message(state: AppState, rid, message):
+    """A "stopping" note goes once the run has stopped (the state above says how it ended)."""
+    try:
+        ended = rid and state.run(rid).state not in ACTIVE_STATES
+    except gr.Error:
+        ended = True
+    return "" if ended and "stopping" in (message or "") else gr.skip()
+
+
 def build(state: AppState) -> dict[str, Any]:
     with gr.Tab("Runs", id="runs") as tab:
         timer = gr.Timer(REFRESH_S)
@@ -457,34 +510,10 @@ def build(state: AppState) -> dict[str, Any]:
                 fork_lr = gr.Number(5e-5, label="Learning rate", minimum=0)
                 fork_steps = gr.Number(0, label="Max steps (0: by epochs)", precision=0, minimum=0)
                 fork_btn = gr.Button("Fork with these settings")
-        with gr.Accordion("Export for CPU inference (int8, pruning)", open=False):
-            gr.Markdown(
-                "Dynamic int8 quantization with ONNX Runtime (smaller and faster on CPU), optionally after "
-                "structured pruning with a short recovery fine-tune. The report gives size, CPU latency and "
-                "accuracy (or validation loss) before and after. The export appears in Classify and Chat."
-            )
-            with gr.Row():
-                export_quantize = gr.Dropdown(["int8", "none"], value="int8", label="Quantize")
-                export_prune = gr.Textbox(
-                    label="Prune (optional, classifiers)",
-                    placeholder="e.g. layers=4 or layers=4,ffn=0.5",
-                    info="layers=N keeps the lowest N layers · ffn=F keeps F of each feed-forward block",
-                )
-                export_steps = gr.Number(200, label="Recovery fine-tune steps", precision=0, minimum=0)
-                export_btn = gr.Button("Export", elem_id="runs-export")
-            export_msg = gr.Markdown(elem_id="runs-export-msg")
-            export_md = gr.Markdown(elem_id="runs-export-report")
+        _export_section(state, run_id)
         with gr.Accordion("status.json", open=False):
             status_json = gr.JSON()
-        with gr.Accordion("Sweeps (tunelab sweep)", open=False):
-            with gr.Row():
-                sweep_id = gr.Dropdown([s.id for s in list_sweeps(state.runs_dir)], label="Sweep", scale=2)
-                sweep_param = gr.Dropdown([], label="Hyperparameter", scale=1)
-            sweep_info = gr.Markdown()
-            sweep_plot = gr.ScatterPlot(x="x", y="y", color="state", height=280)
-            sweep_trials = gr.Dataframe(
-                headers=["trial", "best", "run", "state"], label="Trials", interactive=False, max_height=260
-            )
+        _sweeps_section(state, tab)
 
         details = [
             progress,
@@ -504,58 +533,20 @@ def build(state: AppState) -> dict[str, Any]:
             value = selected if selected in choices else (choices[0] if choices else None)
             return (runs_table(state), gr.update(choices=choices, value=value), *run_details(state, value))
 
-        def status_of(rid: str) -> dict:
-            """status.json of a run (pid/pgid left out)."""
-            return {k: v for k, v in state.run(rid).status().items() if k not in PRIVATE_STATUS}
-
-        def list_runs_api() -> list[dict]:
-            """Every run with its status (pid/pgid left out)."""
-            return [
-                {
-                    "id": r.id,
-                    **{k: v for k, v in r.status().items() if k not in PRIVATE_STATUS},
-                    "checkpoints": [c.name for c in r.checkpoints()],
-                }
-                for r in state.runs()
-            ]
-
-        def stop(rid):
-            return state.queue.stop(state.run(rid))
-
-        def resume(rid):
-            run = state.run(rid)
-            if not get_task(task_of(run)).recipe_path().exists():
-                raise UserError("The recipe of this run is not installed.")
-            try:
-                state.queue.resume(run)
-            except (ValueError, TuneLabError) as e:
-                raise UserError(str(e)) from None
-            return f"Resuming **{run.id}** from its last checkpoint (queued)."
-
-        def delete(rid):
-            run = state.run(rid)
-            try:
-                state.queue.delete(run)
-            except ValueError as e:
-                raise UserError(str(e)) from None
-            return f"Deleted {rid}."
-
         timer.tick(refresh, [run_id], [table, run_id, *details], api_name=False, show_progress="hidden")
 
-        def settle_message(rid, message):
-            """A "stopping" note goes once the run has stopped (the state above says how it ended)."""
-            try:
-                ended = rid and state.run(rid).state not in ACTIVE_STATES
-            except gr.Error:
-                ended = True
-            return "" if ended and "stopping" in (message or "") else gr.skip()
-
-        timer.tick(settle_message, [run_id, action_msg], [action_msg], api_name=False, show_progress="hidden")
+        timer.tick(
+            lambda r, m: settle_message(state, r, m),
+            [run_id, action_msg],
+            [action_msg],
+            api_name=False,
+            show_progress="hidden",
+        )
         tab.select(refresh, [run_id], [table, run_id, *details], api_name=False)
         run_id.input(lambda r: run_details(state, r), [run_id], details, api_name="run_details")
-        stop_btn.click(stop, [run_id], [action_msg], api_name="stop_run")
-        resume_btn.click(resume, [run_id], [action_msg], api_name="resume_run")
-        delete_btn.click(delete, [run_id], [action_msg], api_name="delete_run")
+        stop_btn.click(lambda r: stop_run(state, r), [run_id], [action_msg], api_name="stop_run")
+        resume_btn.click(lambda r: resume_run(state, r), [run_id], [action_msg], api_name="resume_run")
+        delete_btn.click(lambda r: delete_run(state, r), [run_id], [action_msg], api_name="delete_run")
         continue_btn.click(
             lambda r, n: continue_run(state, r, n),
             [run_id, more_epochs],
@@ -568,28 +559,70 @@ def build(state: AppState) -> dict[str, Any]:
             [action_msg],
             api_name="fork_run",
         )
-        export_btn.click(
-            lambda r, q, p, n: export_model(state, r, q, p, n),
-            [run_id, export_quantize, export_prune, export_steps],
-            [export_msg, export_md],
-            api_name="export_run",
-            concurrency_limit=1,
-            concurrency_id="export",
-        )
-        run_id.input(lambda r: export_reports(state, r), [run_id], [export_md], api_name=False)
-        sweep_outputs = [sweep_param, sweep_info, sweep_plot, sweep_trials]
 
-        def sweep_choices():
-            return gr.update(choices=[s.id for s in list_sweeps(state.runs_dir)])
+        def run_status(rid: str) -> dict:
+            """status.json of a run (pid/pgid left out)."""
+            return status_of(state, rid)
 
-        tab.select(sweep_choices, None, [sweep_id], api_name=False)
-        sweep_id.focus(sweep_choices, None, [sweep_id], api_name=False)
-        sweep_id.change(
-            lambda s: sweep_view(state, s, None), [sweep_id], sweep_outputs, api_name="sweep_view"
-        )
-        sweep_param.input(
-            lambda s, p: sweep_view(state, s, p), [sweep_id, sweep_param], sweep_outputs, api_name=False
-        )
-        gr.api(status_of, api_name="run_status")
-        gr.api(list_runs_api, api_name="list_runs")
+        def list_runs() -> list[dict]:
+            """Every run with its status (pid/pgid left out)."""
+            return list_runs_api(state)
+
+        gr.api(run_status, api_name="run_status")
+        gr.api(list_runs, api_name="list_runs")
     return {"run_id": run_id}
+
+
+def _export_section(state: AppState, run_id: gr.Dropdown) -> None:
+    """The "Export for CPU inference" accordion of the selected run, and its events."""
+    with gr.Accordion("Export for CPU inference (int8, pruning)", open=False):
+        gr.Markdown(
+            "Dynamic int8 quantization with ONNX Runtime (smaller and faster on CPU), optionally after "
+            "structured pruning with a short recovery fine-tune. The report gives size, CPU latency and "
+            "accuracy (or validation loss) before and after. The export appears in Classify and Chat."
+        )
+        with gr.Row():
+            export_quantize = gr.Dropdown(["int8", "none"], value="int8", label="Quantize")
+            export_prune = gr.Textbox(
+                label="Prune (optional, classifiers)",
+                placeholder="e.g. layers=4 or layers=4,ffn=0.5",
+                info="layers=N keeps the lowest N layers · ffn=F keeps F of each feed-forward block",
+            )
+            export_steps = gr.Number(200, label="Recovery fine-tune steps", precision=0, minimum=0)
+            export_btn = gr.Button("Export", elem_id="runs-export")
+        export_msg = gr.Markdown(elem_id="runs-export-msg")
+        export_md = gr.Markdown(elem_id="runs-export-report")
+    export_btn.click(
+        lambda r, q, p, n: export_model(state, r, q, p, n),
+        [run_id, export_quantize, export_prune, export_steps],
+        [export_msg, export_md],
+        api_name="export_run",
+        concurrency_limit=1,
+        concurrency_id="export",
+    )
+    run_id.input(lambda r: export_reports(state, r), [run_id], [export_md], api_name=False)
+
+
+def _sweeps_section(state: AppState, tab: gr.Tab) -> None:
+    """The "Sweeps" accordion: a sweep's trials and its metric against each hyperparameter."""
+    with gr.Accordion("Sweeps (tunelab sweep)", open=False):
+        with gr.Row():
+            sweep_id = gr.Dropdown([s.id for s in list_sweeps(state.runs_dir)], label="Sweep", scale=2)
+            sweep_param = gr.Dropdown([], label="Hyperparameter", scale=1)
+        sweep_info = gr.Markdown()
+        sweep_plot = gr.ScatterPlot(x="x", y="y", color="state", height=280)
+        sweep_trials = gr.Dataframe(
+            headers=["trial", "best", "run", "state"], label="Trials", interactive=False, max_height=260
+        )
+
+    sweep_outputs = [sweep_param, sweep_info, sweep_plot, sweep_trials]
+
+    def sweep_choices():
+        return gr.update(choices=[s.id for s in list_sweeps(state.runs_dir)])
+
+    tab.select(sweep_choices, None, [sweep_id], api_name=False)
+    sweep_id.focus(sweep_choices, None, [sweep_id], api_name=False)
+    sweep_id.change(lambda s: sweep_view(state, s, None), [sweep_id], sweep_outputs, api_name="sweep_view")
+    sweep_param.input(
+        lambda s, p: sweep_view(state, s, p), [sweep_id, sweep_param], sweep_outputs, api_name=False
+    )
