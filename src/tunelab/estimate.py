@@ -155,9 +155,9 @@ def estimate_causal_lm(
     from .lm import CausalLMForTraining, gpt2_config
 
     if model_name_or_path:
-        from .models import resolve_model_path
+        from .models import load_pretrained, resolve_model_path
 
-        model = AutoModelForCausalLM.from_pretrained(resolve_model_path(model_name_or_path))
+        model = load_pretrained(AutoModelForCausalLM, resolve_model_path(model_name_or_path))
         vocab_size = model.config.vocab_size
     else:
         model = GPT2LMHeadModel(gpt2_config(model_size, None, vocab_size, block_size, eos_id=0))

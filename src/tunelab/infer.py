@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from .errors import ConfigError, TuneLabError
-from .models import resolve_model_path
+from .models import LOADING, resolve_model_path
 from .runs import Run
 
 
@@ -31,17 +31,18 @@ def _load(auto_model: Any, path: str, what: str) -> tuple[Any, Any]:
     """Model (on the GPU when there is one, in eval mode) and tokenizer from a resolved folder or Hub id."""
     from transformers import AutoTokenizer
 
-    if (Path(path) / "export.json").is_file():  # a `tunelab export` folder: ONNX Runtime on the CPU
-        from .ort import load_export
+    with LOADING:  # one load at a time in this process (see tunelab.models.LOADING)
+        if (Path(path) / "export.json").is_file():  # a `tunelab export` folder: ONNX Runtime on the CPU
+            from .ort import load_export
 
-        task = "clm" if "CausalLM" in auto_model.__name__ else "cls"
-        return load_export(path, task), AutoTokenizer.from_pretrained(path)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        model = auto_model.from_pretrained(path).to(device).eval()
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except OSError as e:
-        raise ConfigError(f"cannot load {what} from {path}: {str(e).splitlines()[0]}") from None
+            task = "clm" if "CausalLM" in auto_model.__name__ else "cls"
+            return load_export(path, task), AutoTokenizer.from_pretrained(path)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            model = auto_model.from_pretrained(path).to(device).eval()
+            tokenizer = AutoTokenizer.from_pretrained(path)
+        except OSError as e:
+            raise ConfigError(f"cannot load {what} from {path}: {str(e).splitlines()[0]}") from None
     return model, tokenizer
 
 

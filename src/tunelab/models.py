@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +39,19 @@ def resolve_model_path(name_or_path: str, tokenizer_only: bool = False) -> str:
     return name_or_path
 
 
+# transformers' from_pretrained patches process-wide functions while it builds a model (torch.nn.init's
+# initializers, torch.linspace, the default dtype) and puts back what it found: two loads at once in one
+# process (two app users, a chat and an estimate) can leave the patches in place for good, and every model
+# loaded afterwards keeps uninitialized weights. Loads in this process take this lock, one at a time.
+LOADING = threading.RLock()
+
+
 def load_pretrained(loader: Any, name_or_path: str, **kwargs: Any) -> Any:
-    """Call a from_pretrained, turning 'cannot reach the Hub / no such repo' into one clear error."""
+    """Call a from_pretrained (one at a time: ``LOADING``), turning 'cannot reach the Hub / no such repo'
+    into one clear error."""
     try:
-        return loader.from_pretrained(name_or_path, **kwargs)
+        with LOADING:
+            return loader.from_pretrained(name_or_path, **kwargs)
     except OSError as e:
         raise ConfigError(
             f"could not load {name_or_path!r}: it is not a local model folder, and the Hugging Face Hub "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -80,18 +81,22 @@ def write_predictions(path: Path, rows: list[dict[str, Any]], columns: list[str]
 
 def remove_older_than(folder: Path, seconds: float) -> int:
     """Delete the files under ``folder`` last written more than ``seconds`` ago, and the folders that this
-    leaves empty (or that were empty that long); returns how many files went."""
-    if not folder.is_dir():
-        return 0
-    cutoff, removed, emptied = time.time() - seconds, 0, set()
-    for path in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)):  # files before their folders
-        try:
-            if path.is_file() and path.stat().st_mtime < cutoff:
-                path.unlink()
-                removed += 1
-                emptied.add(path.parent)
-            elif path.is_dir() and (path in emptied or path.stat().st_mtime < cutoff):
-                path.rmdir()  # refused (OSError) while something is in it
-        except OSError:  # in use, not empty, or another request removed it first
-            continue
+    leaves empty (or that were empty that long); returns how many files went. Safe to run from several
+    requests at once: what another one removed meanwhile is skipped."""
+    cutoff, removed = time.time() - seconds, 0
+    for root, _, files in os.walk(folder, topdown=False):  # files before their folders; os.walk
+        here, emptied = Path(root), False  # skips folders that vanish while it walks
+        for name in files:
+            try:
+                if (here / name).stat().st_mtime < cutoff:
+                    (here / name).unlink()
+                    removed, emptied = removed + 1, True
+            except OSError:  # removed by another request, or in use
+                continue
+        if here != folder:
+            try:
+                if emptied or here.stat().st_mtime < cutoff:
+                    here.rmdir()  # refused (OSError) while something is in it
+            except OSError:
+                continue
     return removed
