@@ -9,21 +9,10 @@ import torch
 from tunelab.infer import Classifier
 
 
-def test_models_loaded_from_several_threads_at_once_leave_torch_as_it_was(tmp_path, embedded_encoder_path):
+def test_models_loaded_from_several_threads_at_once_leave_torch_as_it_was(tiny_bert):
     """transformers patches torch.nn.init and torch.linspace while it builds a model; concurrent loads
-    used to leave those patches in place, so that every later model kept uninitialized weights."""
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
-
-    tokenizer = AutoTokenizer.from_pretrained(embedded_encoder_path)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-    )
-    BertForMaskedLM(config).save_pretrained(tmp_path)  # a classifier head is new: initialized at load
-    tokenizer.save_pretrained(tmp_path)
+    used to leave those patches in place, so that every later model kept uninitialized weights.
+    tiny_bert is a masked LM: its classifier head is new, initialized at each load."""
     initializers = {name: getattr(torch.nn.init, name) for name in ("normal_", "zeros_", "ones_", "uniform_")}
     linspace = torch.linspace
     errors: list[BaseException] = []
@@ -31,7 +20,7 @@ def test_models_loaded_from_several_threads_at_once_leave_torch_as_it_was(tmp_pa
     def load_many() -> None:
         try:
             for _ in range(15):
-                Classifier.load(tmp_path)
+                Classifier.load(tiny_bert)
         except BaseException as e:  # noqa: BLE001 - reported by the test
             errors.append(e)
 
