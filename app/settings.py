@@ -1,0 +1,691 @@
+"""The Train tab's settings, each declared once: its widget, section, the tasks whose recipe takes it and
+the recipe argument it sets. Defaults and help come from the recipes' argument dataclasses unless the app
+says otherwise (fast first-run values on a 2-core CPU); the widgets, the automation API's JSON settings,
+the config.yaml preview and the run's config all come from this one table (LLaMA-Factory's webui writes
+each field three times; here adding a setting is one entry).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from tunelab.args import EMBEDDED_ENCODER, MIXED_PRECISION, MODEL_SIZES, OPTIMIZERS, SCHEDULERS
+from tunelab.data.augment import METHODS as AUGMENT_METHODS
+from tunelab.data.clean import DUPLICATE_MODES
+from tunelab.errors import TuneLabError
+from tunelab.tasks import TASKS as REGISTRY
+from tunelab.tasks import get_task
+
+from .placement import Placement, placement
+from .state import COLUMN_FIELDS, AppState, UserError, clean_message
+
+TASKS = tuple(t.app_name for t in REGISTRY.values())  # classification, causal-lm, masked-lm, distillation
+CLASSIFIER_TASKS = ("classification", "distillation")  # labeled data, a classifier comes out
+ENCODER_TASKS = ("classification", "masked-lm")  # the base is an encoder (the embedded MiniLM by default)
+BASE_KINDS = ("default", "finished run", "local folder", "Hub id")
+TARGET_CHOICES = (("This machine", "local"), ("Slurm cluster", "slurm"))
+FROM_RECIPE = object()  # a default taken from the recipe's argument dataclass
+
+# Where the widgets sit, in order: the main settings, three accordions, and (beside them) where it runs.
+SECTIONS = {
+    "main": None,
+    "advanced": "Advanced",
+    "cleaning": "Data cleaning and augmentation (classification)",
+    "distillation": "Distillation (task: distillation)",
+    "target": None,
+    "slurm": None,  # one row, shown when Run on is a Slurm cluster
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One Train tab setting. ``tasks``: the tasks whose config it sets (none: the app's own setting);
+    ``arguments``: the recipe argument(s) per task when not ``name``; ``resolve``: the config value
+    computed from all settings (a dataset name becomes its path); ``unset_at``: the widget value meaning
+    "not set" (0: every row, by epochs, ...), None in the config. A value a callable is given the state."""
+
+    name: str
+    kind: str  # float | int | text | bool | choice | radio
+    label: str
+    section: str
+    row: int = 0
+    tasks: tuple[str, ...] = ()
+    arguments: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    resolve: Callable[[AppState, dict[str, Any]], Any] | None = None
+    default: Any = FROM_RECIPE
+    task_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    unset_at: Any = None
+    choices: Any = None  # a sequence of values or (label, value) pairs, or a callable of the state
+    info: Any = None  # None: the recipe argument's help
+    placeholder: str | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    elem_id: str | None = None
+
+    def targets(self, task: str) -> tuple[str, ...]:
+        """The recipe arguments this setting sets in a ``task`` run."""
+        if task not in self.tasks:
+            return ()
+        return self.arguments.get(task, (self.name,))
+
+    def recipe_field(self) -> dataclasses.Field | None:
+        """The argument dataclass field behind the setting (its default and help)."""
+        for task in self.tasks:
+            for name in self.targets(task):
+                for kind in get_task(task).argument_types():
+                    found = {f.name: f for f in dataclasses.fields(kind)}.get(name)
+                    if found is not None:
+                        return found
+        return None
+
+    def default_for(self, task: str | None = None) -> Any:
+        if task in self.task_defaults:
+            return self.task_defaults[task]
+        if self.default is not FROM_RECIPE:
+            return self.default
+        found = self.recipe_field()
+        if found is None:
+            raise TypeError(f"setting {self.name}: no recipe argument to take a default from")
+        value = found.default if found.default is not dataclasses.MISSING else None
+        return self.unset_at if value is None and self.unset_at is not None else value
+
+    def help(self) -> str | None:
+        if self.info is not None:
+            return self.info or None
+        found = self.recipe_field()
+        return found.metadata.get("help") if found is not None else None
+
+    def config_value(self, value: Any) -> Any:
+        """The widget's (or the API's) value as the recipe argument's type; None when not set."""
+        if self.kind == "bool":
+            return bool(value)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        try:
+            if self.kind == "int":
+                value = int(float(value))
+            elif self.kind == "float":
+                value = float(value)
+            else:
+                value = str(value).strip()
+        except ValueError:
+            raise UserError(f"Invalid setting: {self.name} must be a number, got {value!r}.") from None
+        if self.unset_at is not None and value <= self.unset_at:
+            return None
+        return value
+
+
+def _at(state: AppState, value: Any) -> Any:
+    return value(state) if callable(value) else value
+
+
+def _dataset(state: AppState, s: dict[str, Any]) -> str:
+    return str(state.dataset_path(s["dataset"]))
+
+
+def _unlabeled(state: AppState, s: dict[str, Any]) -> str | None:
+    name = str(s["unlabeled_dataset"] or "").strip()
+    return str(state.dataset_path(name)) if name else None
+
+
+def base_model(state: AppState, s: dict[str, Any]) -> str | None:
+    """The model a run starts from (a distillation's teacher): Base model's kind, run or path."""
+    kind = s.get("base_kind") or "default"
+    if kind == "default" and s["task"] == "distillation":
+        raise UserError(
+            "Distillation needs a teacher: set Base model to 'finished run' and pick a classification run "
+            "(or give a fine-tuned classifier's folder or Hub id)."
+        )
+    if kind == "default":
+        return EMBEDDED_ENCODER if s["task"] in ENCODER_TASKS else None
+    if kind == "finished run":
+        run = state.run(s.get("base_run"))
+        if not run.has_model():
+            raise UserError(f"Run {run.id} has no final model (it is {run.state}); pick a finished run.")
+        return str(run.path)
+    value = str(s.get("base_path") or "").strip()
+    if not value:
+        raise UserError(f"Enter the {kind} of the base model.")
+    if kind == "local folder":
+        path = Path(value).expanduser()
+        if not (path / "config.json").is_file():
+            raise UserError("That folder holds no model (config.json is missing).")
+        return str(path.resolve())
+    return value
+
+
+ALL = TASKS
+TEXTS = ("classification", "distillation")  # labeled texts, one label column
+DROPOUT_TASKS = ("classification", "masked-lm", "causal-lm")
+_slurm = lambda key, empty: lambda state: state.slurm_defaults.get(key) or empty  # noqa: E731
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "task",
+        "radio",
+        "Task",
+        "main",
+        choices=TASKS,
+        default="classification",
+        info="classification: fine-tune an encoder · causal-lm: pretrain a small GPT-2 · masked-lm: adapt "
+        "an encoder to your text (domain adaptation), then pick it as the base (finished run) of a "
+        "classification run · distillation: a smaller, faster student of a finished classifier (the "
+        "teacher: Base model → finished run)",
+    ),
+    Setting(
+        "dataset",
+        "choice",
+        "Dataset",
+        "main",
+        tasks=ALL,
+        arguments={t: ("train_file",) for t in ALL},
+        resolve=_dataset,
+        choices=AppState.datasets,
+        default="sample-sentiment.csv",
+        task_defaults={"causal-lm": "sample-python-docs.txt", "masked-lm": "sample-python-docs.txt"},
+        info="",
+        elem_id="train-dataset",
+    ),
+    Setting(
+        "base_kind",
+        "radio",
+        "Base model",
+        "main",
+        1,
+        tasks=ALL,
+        arguments={
+            "classification": ("model_name_or_path",),
+            "causal-lm": ("model_name_or_path",),
+            "masked-lm": ("model_name_or_path",),
+            "distillation": ("teacher_name_or_path",),
+        },
+        resolve=base_model,
+        choices=BASE_KINDS,
+        default="default",
+        info="default: the embedded MiniLM (classification, masked-lm) or a new GPT-2 (causal-lm)",
+    ),
+    Setting(
+        "base_run",
+        "choice",
+        "Finished run",
+        "main",
+        1,
+        choices=lambda state: state.run_choices(with_model=True),
+        default=None,
+    ),
+    Setting(
+        "base_path",
+        "text",
+        "Local folder or Hub id",
+        "main",
+        1,
+        default="",
+        placeholder="e.g. /models/bert or bert-base-uncased",
+    ),
+    Setting("num_train_epochs", "float", "Epochs", "main", 2, tasks=ALL, default=1.0, minimum=0.01, info=""),
+    Setting(
+        "learning_rate",
+        "float",
+        "Learning rate",
+        "main",
+        2,
+        tasks=ALL,
+        task_defaults={"causal-lm": 1e-3, "masked-lm": 1e-4, "distillation": 1e-4},
+        minimum=0,
+        info="",
+    ),
+    Setting(
+        "per_device_train_batch_size",
+        "int",
+        "Batch size per device",
+        "main",
+        2,
+        tasks=ALL,
+        default=16,
+        task_defaults={"causal-lm": 8, "distillation": 32},
+        minimum=1,
+        info="",
+    ),
+    Setting(
+        "max_train_steps",
+        "int",
+        "Max steps (0: by epochs)",
+        "main",
+        2,
+        tasks=ALL,
+        unset_at=0,
+        task_defaults={"causal-lm": 200, "masked-lm": 100},
+        minimum=0,
+    ),
+    Setting(
+        "max_length",
+        "int",
+        "Max length (classification)",
+        "main",
+        3,
+        tasks=(*TEXTS, "masked-lm"),
+        arguments={"masked-lm": ("max_seq_length",)},
+        default=64,
+        minimum=8,
+        info="",
+    ),
+    Setting(
+        "max_train_samples",
+        "int",
+        "Max train samples (0: all)",
+        "main",
+        3,
+        tasks=(*TEXTS, "masked-lm"),
+        unset_at=0,  # every row; the Data plan suggests fewer when the run is over the budget
+        minimum=0,
+        info="",
+    ),
+    Setting(
+        "time_budget_min",  # the Data plan compares the estimated time with it (not a recipe setting)
+        "float",
+        "Time budget (min)",
+        "main",
+        3,
+        default=5.0,
+        minimum=0.5,
+        info="the Data plan says whether the run fits",
+        elem_id="train-budget",
+    ),
+    Setting(
+        "block_size", "int", "Block size (causal-lm)", "main", 3, tasks=("causal-lm",), default=128, minimum=8
+    ),
+    Setting(
+        "model_size",
+        "choice",
+        "GPT-2 size (from scratch)",
+        "main",
+        3,
+        tasks=("causal-lm",),
+        choices=MODEL_SIZES,
+    ),
+    Setting(
+        "tokenizer_vocab_size",
+        "int",
+        "BPE vocabulary (from scratch)",
+        "main",
+        3,
+        tasks=("causal-lm",),
+        default=4096,
+        minimum=256,
+    ),
+    Setting(
+        "text_column",
+        "text",
+        "Text column (blank: detect)",
+        "main",
+        4,
+        tasks=ALL,
+        elem_id="train-text-column",
+    ),
+    Setting(
+        "text_pair_column",
+        "text",
+        "Text pair column (optional)",
+        "main",
+        4,
+        tasks=TEXTS,
+        elem_id="train-pair-column",
+    ),
+    Setting(
+        "label_column",
+        "text",
+        "Label column (blank: detect)",
+        "main",
+        4,
+        tasks=TEXTS,
+        elem_id="train-label-column",
+    ),
+    Setting(
+        "domain_adaptation",
+        "bool",
+        "Adapt to my domain first",
+        "main",
+        4,
+        default=False,
+        info="classification: queue a masked-LM run on this file's texts, then fine-tune from it",
+    ),
+    Setting(
+        "mixed_precision",
+        "choice",
+        "Precision",
+        "advanced",
+        tasks=ALL,
+        choices=MIXED_PRECISION,
+        info="auto: bf16 where the hardware is fast at it",
+    ),
+    Setting(
+        "num_processes",
+        "int",
+        "Processes",
+        "advanced",
+        default=0,  # 0: one per GPU of the machine, else one CPU process
+        minimum=0,
+        maximum=64,
+        info=lambda state: (
+            f"0: {state.hardware.describe()} gives "
+            + (f"{state.hardware.gpus} (one per GPU)" if state.hardware.gpus else "1")
+        ),
+    ),
+    Setting("gradient_accumulation_steps", "int", "Gradient accumulation", "advanced", tasks=ALL, minimum=1),
+    Setting("seed", "int", "Seed", "advanced", tasks=ALL),
+    Setting(
+        "lr_scheduler_type", "choice", "LR schedule", "advanced", 1, tasks=ALL, choices=SCHEDULERS, info=""
+    ),
+    Setting(
+        "warmup_ratio", "float", "Warmup ratio", "advanced", 1, tasks=ALL, minimum=0, maximum=0.99, info=""
+    ),
+    Setting("logging_steps", "int", "Log every N steps", "advanced", 1, tasks=ALL, default=5, minimum=1),
+    Setting(
+        "eval_steps",
+        "int",
+        "Evaluate every N steps (0: at the end)",
+        "advanced",
+        1,
+        tasks=ALL,
+        unset_at=0,
+        minimum=0,
+        info="",
+    ),
+    Setting(
+        "checkpointing_steps",
+        "text",
+        "Checkpoint every N steps or 'epoch'",
+        "advanced",
+        2,
+        tasks=ALL,
+        placeholder="blank: only on stop",
+        info="",
+    ),
+    Setting("save_total_limit", "int", "Checkpoints kept", "advanced", 2, tasks=ALL, minimum=1),
+    Setting("use_peft", "bool", "LoRA (peft)", "advanced", 2, tasks=("classification",)),
+    Setting("lora_r", "int", "LoRA r", "advanced", 2, tasks=("classification",), minimum=1),
+    Setting("lora_alpha", "int", "LoRA alpha", "advanced", 2, tasks=("classification",), minimum=1),
+    Setting(
+        "optimizer",
+        "choice",
+        "Optimizer",
+        "advanced",
+        3,
+        tasks=ALL,
+        choices=OPTIMIZERS,
+        info="adamw: decoupled weight decay · sgd: momentum 0.9 · adafactor: low memory",
+    ),
+    Setting(
+        "weight_decay",
+        "float",
+        "Weight decay (not on biases/norms)",
+        "advanced",
+        3,
+        tasks=ALL,
+        minimum=0,
+        info="",
+    ),
+    Setting("l1_lambda", "float", "L1 penalty (λ · Σ|w|)", "advanced", 3, tasks=ALL, minimum=0),
+    Setting("label_smoothing", "float", "Label smoothing", "advanced", 3, tasks=ALL, minimum=0, maximum=0.99),
+    Setting(
+        "hidden_dropout",
+        "float",
+        "Hidden dropout (blank: model's)",
+        "advanced",
+        4,
+        tasks=DROPOUT_TASKS,
+        # GPT-2's residual and embedding dropout play the role of the encoder's hidden dropout
+        arguments={"causal-lm": ("resid_pdrop", "embd_pdrop")},
+        info="GPT-2: resid_pdrop and embd_pdrop",
+        minimum=0,
+        maximum=0.99,
+    ),
+    Setting(
+        "attention_dropout",
+        "float",
+        "Attention dropout (blank: model's)",
+        "advanced",
+        4,
+        tasks=DROPOUT_TASKS,
+        arguments={"causal-lm": ("attn_pdrop",)},
+        info="GPT-2: attn_pdrop",
+        minimum=0,
+        maximum=0.99,
+    ),
+    Setting(
+        "remove_duplicates",
+        "choice",
+        "Remove duplicates",
+        "cleaning",
+        tasks=("classification",),
+        choices=DUPLICATE_MODES,
+        info="exact: same text and label · near: also differing in case/punctuation",
+    ),
+    Setting(
+        "drop_conflicting_labels",
+        "bool",
+        "Drop texts with conflicting labels",
+        "cleaning",
+        tasks=("classification",),
+    ),
+    Setting(
+        "remove_leakage",
+        "bool",
+        "Remove train rows found in validation",
+        "cleaning",
+        tasks=("classification",),
+    ),
+    Setting(
+        "normalize_text",
+        "bool",
+        "Normalize text (NFKC, whitespace)",
+        "cleaning",
+        tasks=("classification",),
+    ),
+    Setting(
+        "min_text_length",
+        "int",
+        "Min text length (chars, 0: none)",
+        "cleaning",
+        1,
+        tasks=("classification",),
+        unset_at=0,
+        minimum=0,
+        info="",
+    ),
+    Setting(
+        "max_text_length",
+        "int",
+        "Max text length (chars, 0: none)",
+        "cleaning",
+        1,
+        tasks=("classification",),
+        unset_at=0,
+        minimum=0,
+        info="",
+    ),
+    Setting(
+        "augment_method",
+        "choice",
+        "Augment training data",
+        "cleaning",
+        2,
+        tasks=("classification",),
+        choices=AUGMENT_METHODS,
+        info="embedding_neighbors: similar words from the model's embeddings · masked_lm: needs a base "
+        "with a trained MLM head (a masked-lm run)",
+    ),
+    Setting(
+        "augment_prob",
+        "float",
+        "Per-word probability",
+        "cleaning",
+        2,
+        tasks=("classification",),
+        minimum=0.01,
+        maximum=1,
+    ),
+    Setting(
+        "augment_copies", "int", "Copies per example", "cleaning", 2, tasks=("classification",), minimum=1
+    ),
+    Setting(
+        "student_num_layers",
+        "int",
+        "Student layers (0: every other teacher layer)",
+        "distillation",
+        tasks=("distillation",),
+        unset_at=0,
+        minimum=0,
+        info="kept evenly spaced from the teacher, initialized with its weights",
+    ),
+    Setting("temperature", "float", "Temperature T", "distillation", tasks=("distillation",), minimum=0.01),
+    Setting(
+        "alpha",
+        "float",
+        "alpha",
+        "distillation",
+        tasks=("distillation",),
+        minimum=0,
+        maximum=1,
+        info="α·CE(labels) + (1−α)·T²·KL(teacher‖student)",
+    ),
+    Setting(
+        "unlabeled_dataset",
+        "choice",
+        "Unlabeled texts (optional)",
+        "distillation",
+        tasks=("distillation",),
+        arguments={"distillation": ("unlabeled_file",)},
+        resolve=_unlabeled,
+        choices=lambda state: ["", *state.datasets()],
+        default="",
+        info="a dataset whose texts the teacher labels (its labels are not used)",
+    ),
+    # where the run trains: this machine, or a Slurm cluster (blank Slurm fields: the targets file's default)
+    Setting(
+        "target",
+        "radio",
+        "Run on",
+        "target",
+        choices=TARGET_CHOICES,
+        default="local",
+        info="a Slurm cluster needs this app's runs folder on its shared filesystem",
+        elem_id="train-target",
+    ),
+    Setting(
+        "slurm_partition",
+        "text",
+        "Partition",
+        "slurm",
+        default=_slurm("partition", ""),
+        placeholder="the default one",
+    ),
+    Setting("slurm_nodes", "int", "Nodes", "slurm", default=_slurm("nodes", 1), minimum=1),
+    Setting(
+        "slurm_gpus_per_node", "int", "GPUs per node", "slurm", default=_slurm("gpus_per_node", 0), minimum=0
+    ),
+    Setting(
+        "slurm_cpus_per_task",
+        "int",
+        "CPUs per node",
+        "slurm",
+        default=_slurm("cpus_per_task", 0),
+        minimum=0,
+        info="0: the partition's default",
+    ),
+    Setting("slurm_time", "text", "Time limit", "slurm", default=_slurm("time", ""), placeholder="HH:MM:SS"),
+)
+BY_NAME = {s.name: s for s in SETTINGS}
+FIELDS = list(BY_NAME)  # the automation API's JSON settings, and the Train tab's inputs in this order
+
+
+def defaults(state: AppState, task: str | None = None) -> dict[str, Any]:
+    """Every setting's value for a new ``task`` run before the user changes anything."""
+    return {s.name: _at(state, s.default_for(task)) for s in SETTINGS}
+
+
+def widget(state: AppState, setting: Setting) -> gr.components.Component:
+    """The setting's gradio component at its default."""
+    common = {
+        "label": setting.label,
+        "info": _at(state, setting.help()),
+        "elem_id": setting.elem_id,
+    }
+    value = _at(state, setting.default_for())
+    if setting.kind in ("int", "float"):
+        precision = 0 if setting.kind == "int" else None
+        limits = {"minimum": setting.minimum, "maximum": setting.maximum}
+        return gr.Number(value, precision=precision, **limits, **common)
+    if setting.kind == "text":
+        return gr.Textbox(value or "", placeholder=setting.placeholder, **common)
+    if setting.kind == "bool":
+        return gr.Checkbox(value, **common)
+    choices = list(_at(state, setting.choices))
+    if setting.kind == "radio":
+        return gr.Radio(choices, value=value, **common)
+    # lists the app fills from its folders take names typed in too (a dataset uploaded since)
+    return gr.Dropdown(choices, value=value, allow_custom_value=callable(setting.choices), **common)
+
+
+def build_section(
+    state: AppState, section: str, widgets: dict[str, Any], visible: bool = True
+) -> list[gr.Row]:
+    """The section's widgets, a gr.Row for each of its rows, into ``widgets`` by name."""
+    rows: dict[int, list[Setting]] = {}
+    for setting in SETTINGS:
+        if setting.section == section:
+            rows.setdefault(setting.row, []).append(setting)
+    made = []
+    for row in rows.values():
+        with gr.Row(visible=visible) as made_row:
+            for setting in row:
+                widgets[setting.name] = widget(state, setting)
+        made.append(made_row)
+    return made
+
+
+def _derived(task: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Recipe arguments the app sets from the others rather than asking for."""
+    if task == "masked-lm":  # rows of a table are separate texts; a .txt file is running text, cut in blocks
+        return {"line_by_line": Path(config["train_file"]).suffix.lower() != ".txt"}
+    if task == "causal-lm":
+        return {"sample_prompts": ["The "]}
+    return {}
+
+
+def settings_to_config(state: AppState, settings: dict[str, Any]) -> tuple[str, dict[str, Any], Placement]:
+    """(task, config for config.yaml, where it trains); wrong values raise gr.Error."""
+    unknown = set(settings) - set(FIELDS)
+    if unknown:
+        raise UserError(f"Unknown setting(s): {', '.join(sorted(unknown))}.")
+    task = settings.get("task") or "classification"
+    if task not in TASKS:
+        raise UserError(f"Task must be one of {', '.join(TASKS)}.")
+    s = {**defaults(state, task), **{k: v for k, v in settings.items() if v is not None}}
+    remembered = state.columns_of(s["dataset"])  # what the Data tab's check found or was told
+    for key in COLUMN_FIELDS:
+        if not str(s[key] or "").strip():
+            s[key] = remembered[key]
+    if s["use_peft"] and task not in BY_NAME["use_peft"].tasks:
+        raise UserError("LoRA is available for classification runs; this recipe trains all weights.")
+    config: dict[str, Any] = {}
+    for setting in SETTINGS:
+        names = setting.targets(task)
+        if names:
+            value = setting.resolve(state, s) if setting.resolve else setting.config_value(s[setting.name])
+            config.update(dict.fromkeys(names, value))
+    config = {k: v for k, v in {**config, **_derived(task, config)}.items() if v is not None}
+    try:  # the recipe's own validation, before anything is written
+        for kind in get_task(task).argument_types():
+            known = {f.name for f in dataclasses.fields(kind)}
+            kind(**{k: v for k, v in config.items() if k in known})
+    except TuneLabError as e:
+        raise UserError(clean_message(str(e))) from None
+    except (TypeError, ValueError) as e:
+        raise UserError(f"Invalid setting: {clean_message(str(e))}") from None
+    return task, config, placement(state, s)
