@@ -8,9 +8,7 @@ the shared training loop -> final model, report and model card. The detail lives
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 
 from tunelab.args import ClassificationArguments, LoraArguments, TrainingArguments, to_config
 from tunelab.data.augment import AugmentationArguments, augment_training_set, describe_augmentation
@@ -21,16 +19,16 @@ from tunelab.data.classification import (
     tokenize_classification,
 )
 from tunelab.data.clean import DataCleaningArguments, clean_classification_data, record_data_report
-from tunelab.hub import write_model_card
 from tunelab.models import (
-    base_model_hub_id,
     count_parameters,
     load_classifier,
     load_tokenizer,
     merge_lora,
+    save_classifier,
     wrap_lora,
 )
 from tunelab.recipe import (
+    RunReport,
     finish_run,
     guard,
     open_run,
@@ -131,61 +129,21 @@ def main() -> None:
             accelerator,
             run,
             result,
-            lambda: save_outputs(
-                output_dir,
-                merge_lora(result.model),
-                tokenizer,
-                data,
-                result,
-                config,
-                run.command(),
-                data_lines,
+            config,
+            lambda folder: save_classifier(merge_lora(result.model), tokenizer, folder),
+            lambda: RunReport(
+                "text-classification",
+                data_args.model_name_or_path,
+                data.validation_source,
+                data_summary={
+                    "train": f"{len(data.train)} examples from {data_args.train_file}",
+                    "validation": f"{len(data.validation)} examples ({data.validation_source})",
+                    "labels": ", ".join(f"{i}: {name}" for i, name in enumerate(data.labels)),
+                    **({"cleaning and augmentation": "; ".join(data_lines)} if data_lines else {}),
+                },
+                results={"labels": data.labels},
             ),
         )
-
-
-def save_outputs(output_dir, model, tokenizer, data, result, config, command, data_lines=()) -> None:
-    """The final model at the run folder's root (from_pretrained(output_dir) works), its report and card."""
-    model.save_pretrained(output_dir, safe_serialization=True)
-    tokenizer.save_pretrained(output_dir)
-    report = {
-        "validation": data.validation_source,
-        "labels": data.labels,
-        **result.metrics,
-        "train_seconds": result.train_seconds,
-        "global_step": result.state.global_step,
-    }
-    (output_dir / "eval_results.json").write_text(json.dumps(report, indent=2))
-    write_model_card(
-        output_dir,
-        task="text-classification",
-        base_model=base_model_hub_id(config["model_name_or_path"]),
-        datasets=[config["train_file"]] if not Path(config["train_file"]).exists() else None,
-        metrics={k: v for k, v in result.metrics.items() if k.startswith("eval/")},
-        hyperparameters={
-            k: v
-            for k, v in config.items()
-            if k not in ("train_file", "validation_file", "test_file") and v is not None
-        },
-        data_summary={
-            "train": f"{len(data.train)} examples from {config['train_file']}",
-            "validation": f"{len(data.validation)} examples ({data.validation_source})",
-            "labels": ", ".join(f"{i}: {name}" for i, name in enumerate(data.labels)),
-            **({"cleaning and augmentation": "; ".join(data_lines)} if data_lines else {}),
-        },
-        command=command,
-        curve_summary=curve_summary(result),
-    )
-
-
-def curve_summary(result) -> str:
-    state = result.state
-    best = (
-        f"; best eval score {state.best_metric:.4f} at step {state.best_step}"
-        if state.best_metric is not None
-        else ""
-    )
-    return f"{state.global_step} optimizer steps, {state.samples_seen} samples, {result.train_seconds:.0f} s of training{best}."
 
 
 if __name__ == "__main__":

@@ -10,13 +10,10 @@ model's score on those masks -> the shared training loop -> final model, report 
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 
 from tunelab.args import TrainingArguments, to_config
 from tunelab.data.mlm import describe_mlm_data, load_mlm_texts, mask_once, mlm_dataloaders, tokenize_mlm
-from tunelab.hub import write_model_card
 from tunelab.mlm import (
     MaskedLMArguments,
     MaskedLMForTraining,
@@ -28,8 +25,9 @@ from tunelab.mlm import (
     pooler_weights,
     save_masked_lm,
 )
-from tunelab.models import base_model_hub_id, count_parameters, load_tokenizer
+from tunelab.models import count_parameters, load_tokenizer
 from tunelab.recipe import (
+    RunReport,
     finish_run,
     guard,
     open_run,
@@ -127,59 +125,37 @@ def main() -> None:
         )
         start_trackers(accelerator, train_args.report_to, output_dir, config)
         result = train(accelerator, train_args, wrapped, train_dl, eval_dl, task, output_dir, events)
+        unit = "texts" if mlm_args.line_by_line else f"blocks of {mlm_args.max_seq_length} tokens"
         finish_run(
             accelerator,
             run,
             result,
-            lambda: save_outputs(
-                output_dir, result, tokenizer, texts, train_set, eval_examples, before, config, run.command()
+            config,
+            lambda folder: save_masked_lm(
+                result.model.model,
+                tokenizer,
+                folder,
+                pooler_weights(mlm_args.model_name_or_path, result.model.model.base_model_prefix),
+            ),
+            lambda: RunReport(
+                "fill-mask",
+                mlm_args.model_name_or_path,
+                texts.validation_source,
+                data_summary={
+                    "train": f"{len(texts.train):,} texts from {mlm_args.train_file} ({len(train_set):,} {unit})",
+                    "validation": f"{len(eval_examples):,} examples ({texts.validation_source}), masked once "
+                    "from a fixed seed",
+                    "masking": f"{mlm_args.mlm_probability:g} of the tokens"
+                    + (", whole words" if mlm_args.whole_word_mask else ""),
+                },
+                results={f"{k}_before": v for k, v in (before or {}).items()},
+                seen=f"{result.state.samples_seen:,} examples",
+                curve_note="; validation masked-LM perplexity "
+                f"{result.metrics.get('eval/perplexity', float('nan')):.2f}"
+                + (f" (base model: {before['eval/perplexity']:.2f})" if before else "")
+                + ". Fine-tune it with recipes/bert_cls.py --model_name_or_path <this folder>",
             ),
         )
-
-
-def save_outputs(
-    output_dir, result, tokenizer, texts, train_set, eval_examples, before, config, command
-) -> None:
-    """The adapted model at the run folder's root (bert_cls.py starts from it), its report and card."""
-    model = result.model.model
-    save_masked_lm(
-        model, tokenizer, output_dir, pooler_weights(config["model_name_or_path"], model.base_model_prefix)
-    )
-    state = result.state
-    report = {
-        "validation": texts.validation_source,
-        **result.metrics,
-        **({f"{k}_before": v for k, v in before.items()} if before else {}),
-        "train_seconds": result.train_seconds,
-        "global_step": state.global_step,
-    }
-    (output_dir / "eval_results.json").write_text(json.dumps(report, indent=2))
-    unit = "texts" if config["line_by_line"] else f"blocks of {config['max_seq_length']} tokens"
-    after = result.metrics.get("eval/perplexity", float("nan"))
-    change = f" (base model: {before['eval/perplexity']:.2f})" if before else ""
-    write_model_card(
-        output_dir,
-        task="fill-mask",
-        base_model=base_model_hub_id(config["model_name_or_path"]),
-        datasets=[config["train_file"]] if not Path(config["train_file"]).exists() else None,
-        metrics={k: v for k, v in result.metrics.items() if k.startswith("eval/")},
-        hyperparameters={
-            k: v for k, v in config.items() if k not in ("train_file", "validation_file") and v is not None
-        },
-        data_summary={
-            "train": f"{len(texts.train):,} texts from {config['train_file']} ({len(train_set):,} {unit})",
-            "validation": f"{len(eval_examples):,} examples ({texts.validation_source}), masked once from a "
-            "fixed seed",
-            "masking": f"{config['mlm_probability']:g} of the tokens"
-            + (", whole words" if config["whole_word_mask"] else ""),
-        },
-        command=command,
-        curve_summary=(
-            f"{state.global_step} optimizer steps, {state.samples_seen:,} examples, "
-            f"{result.train_seconds:.0f} s of training; validation masked-LM perplexity {after:.2f}{change}. "
-            "Fine-tune it with recipes/bert_cls.py --model_name_or_path <this folder>."
-        ),
-    )
 
 
 if __name__ == "__main__":

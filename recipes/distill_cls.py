@@ -12,9 +12,7 @@ The detail lives in ``tunelab.distill``.
 from __future__ import annotations
 
 import gc
-import json
 import logging
-from pathlib import Path
 
 from tunelab.args import (
     EMBEDDED_ENCODER,
@@ -48,11 +46,11 @@ from tunelab.distill import (
     transfer_set,
     with_teacher_logits,
 )
-from tunelab.errors import ConfigError, writing
-from tunelab.hub import write_model_card
+from tunelab.errors import ConfigError
 from tunelab.measure import weights_size
-from tunelab.models import base_model_hub_id, count_parameters, load_tokenizer
+from tunelab.models import count_parameters, load_tokenizer, save_classifier
 from tunelab.recipe import (
+    RunReport,
     finish_run,
     guard,
     open_run,
@@ -190,9 +188,7 @@ def main() -> None:
         start_trackers(accelerator, train_args.report_to, output_dir, config)
         result = train(accelerator, train_args, student, train_dl, eval_dl, task, output_dir, events)
 
-        def save() -> None:
-            result.model.save_pretrained(output_dir, safe_serialization=True)
-            tokenizer.save_pretrained(output_dir)
+        def report() -> RunReport:
             run.update_status(stage="measuring")
             summary = {
                 "teacher": teacher_path,
@@ -205,14 +201,20 @@ def main() -> None:
                 "teacher_examples_forwarded": forwarded,
                 "teacher_logits_cache": TEACHER_LOGITS_FILE,
             }
-            report = compare(
+            sides = compare(
                 teacher_path, output_dir, teacher_metrics, result.metrics, data, data_args, kd_args
             )
-            with writing("eval_results.json and the model card", output_dir):
-                save_report(output_dir, data, result, config, run.command(), summary, report)
-            logger.info("Teacher vs student:\n%s", comparison_table(report["teacher"], report["student"]))
+            logger.info("Teacher vs student:\n%s", comparison_table(sides["teacher"], sides["student"]))
+            return distillation_report(data, config, summary, sides)
 
-        finish_run(accelerator, run, result, save)
+        finish_run(
+            accelerator,
+            run,
+            result,
+            config,
+            lambda folder: save_classifier(result.model, tokenizer, folder),
+            report,
+        )
 
 
 def evaluate_teacher(accelerator, teacher, eval_set, tokenizer, train_args, labels) -> dict:
@@ -264,44 +266,24 @@ def compare(teacher_path, student_dir, teacher_metrics, student_metrics, data, d
     return {**side, "ratios": ratios(side["teacher"], side["student"])}
 
 
-def save_report(output_dir: Path, data, result, config, command, summary, report) -> None:
-    """eval_results.json (the student's scores at the top, as bert_cls writes them) and the model card."""
-    (output_dir / "eval_results.json").write_text(
-        json.dumps(
-            {
-                "validation": data.validation_source,
-                "labels": data.labels,
-                **result.metrics,
-                "train_seconds": result.train_seconds,
-                "global_step": result.state.global_step,
-                "distillation": summary,
-                **report,
-            },
-            indent=2,
-        )
-    )
+def distillation_report(data, config, summary, sides) -> RunReport:
+    """eval_results.json's distillation entries (the student's scores stay at the top, as bert_cls writes
+    them) and the card's teacher-vs-student section."""
     origin = (
-        f"Distilled from the teacher `{summary['teacher']}` ({report['teacher']['layers']} layers) into a "
+        f"Distilled from the teacher `{summary['teacher']}` ({sides['teacher']['layers']} layers) into a "
         f"student initialised from {summary['student_init']}, with loss alpha * CE + (1 - alpha) * T^2 * KL "
         f"(alpha {summary['alpha']}, T {summary['temperature']}). The teacher's logits were computed once "
         f"({summary['teacher_examples_forwarded']} examples) before training."
     )
-    if "latency_threads" in report["student"]:
+    if "latency_threads" in sides["student"]:
         origin += (
-            f" Latency: CPU, fp32, {report['student']['latency_threads']} threads, per example, batches "
+            f" Latency: CPU, fp32, {sides['student']['latency_threads']} threads, per example, batches "
             "padded to their longest; the models took turns, median of 3 repeats."
         )
-    write_model_card(
-        output_dir,
-        task="text-classification",
-        base_model=base_model_hub_id(config["student_name_or_path"] or config["teacher_name_or_path"]),
-        datasets=[config["train_file"]] if not Path(config["train_file"]).exists() else None,
-        metrics={k: v for k, v in result.metrics.items() if k.startswith("eval/")},
-        hyperparameters={
-            k: v
-            for k, v in config.items()
-            if k not in ("train_file", "validation_file", "test_file", "unlabeled_file") and v is not None
-        },
+    return RunReport(
+        "text-classification",
+        config["student_name_or_path"] or config["teacher_name_or_path"],
+        data.validation_source,
         data_summary={
             "train": f"{len(data.train)} labeled examples from {config['train_file']}",
             "unlabeled (teacher-labeled)": f"{summary['unlabeled_examples']} examples"
@@ -309,15 +291,11 @@ def save_report(output_dir: Path, data, result, config, command, summary, report
             "validation": f"{len(data.validation)} examples ({data.validation_source})",
             "labels": ", ".join(f"{i}: {name}" for i, name in enumerate(data.labels)),
         },
-        command=command,
-        curve_summary=(
-            f"{result.state.global_step} optimizer steps, {result.state.samples_seen} samples, "
-            f"{result.train_seconds:.0f} s of training."
-        ),
+        results={"labels": data.labels, "distillation": summary, **sides},
         extra_sections={
             "Distillation: teacher vs student": origin
             + "\n\n"
-            + comparison_table(report["teacher"], report["student"])
+            + comparison_table(sides["teacher"], sides["student"])
         },
     )
 

@@ -9,7 +9,6 @@ training loop -> final model, tokenizer, generation defaults and model card. The
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -23,7 +22,6 @@ from tunelab.data.lm import (
     load_lm_documents,
     sample_text,
 )
-from tunelab.hub import write_model_card
 from tunelab.lm import (
     CausalLMForTraining,
     build_gpt2,
@@ -38,8 +36,9 @@ from tunelab.lm import (
     save_causal_lm,
     tokenizer_fingerprint,
 )
-from tunelab.models import base_model_hub_id, count_parameters
+from tunelab.models import count_parameters
 from tunelab.recipe import (
+    RunReport,
     finish_run,
     guard,
     open_run,
@@ -160,8 +159,26 @@ def main() -> None:
             accelerator,
             run,
             result,
-            lambda: save_outputs(
-                output_dir, result.model.model, tokenizer, data, result, config, run.command()
+            config,
+            lambda folder: save_causal_lm(result.model.model, tokenizer, folder),
+            lambda: RunReport(
+                "text-generation",
+                lm_args.model_name_or_path,
+                data.validation_source,
+                data_summary={
+                    "train": f"{data.train_tokens:,} tokens from {lm_args.train_file}",
+                    "validation": f"{data.validation_tokens:,} tokens ({data.validation_source})",
+                    "tokens seen in training": f"{result.state.tokens_seen:,}",
+                    "tokenizer": f"{type(tokenizer).__name__}, {len(tokenizer)} tokens",
+                },
+                results={
+                    "tokens_seen": result.state.tokens_seen,
+                    "train_tokens": data.train_tokens,
+                    "validation_tokens": data.validation_tokens,
+                },
+                seen=f"{result.state.tokens_seen:,} tokens",
+                curve_note="; final validation perplexity "
+                f"{result.metrics.get('eval/perplexity', float('nan')):.2f}",
             ),
         )
 
@@ -175,45 +192,6 @@ def samples(accelerator, model, tokenizer, lm_args: CausalLMArguments, state) ->
         return None
     lm = accelerator.unwrap_model(model).model
     return {"samples": generate_samples(lm, tokenizer, lm_args.sample_prompts, lm_args.sample_max_new_tokens)}
-
-
-def save_outputs(output_dir, model, tokenizer, data, result, config, command) -> None:
-    """Model, tokenizer and generation defaults at the run folder's root, an eval report and the card."""
-    save_causal_lm(model, tokenizer, output_dir)
-    state = result.state
-    report = {
-        "validation": data.validation_source,
-        **result.metrics,
-        "tokens_seen": state.tokens_seen,
-        "train_tokens": data.train_tokens,
-        "validation_tokens": data.validation_tokens,
-        "train_seconds": result.train_seconds,
-        "global_step": state.global_step,
-    }
-    (output_dir / "eval_results.json").write_text(json.dumps(report, indent=2))
-    source = config["model_name_or_path"]
-    write_model_card(
-        output_dir,
-        task="text-generation",
-        base_model=base_model_hub_id(source) if source else None,
-        datasets=[config["train_file"]] if not Path(config["train_file"]).exists() else None,
-        metrics={k: v for k, v in result.metrics.items() if k.startswith("eval/")},
-        hyperparameters={
-            k: v for k, v in config.items() if k not in ("train_file", "validation_file") and v is not None
-        },
-        data_summary={
-            "train": f"{data.train_tokens:,} tokens from {config['train_file']}",
-            "validation": f"{data.validation_tokens:,} tokens ({data.validation_source})",
-            "tokens seen in training": f"{state.tokens_seen:,}",
-            "tokenizer": f"{type(tokenizer).__name__}, {len(tokenizer)} tokens",
-        },
-        command=command,
-        curve_summary=(
-            f"{state.global_step} optimizer steps, {state.tokens_seen:,} tokens, "
-            f"{result.train_seconds:.0f} s of training; final validation perplexity "
-            f"{result.metrics.get('eval/perplexity', float('nan')):.2f}."
-        ),
-    )
 
 
 if __name__ == "__main__":

@@ -147,3 +147,9 @@ def base_model_hub_id(name_or_path: str) -> str | None:
     if Path(name_or_path).expanduser().exists():
         return None
     return name_or_path
+
+
+def save_classifier(model, tokenizer, output_dir: Path) -> None:
+    """save_pretrained (safetensors) of a classifier and its tokenizer: from_pretrained(output_dir) works."""
+    model.save_pretrained(output_dir, safe_serialization=True)
+    tokenizer.save_pretrained(output_dir)

@@ -9,16 +9,20 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from .args import TrainingArguments, default_runs_dir
+from .checkpoints import model_bytes
 from .errors import TuneLabError, is_disk_full, writing
+from .hub import write_model_card
 from .launch.process import RUN_ID_ENV, ProcessRef, hostname
+from .models import base_model_hub_id
 from .runs import LOG_FILE, EventWriter, Run, new_run_id
 from .stopping import StopControl, StopRequested
-from .train import model_bytes
 
 logger = logging.getLogger("tunelab")
 
@@ -183,17 +187,77 @@ def ended_by_stop(accelerator, result, run: Run) -> bool:
     return True
 
 
-def finish_run(accelerator, run: Run, result, save: Callable[[], object]) -> None:
+@dataclass
+class RunReport:
+    """What a finished run says beside its model: eval_results.json and the model card (README.md)."""
+
+    pipeline_tag: str  # text-classification | text-generation | fill-mask
+    base_model: str | None  # where the weights came from (None: from scratch)
+    validation_source: str  # "10% of train.csv", "valid.csv", ...
+    data_summary: dict[str, str]  # the card's data section
+    results: dict[str, Any] = field(default_factory=dict)  # the recipe's own entries of eval_results.json
+    seen: str | None = None  # what training went through ("12,288 tokens"); default: the samples
+    curve_note: str = ""  # the end of the card's training summary ("; final validation perplexity 3.2")
+    extra_sections: dict[str, str] | None = None
+
+
+DATA_KEYS = ("train_file", "validation_file", "test_file", "unlabeled_file")  # data, not hyperparameters
+
+
+def write_report(output_dir: Path, result, config: dict[str, Any], command: str, report: RunReport) -> None:
+    """eval_results.json (the final metrics at the top level, as the Trainer writes them) and the card."""
+    state = result.state
+    results = {
+        "validation": report.validation_source,
+        **result.metrics,
+        "train_seconds": result.train_seconds,
+        "global_step": state.global_step,
+        **report.results,
+    }
+    (output_dir / "eval_results.json").write_text(json.dumps(results, indent=2))
+    best = (
+        f"; best eval score {state.best_metric:.4f} at step {state.best_step}"
+        if state.best_metric is not None
+        else ""
+    )
+    seen = report.seen or f"{state.samples_seen:,} samples"
+    train_file = config["train_file"]
+    write_model_card(
+        output_dir,
+        task=report.pipeline_tag,
+        base_model=base_model_hub_id(report.base_model) if report.base_model else None,
+        datasets=[train_file] if not Path(train_file).exists() else None,
+        metrics={k: v for k, v in result.metrics.items() if k.startswith("eval/")},
+        hyperparameters={k: v for k, v in config.items() if k not in DATA_KEYS and v is not None},
+        data_summary=report.data_summary,
+        command=command,
+        curve_summary=(
+            f"{state.global_step} optimizer steps, {seen}, {result.train_seconds:.0f} s of training"
+            f"{best}{report.curve_note}."
+        ),
+        extra_sections=report.extra_sections,
+    )
+
+
+def finish_run(
+    accelerator,
+    run: Run,
+    result,
+    config: dict[str, Any],
+    save_model: Callable[[Path], object],
+    report: Callable[[], RunReport],
+) -> None:
     """The ending every recipe shares. A run that a stop request ended records it (its checkpoint is
-    saved). Otherwise the main process writes the outputs (``save``: the final model at the folder's root,
-    eval_results.json, the model card; a full disk there is one line naming what it wrote and the space
-    the model needs), logs the final evaluation and marks the run finished. Every process ends the
-    trackers."""
+    saved). Otherwise the main process saves the final model at the folder's root (``save_model``, so
+    from_pretrained(run folder) works), writes eval_results.json and the model card from ``report()``
+    (a full disk there is one line naming what it wrote and the space the model needs), logs the final
+    evaluation and marks the run finished. Every process ends the trackers."""
     if ended_by_stop(accelerator, result, run):
         return
     if accelerator.is_main_process:
         with saving(run, result.model):
-            save()
+            save_model(run.path)
+            write_report(run.path, result, config, run.command(), report())
         final = {k: v for k, v in result.metrics.items() if k.startswith("eval/")}
         logger.info("Final: %s", json.dumps({k: round(v, 4) for k, v in final.items()}))
         run.update_status(state="finished", stage="done", metrics=final)

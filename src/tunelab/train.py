@@ -5,7 +5,6 @@ folder, evaluation, best model, early stopping, atomic checkpoints, exact resume
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -13,7 +12,7 @@ import resource
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,17 @@ from accelerate.utils import set_seed
 from transformers import get_scheduler
 
 from .args import TrainingArguments
-from .errors import ConfigError, TrainingError, writing
+from .checkpoints import (
+    TrainState,
+    load_best_weights,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_best_model,
+    save_checkpoint,
+)
+from .errors import ConfigError, TrainingError
 from .hardware import detect_hardware, resolve_precision
-from .runs import CHECKPOINTS_DIR, EventWriter, Run, checkpoint_step, list_checkpoints
+from .runs import CHECKPOINTS_DIR, EventWriter, Run
 from .stopping import StopControl
 
 logger = logging.getLogger(__name__)
@@ -132,99 +139,6 @@ def build_optimizer(
 # ---------------------------------------------------------------------------------------------------
 # State, checkpoints, resume
 # ---------------------------------------------------------------------------------------------------
-@dataclass
-class TrainState:
-    """Everything besides tensors that exact resume needs; saved as trainer_state.json."""
-
-    global_step: int = 0
-    epoch: int = 0
-    batches_in_epoch: int = 0  # micro-batches of the current epoch already consumed
-    samples_seen: int = 0
-    tokens_seen: int = 0
-    best_metric: float | None = None
-    best_step: int | None = None
-    evals_without_improvement: int = 0
-    max_steps: int = 0
-    seed: int = 0
-    world_size: int = 1
-    per_device_train_batch_size: int = 0
-    gradient_accumulation_steps: int = 1
-    last_eval: dict[str, float] = field(default_factory=dict)
-    last_eval_step: int | None = None
-    # A stop arrived during the evaluation at global_step: the resumed run evaluates first.
-    pending_eval: bool = False
-
-
-def resolve_checkpoint(spec: str | None, output_dir: Path) -> Path | None:
-    """'latest' (newest complete checkpoint of output_dir, or None), a run folder, or a checkpoint folder."""
-    if not spec:
-        return None
-    if spec == "latest":
-        found = list_checkpoints(output_dir / CHECKPOINTS_DIR)
-        return found[-1] if found else None
-    path = Path(spec)
-    if (path / "trainer_state.json").exists():
-        return path
-    found = list_checkpoints(path / CHECKPOINTS_DIR)
-    if found:
-        return found[-1]
-    raise ConfigError(f"resume_from_checkpoint={spec!r}: no complete checkpoint there.")
-
-
-def save_checkpoint(accelerator: Accelerator, state: TrainState, output_dir: Path, keep: int) -> Path:
-    """save_state into a temporary sibling, renamed when complete: a kill mid-save leaves no checkpoint."""
-    root = output_dir / CHECKPOINTS_DIR
-    final = root / f"step-{state.global_step}"
-    tmp = root / f".tmp-step-{state.global_step}"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    previous = list_checkpoints(root)
-    # What it needs: as much as the last checkpoint, or weights plus two optimizer moments.
-    need = _folder_bytes(previous[-1]) if previous else 3 * sum(model_bytes(m) for m in accelerator._models)
-    try:
-        with writing(f"checkpoint {final.name}", root, need):
-            accelerator.save_state(str(tmp))
-            accelerator.wait_for_everyone()
-            if accelerator.is_main_process:
-                (tmp / "trainer_state.json").write_text(json.dumps(asdict(state), indent=2))
-                shutil.rmtree(final, ignore_errors=True)
-                os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # a full disk leaves no half checkpoint taking space
-        raise
-    if accelerator.is_main_process:
-        for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return final
-
-
-def load_checkpoint(
-    accelerator: Accelerator, checkpoint: Path, args: TrainingArguments, world_size: int
-) -> TrainState:
-    accelerator.load_state(str(checkpoint))
-    saved = json.loads((checkpoint / "trainer_state.json").read_text())
-    state = TrainState(**{k: v for k, v in saved.items() if k in TrainState.__dataclass_fields__})
-    now = {
-        "seed": args.seed,
-        "world_size": world_size,
-        "per_device_train_batch_size": args.per_device_train_batch_size,
-        "gradient_accumulation_steps": args.gradient_accumulation_steps,
-    }
-    for key, value in now.items():
-        if getattr(state, key) != value:
-            logger.warning(
-                "Resuming with %s=%s but the checkpoint was made with %s: the run will not "
-                "match an uninterrupted one exactly.",
-                key,
-                value,
-                getattr(state, key),
-            )
-    return state
-
-
 # ---------------------------------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------------------------------
@@ -670,7 +584,7 @@ class _Loop:
                 self.task.main_metric,
                 state.best_metric,
             )
-            if _load_weights(accelerator, model, self.best_dir):
+            if load_best_weights(accelerator, model, self.best_dir):
                 model.eval()
                 self.metrics = self.task.evaluate(model, self.eval_dataloader, True)
                 model.train()
@@ -691,37 +605,6 @@ class _EvaluationStopped(Exception):
     """A stop request arrived between evaluation batches."""
 
 
-def save_best_model(accelerator: Accelerator, model: torch.nn.Module, best_dir: Path) -> None:
-    """The best weights so far, replaced only once the new ones are complete (a full disk or a kill
-    mid-save keeps the previous best)."""
-    tmp = best_dir.with_name(f".tmp-{best_dir.name}")
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-    # Every rank enters save_model (it lists the folder), so the folder is cleared before any
-    # rank enters and renamed only once every rank is out.
-    accelerator.wait_for_everyone()
-    try:
-        with writing("the best model", best_dir.parent, model_bytes(model)):
-            accelerator.save_model(model, tmp, safe_serialization=True)
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            shutil.rmtree(best_dir, ignore_errors=True)
-            os.replace(tmp, best_dir)
-    except BaseException:
-        if accelerator.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    accelerator.wait_for_everyone()
-
-
-def model_bytes(model: torch.nn.Module) -> int:
-    return sum(p.numel() * p.element_size() for p in model.parameters())
-
-
-def _folder_bytes(folder: Path) -> int:
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-
-
 def _rng_state() -> tuple:
     return torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
 
@@ -730,24 +613,3 @@ def _set_rng_state(state: tuple) -> None:
     torch.set_rng_state(state[0])
     if state[1] is not None:
         torch.cuda.set_rng_state_all(state[1])
-
-
-def _load_weights(accelerator: Accelerator, model: torch.nn.Module, folder: Path) -> bool:
-    """Load the best model's weights; False (with a warning) when they are gone: the last weights stay."""
-    from safetensors.torch import load_file
-
-    files = sorted(folder.glob("*.safetensors"))  # accelerate's save_model logs a .bin name but writes these
-    if not files:
-        logger.warning("The best model's weights are missing from %s: keeping the last weights.", folder)
-        return False
-    state_dict: dict[str, torch.Tensor] = {}
-    for f in files:
-        state_dict.update(load_file(f))
-    missing, unexpected = accelerator.unwrap_model(model).load_state_dict(state_dict, strict=False)
-    if unexpected:
-        raise RuntimeError(f"best-model weights do not fit the model: unexpected {unexpected[:5]}")
-    return True
-
-
-def checkpoint_steps(output_dir: Path) -> list[int]:
-    return [checkpoint_step(p) for p in list_checkpoints(output_dir / CHECKPOINTS_DIR)]
