@@ -407,9 +407,9 @@ SETTINGS: tuple[Setting, ...] = (
         info="",
     ),
     Setting("save_total_limit", "int", "Checkpoints kept", "advanced", 2, tasks=ALL, minimum=1),
-    Setting("use_peft", "bool", "LoRA (peft)", "advanced", 2, tasks=("classification",)),
-    Setting("lora_r", "int", "LoRA r", "advanced", 2, tasks=("classification",), minimum=1),
-    Setting("lora_alpha", "int", "LoRA alpha", "advanced", 2, tasks=("classification",), minimum=1),
+    Setting("use_peft", "bool", "LoRA (peft)", "advanced", 5, tasks=("classification",)),
+    Setting("lora_r", "int", "LoRA r", "advanced", 5, tasks=("classification",), minimum=1),
+    Setting("lora_alpha", "int", "LoRA alpha", "advanced", 5, tasks=("classification",), minimum=1),
     Setting(
         "optimizer",
         "choice",
@@ -617,6 +617,10 @@ def widget(state: AppState, setting: Setting) -> gr.components.Component:
         "elem_id": setting.elem_id,
     }
     value = _at(state, setting.default_for())
+    if setting.kind in ("int", "float") and value is None:
+        # "blank: the model's own value": gradio's Number shows and sends 0 for None, which would be a
+        # setting (no dropout at all), so an optional number is a text box
+        return gr.Textbox("", placeholder="blank", **common)
     if setting.kind in ("int", "float"):
         precision = 0 if setting.kind == "int" else None
         limits = {"minimum": setting.minimum, "maximum": setting.maximum}

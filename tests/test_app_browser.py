@@ -234,6 +234,39 @@ def test_every_tab_works_in_a_real_browser(app_url, tmp_path):
     assert not errors, "\n".join(errors)
 
 
+def test_the_train_tabs_settings_follow_the_task_and_reach_the_config_preview(app_url, tmp_path):
+    """The widgets made from the settings table: a task brings its defaults, an Advanced setting reaches
+    config.yaml, the Slurm fields show for a Slurm run only."""
+    from playwright.sync_api import expect
+
+    errors: list[str] = []
+    with app_page(app_url, errors) as page:
+        open_tab(page, "Train")
+        config, command = page.locator("#train-yaml"), page.locator("#train-command")
+        expect(command).to_contain_text("bert_cls.py", timeout=30_000)
+        expect(config).to_contain_text("learning_rate: 5.0e-05")
+        expect(config).to_contain_text("hidden_dropout: null")  # blank: the model's own dropout, not 0
+        page.get_by_label("causal-lm", exact=True).check()
+        expect(command).to_contain_text("gpt2_clm.py")
+        expect(config).to_contain_text("learning_rate: 0.001")
+        expect(config).to_contain_text("max_train_steps: 200")
+        page.get_by_label("classification", exact=True).check()
+        expect(command).to_contain_text("bert_cls.py")
+        page.get_by_text("Advanced", exact=True).click()
+        smoothing = page.get_by_label("Label smoothing", exact=True)
+        smoothing.fill("0.1")
+        smoothing.press("Tab")
+        expect(config).to_contain_text("label_smoothing: 0.1")
+        page.get_by_role("textbox", name="Hidden dropout").fill("0.2")
+        page.get_by_role("textbox", name="Hidden dropout").press("Tab")
+        expect(config).to_contain_text("hidden_dropout: 0.2")
+        expect(page.get_by_label("Nodes", exact=True)).to_be_hidden()
+        page.get_by_label("Slurm cluster", exact=True).check()
+        expect(page.get_by_label("Nodes", exact=True)).to_be_visible()
+        page.screenshot(path=tmp_path / "train-settings.png", full_page=True)
+    assert not errors, "\n".join(errors)
+
+
 # ---- plots that always draw ------------------------------------------------------------------------
 
 MARKS_JS = """(id) => {
