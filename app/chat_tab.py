@@ -35,7 +35,7 @@ def said_in_one_line(pieces):
         raise UserError(clean_message(str(e))) from None
 
 
-def build(state: AppState) -> dict[str, Any]:
+def build(state: AppState) -> None:
     with gr.Tab("Chat", id="chat") as tab:
         gr.Markdown(
             "Talk to a causal LM you trained (or any local/Hub GPT-2 style model). A small model trained "
@@ -118,4 +118,3 @@ def build(state: AppState) -> dict[str, Any]:
             [run_id],
             api_name=False,
         )
-    return {"run_id": run_id}

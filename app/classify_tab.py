@@ -160,7 +160,7 @@ def yaml_config(run_dir: Path) -> dict[str, Any]:
     return Run(run_dir).config()
 
 
-def build(state: AppState) -> dict[str, Any]:
+def build(state: AppState) -> None:
     with gr.Tab("Classify", id="classify") as tab:
         with gr.Row():
             run_id = gr.Dropdown(
@@ -223,4 +223,3 @@ def build(state: AppState) -> dict[str, Any]:
             [run_id],
             api_name=False,
         )
-    return {"run_id": run_id}

@@ -78,7 +78,7 @@ def generate_both(state: AppState, a_id: str, b_id: str, prompt: str, max_new: i
     return outs[0], outs[1]
 
 
-def build(state: AppState) -> dict[str, Any]:
+def build(state: AppState) -> None:
     with gr.Tab("Compare", id="compare") as tab:
         with gr.Row():
             run_a = gr.Dropdown(
@@ -129,4 +129,3 @@ def build(state: AppState) -> dict[str, Any]:
             return gr.update(choices=choices), gr.update(choices=[*choices, BASE])
 
         tab.select(refresh, None, [run_a, run_b], api_name=False)
-    return {}

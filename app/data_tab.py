@@ -262,7 +262,7 @@ def _first_records(path: Path, n: int) -> list[dict[str, Any]]:
     return out
 
 
-def build(state: AppState) -> dict[str, Any]:
+def build(state: AppState) -> None:
     with gr.Tab("Data", id="data") as tab:
         gr.Markdown(
             "Upload a dataset or start from a sample that ships with TuneLab. The same checks as the "
@@ -365,4 +365,3 @@ def build(state: AppState) -> dict[str, Any]:
         ).then(**cleaning, api_name="cleaning_report")
         dataset.input(do_select, [dataset], outputs, api_name=False).then(**cleaning, api_name=False)
         tab.select(lambda: gr.update(choices=state.datasets()), None, [dataset], api_name=False)
-    return {"dataset": dataset}

@@ -7,7 +7,6 @@ never shown back, and the field is cleared after every attempt.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import gradio as gr
 
@@ -39,7 +38,7 @@ def push(state: AppState, run_id: str, repo_id: str, private: bool, token: str) 
     return f"✓ Pushed **{run.id}** to [{repo_id}]({url}) ({visibility}).", ""
 
 
-def build(state: AppState) -> dict[str, Any]:
+def build(state: AppState) -> None:
     with gr.Tab("Hub", id="hub") as tab:
         gr.Markdown(
             "Push a finished run's model files (weights, config, tokenizer, model card) to the Hugging "
@@ -69,4 +68,3 @@ def build(state: AppState) -> dict[str, Any]:
         tab.select(
             lambda: gr.update(choices=state.run_choices(with_model=True)), None, [run_id], api_name=False
         )
-    return {}

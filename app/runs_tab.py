@@ -470,7 +470,7 @@ def settle_message(state: AppState, rid, message):
     return "" if ended and "stopping" in (message or "") else gr.skip()
 
 
-def build(state: AppState) -> dict[str, Any]:
+def build(state: AppState) -> None:
     with gr.Tab("Runs", id="runs") as tab:
         timer = gr.Timer(REFRESH_S)
         with gr.Row():
@@ -570,7 +570,6 @@ def build(state: AppState) -> dict[str, Any]:
 
         gr.api(run_status, api_name="run_status")
         gr.api(list_runs, api_name="list_runs")
-    return {"run_id": run_id}
 
 
 def _export_section(state: AppState, run_id: gr.Dropdown) -> None:
