@@ -18,6 +18,7 @@ import pandas as pd
 from tunelab.errors import TuneLabError, writing
 from tunelab.infer import Classifier
 from tunelab.predictions import prediction_table, read_texts, remove_older_than, write_predictions
+from tunelab.runs import TEST_PREDICTIONS
 
 from .loaded import load, model_spec
 from .state import AppState, UserError, clean_message
@@ -66,12 +67,16 @@ def classify_file(
     return str(out)
 
 
-def confusion_table(run_dir: Path) -> pd.DataFrame:
+def confusion_table(run_dir: Path, split: str = "validation") -> pd.DataFrame | None:
+    """The run's confusion matrix on its validation split, or on its test file (None: no test file)."""
     try:
         report = json.loads((run_dir / "eval_results.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError):
-        return pd.DataFrame({"": ["no eval_results.json in this run"]})
-    labels, matrix = report.get("labels") or [], report.get("confusion_matrix") or []
+        return None if split == "test" else pd.DataFrame({"": ["no eval_results.json in this run"]})
+    key = "test/confusion_matrix" if split == "test" else "confusion_matrix"
+    if split == "test" and key not in report:
+        return None
+    labels, matrix = report.get("labels") or [], report.get(key) or []
     rows = [
         {"true \\ predicted": label, **{p: int(v) for p, v in zip(labels, row, strict=False)}}
         for label, row in zip(labels, matrix, strict=False)
@@ -183,8 +188,8 @@ def build(state: AppState) -> None:
                 )
                 file_btn = gr.Button("Classify the file")
                 predictions = gr.File(label="Predictions (csv)", interactive=False)
-        with gr.Accordion("Validation report of the run", open=False):
-            report_btn = gr.Button("Show confusion matrix and confident mistakes")
+        with gr.Accordion("Validation and test reports of the run", open=False):
+            report_btn = gr.Button("Show confusion matrices and confident mistakes")
             confusion = gr.Dataframe(
                 headers=["true \\ predicted"], label="Confusion matrix (validation)", interactive=False
             )
@@ -194,6 +199,11 @@ def build(state: AppState) -> None:
                 interactive=False,
                 wrap=True,
             )
+            test_scores = gr.Markdown(visible=False, elem_id="classify-test-scores")
+            test_confusion = gr.Dataframe(
+                label="Confusion matrix (test file)", interactive=False, visible=False
+            )
+            test_file = gr.File(label="Test predictions (csv)", interactive=False, visible=False)
 
         def classify(rid, path, value):
             if not (value or "").strip():
@@ -216,7 +226,30 @@ def build(state: AppState) -> None:
         classify_btn.click(classify, [run_id, model_path, text], [label], api_name="classify")
         text.submit(classify, [run_id, model_path, text], [label], api_name=False)
         file_btn.click(do_file, [run_id, model_path, texts_file], [predictions], api_name="classify_file")
-        report_btn.click(report, [run_id], [confusion, mistakes], api_name="validation_report")
+
+        def test_report(rid):
+            """The final model's scores on the run's test file, its confusion matrix and predictions."""
+            run = state.run((rid or "").partition("/")[0])
+            table = confusion_table(run.path, "test")
+            if table is None:
+                hidden = gr.update(visible=False)
+                return gr.update(value="This run had no test file.", visible=True), hidden, hidden
+            metrics = run.status().get("metrics") or {}
+            scores = ", ".join(
+                f"{k.removeprefix('test/')} {v:.4g}" for k, v in metrics.items() if k.startswith("test/")
+            )
+            predictions = run.path / TEST_PREDICTIONS
+            return (
+                gr.update(value=f"**Test file**: {scores}", visible=True),
+                gr.update(value=table, visible=True),
+                gr.update(
+                    value=str(predictions) if predictions.is_file() else None, visible=predictions.is_file()
+                ),
+            )
+
+        report_btn.click(report, [run_id], [confusion, mistakes], api_name="validation_report").then(
+            test_report, [run_id], [test_scores, test_confusion, test_file], api_name="test_report"
+        )
         tab.select(
             lambda: gr.update(choices=state.model_choices("classification")),
             None,

@@ -183,15 +183,15 @@ def describe(run: Run) -> str:
     if status.get("reason") and state in ("failed", "stopped"):
         lines.append(f"**Why:** {user_message(status['reason'])}")
         lines.append(f"**What to try:** {failure_advice(status['reason'])}")
-    if status.get("metrics"):
-        lines.append(
-            "Final: "
-            + ", ".join(
-                f"{k.removeprefix('eval/')} {v:.4g}"
-                for k, v in status["metrics"].items()
-                if isinstance(v, (int, float))
-            )
-        )
+    metrics = status.get("metrics") or {}
+    for split, title in (("eval", "Final"), ("test", "Test file")):
+        scores = [
+            f"{key.partition('/')[2]} {value:.4g}"
+            for key, value in metrics.items()
+            if key.startswith(f"{split}/") and isinstance(value, (int, float))
+        ]
+        if scores:
+            lines.append(f"{title}: " + ", ".join(scores))
     checkpoints = run.checkpoints()
     if checkpoints:
         lines.append(f"Checkpoints: {', '.join(c.name for c in checkpoints)}")

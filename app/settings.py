@@ -14,7 +14,7 @@ from typing import Any
 
 import gradio as gr
 
-from tunelab.args import EMBEDDED_ENCODER, MIXED_PRECISION, MODEL_SIZES, OPTIMIZERS, SCHEDULERS
+from tunelab.args import MIXED_PRECISION, MODEL_SIZES, OPTIMIZERS, SCHEDULERS
 from tunelab.data.augment import METHODS as AUGMENT_METHODS
 from tunelab.data.clean import DUPLICATE_MODES
 from tunelab.errors import TuneLabError
@@ -26,7 +26,6 @@ from .state import COLUMN_FIELDS, AppState, UserError, clean_message
 
 TASKS = tuple(t.app_name for t in REGISTRY.values())  # classification, causal-lm, masked-lm, distillation
 CLASSIFIER_TASKS = ("classification", "distillation")  # labeled data, a classifier comes out
-ENCODER_TASKS = ("classification", "masked-lm")  # the base is an encoder (the embedded MiniLM by default)
 BASE_KINDS = ("default", "finished run", "local folder", "Hub id")
 TARGET_CHOICES = (("This machine", "local"), ("Slurm cluster", "slurm"))
 FROM_RECIPE = object()  # a default taken from the recipe's argument dataclass
@@ -128,35 +127,9 @@ def _dataset(state: AppState, s: dict[str, Any]) -> str:
     return str(state.dataset_path(s["dataset"]))
 
 
-def _unlabeled(state: AppState, s: dict[str, Any]) -> str | None:
-    name = str(s["unlabeled_dataset"] or "").strip()
+def _dataset_or_none(state: AppState, name: str | None) -> str | None:
+    name = str(name or "").strip()
     return str(state.dataset_path(name)) if name else None
-
-
-def base_model(state: AppState, s: dict[str, Any]) -> str | None:
-    """The model a run starts from (a distillation's teacher): Base model's kind, run or path."""
-    kind = s.get("base_kind") or "default"
-    if kind == "default" and s["task"] == "distillation":
-        raise UserError(
-            "Distillation needs a teacher: set Base model to 'finished run' and pick a classification run "
-            "(or give a fine-tuned classifier's folder or Hub id)."
-        )
-    if kind == "default":
-        return EMBEDDED_ENCODER if s["task"] in ENCODER_TASKS else None
-    if kind == "finished run":
-        run = state.run(s.get("base_run"))
-        if not run.has_model():
-            raise UserError(f"Run {run.id} has no final model (it is {run.state}); pick a finished run.")
-        return str(run.path)
-    value = str(s.get("base_path") or "").strip()
-    if not value:
-        raise UserError(f"Enter the {kind} of the base model.")
-    if kind == "local folder":
-        path = Path(value).expanduser()
-        if not (path / "config.json").is_file():
-            raise UserError("That folder holds no model (config.json is missing).")
-        return str(path.resolve())
-    return value
 
 
 ALL = TASKS
@@ -192,6 +165,18 @@ SETTINGS: tuple[Setting, ...] = (
         elem_id="train-dataset",
     ),
     Setting(
+        "test_dataset",
+        "choice",
+        "Test set (optional)",
+        "main",
+        tasks=("classification",),
+        arguments={"classification": ("test_file",)},
+        resolve=lambda state, s: _dataset_or_none(state, s["test_dataset"]),
+        choices=lambda state: ["", *state.datasets()],
+        default="",
+        info="scored by the final model after training: test/* metrics and every prediction",
+    ),
+    Setting(
         "base_kind",
         "radio",
         "Base model",
@@ -204,7 +189,7 @@ SETTINGS: tuple[Setting, ...] = (
             "masked-lm": ("model_name_or_path",),
             "distillation": ("teacher_name_or_path",),
         },
-        resolve=base_model,
+        resolve=lambda state, s: state.base_model(s["task"], s["base_kind"], s["base_run"], s["base_path"]),
         choices=BASE_KINDS,
         default="default",
         info="default: the embedded MiniLM (classification, masked-lm) or a new GPT-2 (causal-lm)",
@@ -561,7 +546,7 @@ SETTINGS: tuple[Setting, ...] = (
         "distillation",
         tasks=("distillation",),
         arguments={"distillation": ("unlabeled_file",)},
-        resolve=_unlabeled,
+        resolve=lambda state, s: _dataset_or_none(state, s["unlabeled_dataset"]),
         choices=lambda state: ["", *state.datasets()],
         default="",
         info="a dataset whose texts the teacher labels (its labels are not used)",

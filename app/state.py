@@ -11,6 +11,7 @@ from typing import Any
 
 import gradio as gr
 
+from tunelab.args import EMBEDDED_ENCODER
 from tunelab.hardware import Hardware, detect_hardware
 from tunelab.runs import Run, list_runs
 from tunelab.tasks import TASKS
@@ -93,6 +94,32 @@ class AppState:
         if not RUN_ID_RE.match(export) or ".." in export or not (folder / EXPORT_MARKER).is_file():
             raise UserError(f"{run.id} has no export named {export!r}.")
         return folder
+
+    def base_model(self, task: str, kind: str | None, run_id: str | None, path: str | None) -> str | None:
+        """The model a new ``task`` run starts from (a distillation's teacher): the Train tab's Base model
+        choice of ``kind`` (default, finished run, local folder, Hub id) with its run or path."""
+        kind = kind or "default"
+        if kind == "default" and task == "distillation":
+            raise UserError(
+                "Distillation needs a teacher: set Base model to 'finished run' and pick a classification "
+                "run (or give a fine-tuned classifier's folder or Hub id)."
+            )
+        if kind == "default":  # the embedded MiniLM for the encoder tasks, a new GPT-2 for causal-lm
+            return EMBEDDED_ENCODER if task in ("classification", "masked-lm") else None
+        if kind == "finished run":
+            run = self.run(run_id)
+            if not run.has_model():
+                raise UserError(f"Run {run.id} has no final model (it is {run.state}); pick a finished run.")
+            return str(run.path)
+        value = str(path or "").strip()
+        if not value:
+            raise UserError(f"Enter the {kind} of the base model.")
+        if kind == "local folder":
+            folder = Path(value).expanduser()
+            if not (folder / "config.json").is_file():
+                raise UserError("That folder holds no model (config.json is missing).")
+            return str(folder.resolve())
+        return value
 
     # ---- data ----------------------------------------------------------------------------------
     def dataset_path(self, name: str | None) -> Path:

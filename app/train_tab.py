@@ -383,6 +383,7 @@ def build(state: AppState) -> None:
                 gr.update(choices=state.datasets(), **({"value": name} if new else {})),
                 gr.update(choices=state.run_choices(with_model=True)),
                 gr.update(choices=["", *state.datasets()]),
+                gr.update(choices=["", *state.datasets()]),
                 *(follow(name) if new else (gr.update(),) * len(follow_boxes)),
             )
 
@@ -402,7 +403,10 @@ def build(state: AppState) -> None:
                 return gr.skip()  # Check data says what is wrong
 
         tab.select(
-            on_select, [dataset], [dataset, base_run, w["unlabeled_dataset"], *follow_boxes], api_name=False
+            on_select,
+            [dataset],
+            [dataset, base_run, w["unlabeled_dataset"], w["test_dataset"], *follow_boxes],
+            api_name=False,
         ).then(**preview_event).then(
             auto_estimate, inputs, [estimate_md], api_name=False, concurrency_limit=1, show_progress="minimal"
         ).then(**preview_event)

@@ -90,7 +90,10 @@ def main() -> None:
                 data_args.max_length,
             )
 
-        from tunelab.metrics import evaluate_classifier  # imports `evaluate` (~slow): only after preflight
+        from tunelab.metrics import (  # imports `evaluate` (~slow): only after preflight
+            evaluate_classifier,
+            evaluate_test_set,
+        )
 
         model = load_classifier(data_args.model_name_or_path, data.labels, data_args.dropout_overrides())
         logger.info("Model: %s (%s parameters)", data_args.model_name_or_path, f"{count_parameters(model):,}")
@@ -138,10 +141,26 @@ def main() -> None:
                 data_summary={
                     "train": f"{len(data.train)} examples from {data_args.train_file}",
                     "validation": f"{len(data.validation)} examples ({data.validation_source})",
+                    **(
+                        {"test": f"{len(data.test)} examples ({data_args.test_file})"}
+                        if data.test is not None
+                        else {}
+                    ),
                     "labels": ", ".join(f"{i}: {name}" for i, name in enumerate(data.labels)),
                     **({"cleaning and augmentation": "; ".join(data_lines)} if data_lines else {}),
                 },
                 results={"labels": data.labels},
+            ),
+            test=None
+            if data.test is None
+            else lambda: evaluate_test_set(
+                accelerator,
+                result.model,
+                tokenizer,
+                data,
+                data_args.max_length,
+                train_args.per_device_eval_batch_size,
+                output_dir,
             ),
         )
 

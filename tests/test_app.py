@@ -321,7 +321,13 @@ def test_two_sessions_classifying_at_once_get_their_own_prediction_files(app_ser
 @pytest.mark.slow
 def test_train_classifier_then_classify_and_report(app_server, uploaded, tiny_bert, tmp_path):
     client = app_server["client"]
-    run_id = submit(client, **tiny_cls_settings(uploaded, tiny_bert))
+    from gradio_client import handle_file
+
+    held_out = tmp_path / "held out.csv"
+    with held_out.open("w", newline="") as f:
+        csv.writer(f).writerows([("text", "label"), *sentiment_rows(30, seed=9)])
+    test_set = client.predict(handle_file(str(held_out)), api_name="/upload_dataset")[0]["value"]
+    run_id = submit(client, **tiny_cls_settings(uploaded, tiny_bert, test_dataset=test_set))
     run_dir = app_server["runs"] / run_id
     assert (run_dir / "config.yaml").exists() and (run_dir / "command.txt").exists()
     status = wait_for(client, run_id, ("finished",))
@@ -330,8 +336,6 @@ def test_train_classifier_then_classify_and_report(app_server, uploaded, tiny_be
     assert {c["label"] for c in label["confidences"]} == {"neg", "pos"}
     texts = tmp_path / "texts.txt"
     texts.write_text("the plot is dull\nthe cast is brilliant\n")
-    from gradio_client import handle_file
-
     out = client.predict(run_id, "", handle_file(str(texts)), api_name="/classify_file")
     with open(out) as f:
         rows = list(csv.DictReader(f))
@@ -344,6 +348,14 @@ def test_train_classifier_then_classify_and_report(app_server, uploaded, tiny_be
     written = cache.stat().st_mtime_ns
     assert client.predict(run_id, api_name="/validation_report") == (confusion, mistakes)
     assert cache.stat().st_mtime_ns == written  # the second report is read back, not recomputed
+    # the test set the run was given: its scores, confusion matrix and every prediction
+    scores, test_confusion, predictions = (
+        u["value"] for u in client.predict(run_id, api_name="/test_report")
+    )
+    assert f"accuracy {status['metrics']['test/accuracy']:.4g}" in scores
+    assert sum(sum(row[1:]) for row in test_confusion["data"]) == 30
+    with open(predictions) as f:
+        assert [(r["text"], r["gold"]) for r in csv.DictReader(f)] == sentiment_rows(30, seed=9)
     runs = client.predict(api_name="/list_runs")
     assert any(r["id"] == run_id and r["state"] == "finished" for r in runs)
     # continue for one more epoch from the finished model: a new run that starts from this one

@@ -37,7 +37,7 @@ def base_settings(state: AppState, task: str) -> dict:
 
 def another_value(state: AppState, setting, current) -> tuple[dict, object]:
     """(settings that change ``setting``, the recipe argument's expected value)."""
-    if setting.name in ("dataset", "unlabeled_dataset"):
+    if setting.name in ("dataset", "unlabeled_dataset", "test_dataset"):
         return {setting.name: "other.csv"}, str(state.data_dir / "other.csv")
     if setting.name == "base_kind":
         return {"base_kind": "Hub id", "base_path": HUB_ID}, HUB_ID

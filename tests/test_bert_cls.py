@@ -90,6 +90,66 @@ def test_two_process_ddp_run_on_cpu(tmp_path, tiny_bert, sentiment_csv):
     assert "--multi_gpu --num_processes 2" in Run(out).command()
 
 
+def test_a_test_file_is_scored_by_the_final_model_and_every_prediction_written(
+    tmp_path, tiny_bert, sentiment_csv
+):
+    """Two processes (DDP shares the test batches out and pads the last one): test/accuracy in
+    eval_results.json is what test_predictions.csv says, row for row in the file's order, and each row's
+    probabilities are the saved model's own for that row's text."""
+    import csv
+
+    import torch
+    from conftest import sentiment_rows
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    # 41 rows (DDP pads the last batch), lengths varied so that shortest-first batching reorders them
+    test_rows = [(text + " really" * (i % 4), label) for i, (text, label) in enumerate(sentiment_rows(41, 5))]
+    test_file = tmp_path / "test.csv"
+    with test_file.open("w", newline="") as f:
+        csv.writer(f).writerows([("text", "label"), *test_rows])
+    out = tmp_path / "run"
+    launch(
+        "bert_cls.py",
+        "--model_name_or_path",
+        str(tiny_bert),
+        "--train_file",
+        str(sentiment_csv),
+        "--test_file",
+        str(test_file),
+        "--num_train_epochs",
+        "4",
+        "--per_device_eval_batch_size",
+        "4",
+        "--mixed_precision",
+        "no",
+        "--output_dir",
+        str(out),
+        *COMMON,
+        processes=2,
+    )
+    results = json.loads((out / "eval_results.json").read_text())
+    with (out / "test_predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["text"], r["gold"]) for r in rows] == test_rows
+    right = sum(r["gold"] == r["predicted"] for r in rows)
+    assert results["test/accuracy"] == pytest.approx(right / len(rows))
+    assert sum(map(sum, results["test/confusion_matrix"])) == 41
+    assert set(results["test/per_class"]) == {"neg", "pos"}
+    assert results["test/accuracy"] >= 0.8, results  # the phrases are separable: the final model gets them
+    model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    with torch.no_grad():
+        for row in rows:
+            probs = model(**tokenizer(row["text"], return_tensors="pt")).logits.softmax(-1)[0]
+            assert float(row["prob_pos"]) == pytest.approx(
+                probs[model.config.label2id["pos"]].item(), abs=1e-4
+            )
+            assert row["predicted"] == model.config.id2label[int(probs.argmax())]
+    assert Run(out).status()["metrics"]["test/accuracy"] == results["test/accuracy"]
+    card = (out / "README.md").read_text()
+    assert "| metric | validation | test |" in card and "validation and test splits" in card
+
+
 @pytest.mark.slow
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path, tiny_bert, sentiment_csv):
     args = [

@@ -272,7 +272,11 @@ def test_model_card_body_reports_the_run_and_hides_tokens(run_dir):
     assert "## Framework versions" in text and "- transformers " in text and "- tunelab " in text
     assert "## Intended use and limitations" in text and "## Notes\n\nTrained by a test." in text
     assert "accelerate launch recipes/bert_cls.py --learning_rate 5e-5 --hub_token ***" in text
-    assert "| eval/accuracy | 0.8125 |" in text and "| train rows | 4000 |" in text
+    assert (
+        "| metric | validation |" in text
+        and "| accuracy | 0.8125 |" in text
+        and "| train rows | 4000 |" in text
+    )
     assert TOKEN not in text
 
 

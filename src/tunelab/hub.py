@@ -122,21 +122,38 @@ def is_hub_id(name: str) -> bool:
 def eval_results(
     task: str, model_name: str, datasets: list[str], metrics: dict[str, float]
 ) -> list[EvalResult]:
-    """One ``model-index`` entry per final eval metric ("eval/f1" -> type "f1")."""
+    """One ``model-index`` entry per final metric of each split ("eval/f1" -> f1 on validation,
+    "test/f1" -> f1 on test)."""
     dataset = datasets[0] if datasets else "custom"
     return [
         EvalResult(
             task_type=task,
             dataset_type=dataset,
             dataset_name=dataset,
-            dataset_split="validation",
-            metric_type=key.removeprefix("eval/"),
-            metric_name=key.removeprefix("eval/"),
+            dataset_split=SPLITS[prefix],
+            metric_type=name,
+            metric_name=name,
             metric_value=round(float(value), 6),
         )
         for key, value in metrics.items()
-        if key.startswith("eval/") and isinstance(value, (int, float))
+        for prefix, _, name in [key.partition("/")]
+        if prefix in SPLITS and isinstance(value, (int, float))
     ]
+
+
+SPLITS = {"eval": "validation", "test": "test"}  # metric key prefix -> the split it was measured on
+
+
+def results_table(metrics: dict[str, float]) -> str:
+    """A metric a row, a split (validation, test) a column."""
+    names = list(dict.fromkeys(k.partition("/")[2] for k in metrics if k.partition("/")[0] in SPLITS))
+    splits = [p for p in SPLITS if any(k.startswith(p + "/") for k in metrics)]
+    if not names:
+        return ""
+    cell = lambda key: f"{metrics[key]:.4f}" if key in metrics else ""  # noqa: E731
+    lines = ["| metric | " + " | ".join(SPLITS[p] for p in splits) + " |", "|---" * (len(splits) + 1) + "|"]
+    lines += [f"| {n} | " + " | ".join(cell(f"{p}/{n}") for p in splits) + " |" for n in names]
+    return "\n".join(lines)
 
 
 def model_card_body(
@@ -152,22 +169,20 @@ def model_card_body(
 ) -> str:
     """The Markdown below the metadata: what was trained, on what, how to reproduce it."""
     base = hub_base_model(base_model) or base_model
+    tested = [SPLITS[p] for p in SPLITS if any(k.startswith(p + "/") for k in metrics)] or ["validation"]
     origin = f"a fine-tuned version of `{base}`" if base else "trained from scratch"
     sections = [
         f"# {title}\n\nThis model is {origin}, trained with TuneLab (Hugging Face transformers + accelerate).",
         "## Training data\n\n" + markdown_table(data_summary, ("item", "value")),
         "## Hyperparameters\n\n" + markdown_table(redact_mapping(hyperparameters), ("name", "value")),
-        "## Evaluation results\n\n"
-        + (
-            markdown_table({k: f"{v:.4f}" for k, v in metrics.items()}, ("metric", "value"))
-            or "Not evaluated."
-        ),
+        "## Evaluation results\n\n" + (results_table(metrics) or "Not evaluated."),
         "## Training curve\n\n" + (curve_summary or "Not recorded."),
         f"## How to reproduce\n\n```bash\n{redact(command)}\n```",
         "## Framework versions\n\n" + "\n".join(f"- {name} {package_version(name)}" for name in FRAMEWORKS),
         "## Intended use and limitations\n\n"
         "Trained for research and prototyping on the data above; it inherits that data's biases and "
-        "has only been evaluated on its validation split. Check it on your own data before relying on it.",
+        f"has only been evaluated on its {' and '.join(tested)} split{'s' if len(tested) > 1 else ''}. "
+        "Check it on your own data before relying on it.",
     ]
     sections += [f"## {heading}\n\n{text}" for heading, text in (extra_sections or {}).items()]
     return "\n\n".join(sections) + "\n"

@@ -55,27 +55,94 @@ def classification_metrics(experiment_id: str = "tunelab") -> ClassificationMetr
     return ClassificationMetrics(experiment_id=experiment_id)
 
 
-def evaluate_classifier(accelerator, model, dataloader, labels: list[str], detailed: bool = False) -> dict:
-    """Loss and classification metrics over a (prepared) dataloader; every process gets the result."""
+def classifier_outputs(accelerator, model, dataloader):
+    """(logits as float32, labels) of every example of a (prepared) dataloader, in its order, on every
+    process; the summed cross-entropy comes with them."""
     import torch
 
-    metric = classification_metrics(experiment_id=f"tunelab-{accelerator.process_index}")
     loss_sum = torch.zeros((), device=accelerator.device, dtype=torch.float64)
-    count = torch.zeros((), device=accelerator.device, dtype=torch.float64)
-    predictions, references = [], []
+    logits_all, references = [], []
     with torch.no_grad():
         for batch in dataloader:
             out = model(**batch)
             # gather_for_metrics drops the duplicates DDP adds to fill the last batch.
-            logits, refs = accelerator.gather_for_metrics((out.logits, batch["labels"]))
-            loss_sum += torch.nn.functional.cross_entropy(logits.float(), refs, reduction="sum").double()
-            count += len(refs)
-            predictions.append(logits.argmax(-1).cpu())
+            logits, refs = accelerator.gather_for_metrics((out.logits.float(), batch["labels"]))
+            loss_sum += torch.nn.functional.cross_entropy(logits, refs, reduction="sum").double()
+            logits_all.append(logits.cpu())
             references.append(refs.cpu())
-    preds = torch.cat(predictions).tolist()
-    refs = torch.cat(references).tolist()
-    scores = metric.compute(predictions=preds, references=refs, labels=labels, detailed=detailed)
-    out = {"eval/loss": float(loss_sum / count)}
+    logits, refs = torch.cat(logits_all), torch.cat(references)
+    return logits, refs, float(loss_sum / max(len(refs), 1))
+
+
+def classification_scores(
+    logits, refs, loss: float, labels: list[str], detailed: bool, split: str, process: int = 0
+) -> dict:
+    """Loss, accuracy and macro precision/recall/F1 under ``split/`` keys (eval/accuracy, test/f1, ...);
+    with ``detailed`` the per-class report and confusion matrix too (per_class, confusion_matrix for
+    the validation split, test/per_class, test/confusion_matrix for the test split)."""
+    # evaluate keeps a cache file per experiment: one per process, or DDP ranks would share it
+    metric = classification_metrics(experiment_id=f"tunelab-{split}-{process}")
+    scores = metric.compute(
+        predictions=logits.argmax(-1).tolist(), references=refs.tolist(), labels=labels, detailed=detailed
+    )
+    out = {f"{split}/loss": loss}
     for key, value in scores.items():
-        out[key if key in ("per_class", "confusion_matrix") else f"eval/{key}"] = value
+        detail = key in ("per_class", "confusion_matrix")
+        out[key if detail and split == "eval" else f"{split}/{key}"] = value
     return out
+
+
+def evaluate_classifier(accelerator, model, dataloader, labels: list[str], detailed: bool = False) -> dict:
+    """Loss and classification metrics over a (prepared) dataloader; every process gets the result."""
+    logits, refs, loss = classifier_outputs(accelerator, model, dataloader)
+    return classification_scores(logits, refs, loss, labels, detailed, "eval", accelerator.process_index)
+
+
+def evaluate_test_set(
+    accelerator, model, tokenizer, data, max_length: int, batch_size: int, output_dir
+) -> dict:
+    """The final model's scores on ``data.test`` (test/accuracy, test/f1, test/per_class, ...), and from
+    the main process ``test_predictions.csv``: each test text with its gold label, the predicted one and
+    every label's probability, in the file's order."""
+    from pathlib import Path
+
+    import numpy as np
+    from torch.utils.data import DataLoader
+    from transformers import DataCollatorWithPadding
+
+    from .data.classification import tokenize_classification
+    from .predictions import write_predictions
+    from .runs import TEST_PREDICTIONS
+
+    encoded, _ = tokenize_classification(data.test, tokenizer, max_length, desc="Tokenizing test")
+    # shortest first (little padding); ``order`` maps the answers back to the file's rows
+    order = np.argsort(np.asarray(encoded["length"]), kind="stable")
+    columns = [
+        c for c in ("input_ids", "attention_mask", "token_type_ids", "label") if c in encoded.column_names
+    ]
+    on_gpu = accelerator.device.type == "cuda"
+    loader = DataLoader(
+        encoded.select(order).with_format(columns=columns),
+        batch_size=batch_size,
+        collate_fn=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if on_gpu else None),
+    )
+    model.eval()
+    logits, refs, loss = classifier_outputs(accelerator, model, accelerator.prepare(loader))
+    if len(refs) != len(order):
+        raise RuntimeError(f"test set: {len(refs)} answers for {len(order)} examples")
+    scores = classification_scores(logits, refs, loss, data.labels, True, "test", accelerator.process_index)
+    if accelerator.is_main_process:
+        probabilities = np.empty((len(order), len(data.labels)))
+        probabilities[order] = logits.softmax(-1).numpy()
+        texts = data.test["text"]
+        pairs = data.test["text_pair"] if "text_pair" in data.test.column_names else None
+        rows = []
+        for i, (gold, probs) in enumerate(zip(data.test["label"], probabilities, strict=True)):
+            row = {"text": texts[i], **({"text_pair": pairs[i]} if pairs else {})}
+            row |= {"gold": data.labels[gold], "predicted": data.labels[int(probs.argmax())]}
+            rows.append(
+                row
+                | {f"prob_{label}": round(float(p), 6) for label, p in zip(data.labels, probs, strict=True)}
+            )
+        write_predictions(Path(output_dir) / TEST_PREDICTIONS, rows, list(rows[0]) if rows else ["text"])
+    return scores

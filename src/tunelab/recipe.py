@@ -227,7 +227,7 @@ def write_report(output_dir: Path, result, config: dict[str, Any], command: str,
         task=report.pipeline_tag,
         base_model=base_model_hub_id(report.base_model) if report.base_model else None,
         datasets=[train_file] if not Path(train_file).exists() else None,
-        metrics={k: v for k, v in result.metrics.items() if k.startswith("eval/")},
+        metrics={k: v for k, v in result.metrics.items() if k.startswith(("eval/", "test/")) and _number(v)},
         hyperparameters={k: v for k, v in config.items() if k not in DATA_KEYS and v is not None},
         data_summary=report.data_summary,
         command=command,
@@ -246,19 +246,31 @@ def finish_run(
     config: dict[str, Any],
     save_model: Callable[[Path], object],
     report: Callable[[], RunReport],
+    test: Callable[[], dict[str, Any]] | None = None,
 ) -> None:
     """The ending every recipe shares. A run that a stop request ended records it (its checkpoint is
-    saved). Otherwise the main process saves the final model at the folder's root (``save_model``, so
+    saved). Otherwise every process scores the test set when there is one (``test``: test/* metrics, and
+    its predictions file), then the main process saves the final model at the folder's root (``save_model``, so
     from_pretrained(run folder) works), writes eval_results.json and the model card from ``report()``
     (a full disk there is one line naming what it wrote and the space the model needs), logs the final
     evaluation and marks the run finished. Every process ends the trackers."""
     if ended_by_stop(accelerator, result, run):
         return
+    if test is not None:  # every process: the test batches are shared out like the validation ones
+        if accelerator.is_main_process:
+            run.update_status(stage="testing")
+        result.metrics.update(test())
+        scores = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("test/") and _number(v)}
+        logger.info("Test set: %s", json.dumps(scores))
     if accelerator.is_main_process:
         with saving(run, result.model):
             save_model(run.path)
             write_report(run.path, result, config, run.command(), report())
-        final = {k: v for k, v in result.metrics.items() if k.startswith("eval/")}
+        final = {k: v for k, v in result.metrics.items() if k.startswith(("eval/", "test/")) and _number(v)}
         logger.info("Final: %s", json.dumps({k: round(v, 4) for k, v in final.items()}))
         run.update_status(state="finished", stage="done", metrics=final)
     accelerator.end_training()
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

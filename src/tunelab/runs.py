@@ -30,6 +30,9 @@ Layout of ``runs/<run-id>/``::
     checkpoints/best/       the best model so far (load_best_model_at_end); kept until the run finishes
     config.json, model.safetensors, tokenizer files, README.md
                     the final model at the folder's root, so from_pretrained(run_dir) works
+    eval_results.json   the final model's metrics: eval/* on validation, test/* on the test file
+    test_predictions.csv   with a test file: each test row's text, gold and predicted label and every
+                    label's probability (classification), in the file's order
 
 A sweep's own folder ``runs/<sweep-id>/`` (sweep.json, no status.json) is not a run: see tunelab.sweep.
 """
@@ -60,6 +63,7 @@ COMMAND_FILE = "command.txt"
 LAUNCH_FILE = "launch.json"
 STOP_FILE = "stop.json"
 LOG_FILE = "train.log"
+TEST_PREDICTIONS = "test_predictions.csv"
 PROCESS_LOG = "process.log"
 CHECKPOINTS_DIR = "checkpoints"
 _LOCK_FILE = ".status.lock"
