@@ -27,6 +27,7 @@ from tunelab.lm import (
     build_gpt2,
     cached_bpe_tokenizer,
     evaluate_causal_lm,
+    evaluate_test_blocks,
     flops_per_token,
     generate_samples,
     generation_config,
@@ -66,7 +67,11 @@ def main() -> None:
         # Data: every file check runs before a tokenizer or a model is built, so bad input fails in seconds.
         with accelerator.main_process_first():
             docs = load_lm_documents(
-                lm_args.train_file, lm_args.validation_file, lm_args.text_column, lm_args.dataset_config_name
+                lm_args.train_file,
+                lm_args.validation_file,
+                lm_args.text_column,
+                lm_args.dataset_config_name,
+                lm_args.test_file,
             )
         if main_process:
             run.update_status(stage="tokenizing")
@@ -168,6 +173,11 @@ def main() -> None:
                 data_summary={
                     "train": f"{data.train_tokens:,} tokens from {lm_args.train_file}",
                     "validation": f"{data.validation_tokens:,} tokens ({data.validation_source})",
+                    **(
+                        {"test": f"{data.test_tokens:,} tokens ({lm_args.test_file})"}
+                        if data.test is not None
+                        else {}
+                    ),
                     "tokens seen in training": f"{result.state.tokens_seen:,}",
                     "tokenizer": f"{type(tokenizer).__name__}, {len(tokenizer)} tokens",
                 },
@@ -179,6 +189,11 @@ def main() -> None:
                 seen=f"{result.state.tokens_seen:,} tokens",
                 curve_note="; final validation perplexity "
                 f"{result.metrics.get('eval/perplexity', float('nan')):.2f}",
+            ),
+            test=None
+            if data.test is None
+            else lambda: evaluate_test_blocks(
+                accelerator, result.model, data.test, train_args.per_device_eval_batch_size
             ),
         )
 

@@ -106,6 +106,36 @@ def test_tiny_run_learns_shakespeare_and_saves_a_generating_model(trained_run, s
     assert "train" in proc.stderr and "validation" in proc.stderr  # token counts reported
 
 
+def test_a_test_file_is_scored_by_the_final_model(tmp_path, shakespeare_small, shakespeare_file):
+    """test/loss is the saved model's mean next-token loss over every full block of the test file,
+    computed here independently; test/perplexity is its exponential."""
+    import math
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    test_file = tmp_path / "held_out.txt"
+    test_file.write_text(shakespeare_file.read_text()[300_000:306_000])  # text the run never saw
+    out = tmp_path / "run"
+    launch(
+        "gpt2_clm.py", "--train_file", str(shakespeare_small), "--test_file", str(test_file), *TINY,
+        "--max_train_steps", "20", "--mixed_precision", "no", "--cache_dir", str(tmp_path / "cache"),
+        "--output_dir", str(out),
+    )  # fmt: skip
+    results = json.loads((out / "eval_results.json").read_text())
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    ids = AutoTokenizer.from_pretrained(out)(test_file.read_text())["input_ids"]
+    blocks = (len(ids) - 1) // 64  # block i: ids[64i : 64i+64] predicting ids[64i+1 : 64i+65]
+    chunks = torch.tensor([ids[64 * i : 64 * i + 65] for i in range(blocks)])
+    with torch.no_grad():
+        logits = model(chunks[:, :-1]).logits
+    losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), chunks[:, 1:], reduction="none")
+    assert results["test/loss"] == pytest.approx(losses.mean(1).mean().item(), abs=2e-3)
+    assert results["test/perplexity"] == pytest.approx(math.exp(results["test/loss"]))
+    assert Run(out).status()["metrics"]["test/loss"] == results["test/loss"]
+    assert "| perplexity |" in (out / "README.md").read_text()
+
+
 def test_second_run_on_the_same_data_hits_the_token_cache(
     trained_run, tmp_path, shakespeare_small, cache_dir
 ):
@@ -227,6 +257,26 @@ def test_bad_input_fails_fast_with_a_clear_message(tmp_path, fixture, extra, mes
     assert message in proc.stderr and fixture in proc.stderr
     assert "Traceback" not in proc.stderr
     assert Run(tmp_path / "run").status()["state"] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("fixture", "message"),
+    [
+        ("clm_bad_utf8.txt", "line 3, column 4: byte 0xe9 is not valid UTF-8"),
+        ("clm_empty.txt", "the file is empty"),
+    ],
+)
+def test_a_bad_test_file_fails_before_training_with_a_clear_message(
+    tmp_path, shakespeare_small, fixture, message
+):
+    proc = launch(
+        "gpt2_clm.py", "--train_file", str(shakespeare_small), "--test_file", str(FIXTURES / "bad" / fixture),
+        *TINY, "--max_train_steps", "2", "--cache_dir", str(tmp_path / "cache"),
+        "--output_dir", str(tmp_path / "run"), check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert message in proc.stderr and fixture in proc.stderr and "Traceback" not in proc.stderr
+    assert not Run(tmp_path / "run").events("train")  # it failed before the first step
 
 
 def test_training_continues_from_a_finished_run(trained_run, tmp_path, shakespeare_small):

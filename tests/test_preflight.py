@@ -43,6 +43,12 @@ BAD_CASES = [
         ["line 4", "column 'label'", "'neutral' never appears in the training data", "neg, pos"],
         True,
     ),
+    (
+        "cls_unseen_label_validation.csv",
+        {"test_file": "self", "train_file": GOOD / "cls_unseen_label_train.csv"},
+        ["line 4", "column 'label'", "'neutral' never appears in the training data", "neg, pos"],
+        True,
+    ),
     ("cls_header_only.csv", {}, ["no rows", "train split"], True),
     (
         "cls_header_only.csv",
@@ -93,8 +99,9 @@ def call_args(name: str, extra: dict) -> dict:
         "train_file": str(BAD / name),
         **{k: str(v) if isinstance(v, Path) else v for k, v in extra.items()},
     }
-    if args.get("validation_file") == "self":
-        args["validation_file"] = str(BAD / name)
+    for split in ("validation_file", "test_file"):
+        if args.get(split) == "self":
+            args[split] = str(BAD / name)
     return args
 
 

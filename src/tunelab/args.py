@@ -230,7 +230,10 @@ class ClassificationArguments:
         default=None, metadata={"help": "csv/tsv/json/jsonl/parquet file or folder, or a Hub dataset id."}
     )
     validation_file: str | None = None
-    test_file: str | None = None
+    test_file: str | None = field(
+        default=None,
+        metadata={"help": "Scored by the final model after training: test/* metrics, test_predictions.csv."},
+    )
     dataset_config_name: str | None = None
     text_column: str | None = field(default=None, metadata={"help": "Detected when unambiguous."})
     text_pair_column: str | None = None
@@ -308,6 +311,10 @@ class CausalLMArguments:
         default=None, metadata={"help": "txt file/folder, jsonl/csv/parquet with a text column, or a Hub id."}
     )
     validation_file: str | None = None
+    test_file: str | None = field(
+        default=None,
+        metadata={"help": "Scored by the final model after training: test/loss and test/perplexity."},
+    )
     dataset_config_name: str | None = None
     validation_split_percentage: float = 5.0
     text_column: str | None = None

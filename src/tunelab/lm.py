@@ -433,6 +433,17 @@ def evaluate_causal_lm(accelerator, model, dataloader) -> dict[str, float]:
     return {"eval/loss": loss, "eval/perplexity": math.exp(min(loss, 50.0))}
 
 
+def evaluate_test_blocks(accelerator, model, blocks, batch_size: int) -> dict[str, float]:
+    """test/loss and test/perplexity of the final model over every full block of the test file."""
+    from torch.utils.data import DataLoader
+
+    model.eval()
+    scores = evaluate_causal_lm(
+        accelerator, model, accelerator.prepare(DataLoader(blocks, batch_size=batch_size))
+    )
+    return {key.replace("eval/", "test/"): value for key, value in scores.items()}
+
+
 def generate_samples(
     model, tokenizer, prompts: list[str], max_new_tokens: int, seed: int = 0
 ) -> list[dict[str, str]]:

@@ -233,6 +233,8 @@ class LMData:
     validation_tokens: int
     validation_source: str
     cache_hit: bool
+    test: PackedBlocks | None = None  # every full block of the test file, scored after training
+    test_tokens: int = 0
 
 
 def split_tokens(ids: np.ndarray, percentage: float) -> tuple[np.ndarray, np.ndarray]:
@@ -254,7 +256,8 @@ def describe_lm_data(data: LMData, block_size: int) -> str:
     return (
         f"train {data.train_tokens:,} tokens ({len(data.train):,} blocks of {block_size}), validation "
         f"{data.validation_tokens:,} tokens ({len(data.validation):,} blocks; {data.validation_source})"
-        f"{'; token cache hit' if data.cache_hit else ''}"
+        + (f", test {data.test_tokens:,} tokens ({len(data.test):,} blocks)" if data.test is not None else "")
+        + f"{'; token cache hit' if data.cache_hit else ''}"
     )
 
 
@@ -294,15 +297,24 @@ class LMDocuments:
     validation_key: str | None
     train_where: str
     validation_where: str | None
+    test: object | None = None
+    test_key: str | None = None
+    test_where: str | None = None
 
 
 def load_lm_documents(
-    train_file: str, validation_file: str | None, text_column: str | None, config_name: str | None
+    train_file: str,
+    validation_file: str | None,
+    text_column: str | None,
+    config_name: str | None,
+    test_file: str | None = None,
 ) -> LMDocuments:
     """Resolve and preflight the files (every check before a tokenizer or model is built), then load."""
     train_source, val_source = lm_sources(train_file, validation_file)
+    test_source = resolve_source(test_file, LM_FORMATS) if test_file else None
     column = preflight_lm_source(train_source, text_column)
     val_column = preflight_lm_source(val_source, text_column or column) if val_source else None
+    test_column = preflight_lm_source(test_source, text_column or column) if test_source else None
     return LMDocuments(
         train=load_documents(train_source, column, config_name),
         validation=load_documents(val_source, val_column, config_name) if val_source else None,
@@ -310,6 +322,9 @@ def load_lm_documents(
         validation_key=data_fingerprint(val_source, val_column, config_name) if val_source else None,
         train_where=train_source.describe(),
         validation_where=val_source.describe() if val_source else None,
+        test=load_documents(test_source, test_column, config_name) if test_source else None,
+        test_key=data_fingerprint(test_source, test_column, config_name) if test_source else None,
+        test_where=test_source.describe() if test_source else None,
     )
 
 
@@ -341,6 +356,15 @@ def build_lm_data(
         train_ids, block_size, "training", docs.train_where, "Give more text or lower block_size."
     )
     check_enough_tokens(val_ids, block_size, "validation", docs.validation_where or docs.train_where, hint)
+    test_ids = None
+    if docs.test is not None:
+        test_ids, test_hit = cached_token_ids(
+            docs.test, tokenizer, docs.test_key, tokenizer_key, cache_dir, docs.test_where
+        )
+        hit = hit and test_hit
+        check_enough_tokens(
+            test_ids, block_size, "test", docs.test_where, "Give a longer test_file or a smaller block_size."
+        )
     return LMData(
         train=PackedBlocks(train_ids, block_size),
         validation=PackedBlocks(val_ids, block_size, max_eval_blocks),
@@ -348,4 +372,6 @@ def build_lm_data(
         validation_tokens=len(val_ids),
         validation_source=where,
         cache_hit=hit,
+        test=PackedBlocks(test_ids, block_size) if test_ids is not None else None,
+        test_tokens=len(test_ids) if test_ids is not None else 0,
     )
