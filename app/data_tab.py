@@ -11,7 +11,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from tunelab.data.classification import load_classification_data, preflight_classification
+from tunelab.data.classification import imbalance_note, load_classification_data, preflight_classification
 from tunelab.data.clean import (
     DataCleaningArguments,
     clean_classification_data,
@@ -202,6 +202,7 @@ def inspect_dataset(
         + (f" · pair column **{columns.text_pair}**" if columns.text_pair else "")
         + f" · label column **{columns.label}** · {len(labels)} labels: "
         + ", ".join(f"{k} ({counts[k]})" for k in labels)
+        + (f"\n\n⚠ Imbalanced labels: {note}" if (note := imbalance_note(counts)) else "")
         + "\n\nThe Train tab now uses this dataset and these columns (task *classification*, or "
         "*causal-lm* on its text column)."
     )

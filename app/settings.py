@@ -418,6 +418,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("l1_lambda", "float", "L1 penalty (λ · Σ|w|)", "advanced", 3, tasks=ALL, minimum=0),
     Setting("label_smoothing", "float", "Label smoothing", "advanced", 3, tasks=ALL, minimum=0, maximum=0.99),
     Setting(
+        "class_weights",
+        "text",
+        "Class weights",
+        "advanced",
+        5,
+        tasks=("classification",),
+        placeholder="none, balanced or spam=5,ham=1",
+        info="for rare labels: balanced weighs each label by rows / (labels × its rows)",
+    ),
+    Setting(
         "hidden_dropout",
         "float",
         "Hidden dropout (blank: model's)",

@@ -13,9 +13,11 @@ import logging
 from tunelab.args import ClassificationArguments, LoraArguments, TrainingArguments, to_config
 from tunelab.data.augment import AugmentationArguments, augment_training_set, describe_augmentation
 from tunelab.data.classification import (
+    class_weights,
     classification_data,
     classification_dataloaders,
     describe_data,
+    imbalance_note,
     tokenize_classification,
 )
 from tunelab.data.clean import DataCleaningArguments, clean_classification_data, record_data_report
@@ -76,6 +78,15 @@ def main() -> None:
         if main_process:  # data_report.json and a "data" event
             record_data_report(output_dir, events, cleaning, augmentation)
         logger.info("Data: %s", describe_data(data))
+        weights = class_weights(data_args.class_weights, data)
+        if weights is not None:
+            logger.info(
+                "Class weights: %s",
+                ", ".join(f"{k} {w:.3g}" for k, w in zip(data.labels, weights, strict=True)),
+            )
+        note = imbalance_note(data.train_report.label_counts)
+        if note and weights is None:
+            logger.warning("Data: %s", note)
         tokenizer = load_tokenizer(data_args.model_name_or_path)
         if main_process:
             run.update_status(stage="tokenizing")
@@ -124,7 +135,7 @@ def main() -> None:
             ),
             main_metric=train_args.metric_for_best_model or "accuracy",
             count_tokens=lambda batch: batch["attention_mask"].sum(),
-            loss=classification_loss(train_args.label_smoothing),
+            loss=classification_loss(train_args.label_smoothing, weights),
         )
         start_trackers(accelerator, train_args.report_to, output_dir, config)
         result = train(accelerator, train_args, model, train_dl, eval_dl, task, output_dir, events)

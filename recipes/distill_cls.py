@@ -78,6 +78,11 @@ def main() -> None:
     run, events = open_run(output_dir, "distill", config, accelerator)
 
     with guard(run, main_process):
+        if data_args.class_weights.strip() != "none":  # the teacher's soft labels carry the balance
+            raise ConfigError(
+                "class_weights applies to bert_cls.py; a student learns the teacher's probabilities "
+                "(train the teacher with class_weights instead)."
+            )
         if data_args.model_name_or_path != EMBEDDED_ENCODER:
             raise ConfigError(
                 "distill_cls.py takes teacher_name_or_path (and optionally student_name_or_path), "

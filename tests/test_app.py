@@ -197,6 +197,23 @@ def test_data_tab_reports_duplicates_and_overlap_with_the_held_out_share(app_ser
     assert bad.startswith("#") and "augment_copies must be >= 1" in bad
 
 
+def test_the_data_report_warns_of_a_rare_label_and_says_what_to_try(app_server, tmp_path):
+    from gradio_client import handle_file
+
+    rows = sentiment_rows(400)
+    path = tmp_path / "rare.csv"
+    with path.open("w", newline="") as f:
+        rare = [r for r in rows if r[1] == "neg"][:194] + [r for r in rows if r[1] == "pos"][:6]
+        csv.writer(f).writerows([("text", "label"), *rare])
+    report = app_server["client"].predict(handle_file(str(path)), api_name="/upload_dataset")[1]
+    assert "Imbalanced labels: the rarest label, 'pos', is 3.0% of the rows (6 of 200)" in report
+    assert "class_weights balanced" in report
+    cfg, _ = app_server["client"].predict(
+        json.dumps({"dataset": "rare.csv", "class_weights": "balanced"}), api_name="/preview_run"
+    )
+    assert "class_weights: balanced" in cfg
+
+
 def test_sample_datasets_ship_with_the_app(app_server):
     client = app_server["client"]
     result = client.predict("sample-python-docs-topics.csv", api_name="/use_sample")

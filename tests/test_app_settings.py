@@ -48,7 +48,7 @@ def another_value(state: AppState, setting, current) -> tuple[dict, object]:
     elif setting.kind == "float":
         value = current / 2 if current else 0.1
     elif setting.kind == "text":
-        value = "7"
+        value = {"class_weights": "balanced"}.get(setting.name, "7")  # "7": a column, checkpoint steps
     else:
         choices = [c[1] if isinstance(c, tuple) else c for c in setting.choices]
         value = next(c for c in choices if c != current)

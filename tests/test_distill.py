@@ -174,6 +174,27 @@ def test_student_with_another_label_set_is_refused(tmp_path, teacher, tiny_bert,
     assert status["state"] == "failed" and "label set" in status["reason"]
 
 
+def test_class_weights_are_refused_with_the_reason(tmp_path, tiny_bert, sentiment_csv):
+    """A student learns the teacher's probabilities: class weights belong to the teacher's run."""
+    out = tmp_path / "run"
+    proc = launch(
+        "distill_cls.py",
+        "--teacher_name_or_path",
+        str(tiny_bert),
+        "--train_file",
+        str(sentiment_csv),
+        "--class_weights",
+        "balanced",
+        "--output_dir",
+        str(out),
+        env=ONE_THREAD,
+        check=False,
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "class_weights applies to bert_cls.py" in proc.stderr
+    assert Run(out).status()["state"] == "failed"
+
+
 def test_data_labels_follow_the_teacher_and_unknown_labels_are_refused():
     from datasets import ClassLabel, Dataset
 

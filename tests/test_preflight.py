@@ -312,8 +312,13 @@ def recipe_stderr(stderr: str) -> str:
             ["--validation_file", str(BAD / "cls_unseen_label_validation.csv")],
             "cls_unseen_label_validation.csv: line 4, column 'label': label 'neutral' never appears",
         ),
+        (
+            GOOD / "cls_unseen_label_train.csv",
+            ["--class_weights", "neutral=3"],
+            "class_weights: 'neutral' is not a label of the training data (its labels: neg, pos).",
+        ),
     ],
-    ids=["ragged_row", "unseen_validation_label"],
+    ids=["ragged_row", "unseen_validation_label", "class_weights_unknown_label"],
 )
 def test_recipe_rejects_bad_input_with_exit_1_and_no_traceback(tmp_path, tiny_bert, train, extra, fragment):
     output_dir = tmp_path / "run"

@@ -255,6 +255,14 @@ class ClassificationArguments:
     classifier_dropout: float | None = field(
         default=None, metadata={"help": "Dropout before the classification head (model default if unset)."}
     )
+    class_weights: str = field(
+        default="none",
+        metadata={
+            "help": "Weight of each label in the training loss: none, balanced (rows / (labels * the "
+            "label's rows), from the training split) or label=weight pairs such as spam=5,ham=1 (others 1). "
+            "For rare labels; the reported losses stay unweighted."
+        },
+    )
 
     def __post_init__(self) -> None:
         if not self.train_file:
@@ -269,6 +277,7 @@ class ClassificationArguments:
                 f"validation_split_percentage must be in (0, 100), got {self.validation_split_percentage}"
             )
         check_dropouts(self, ("hidden_dropout", "attention_dropout", "classifier_dropout"))
+        parse_class_weights(self.class_weights)
 
     def dropout_overrides(self) -> dict[str, float]:
         return {
@@ -276,6 +285,27 @@ class ClassificationArguments:
             for k in ("hidden_dropout", "attention_dropout", "classifier_dropout")
             if getattr(self, k) is not None
         }
+
+
+def parse_class_weights(spec: str) -> str | dict[str, float]:
+    """``class_weights``: "none", "balanced" or {label: weight} from "spam=5,ham=1"."""
+    spec = (spec or "none").strip()
+    if spec in ("none", "balanced"):
+        return spec
+    weights: dict[str, float] = {}
+    for part in spec.split(","):
+        label, sep, value = (x.strip() for x in part.rpartition("="))
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = -1.0
+        if not sep or not label or not weight > 0:
+            raise ConfigError(
+                f"class_weights={spec!r}: {part.strip()!r} is not label=weight with a weight > 0; "
+                "write none, balanced or pairs such as spam=5,ham=1."
+            )
+        weights[label] = weight
+    return weights
 
 
 def check_dropouts(obj: Any, names: tuple[str, ...]) -> None:

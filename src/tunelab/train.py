@@ -155,15 +155,20 @@ class Task:
     flops_per_token: float | None = None  # training FLOPs per token, for MFU
 
 
-def classification_loss(label_smoothing: float = 0.0) -> Callable[[Any, dict], torch.Tensor]:
-    """Task.loss of a sequence classifier: the model's own loss, or cross-entropy with label smoothing."""
-    if not label_smoothing:
+def classification_loss(
+    label_smoothing: float = 0.0, class_weights: list[float] | None = None
+) -> Callable[[Any, dict], torch.Tensor]:
+    """Task.loss of a sequence classifier: the model's own loss, or cross-entropy with label smoothing
+    and/or a weight per class (the weighted mean over the batch, as torch computes it)."""
+    if not label_smoothing and class_weights is None:
         return lambda model, batch: model(**batch).loss
+    weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
 
     def loss(model, batch: dict) -> torch.Tensor:
         logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        weight = weights.to(logits.device) if weights is not None else None
         return torch.nn.functional.cross_entropy(
-            logits.float(), batch["labels"], label_smoothing=label_smoothing
+            logits.float(), batch["labels"], weight=weight, label_smoothing=label_smoothing
         )
 
     return loss

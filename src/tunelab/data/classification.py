@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .files import TABLE_FORMATS, DataSource, iter_records, load_source, resolve_source
 
 logger = logging.getLogger(__name__)
@@ -454,6 +454,47 @@ def tokenize_classification(dataset, tokenizer, max_length: int, desc: str = "To
         lambda b: {"length": [len(x) for x in b["input_ids"]]}, batched=True, desc="Lengths"
     )
     return encoded, truncated
+
+
+def class_weights(spec: str, data: ClassificationData) -> list[float] | None:
+    """The training loss's weight of each label, in ``data.labels`` order (None: unweighted).
+    balanced: rows / (labels * the label's rows) of the training split as it trains (after cleaning
+    and augmentation), as scikit-learn's compute_class_weight."""
+    from ..args import parse_class_weights
+
+    parsed = parse_class_weights(spec)
+    if parsed == "none":
+        return None
+    if parsed == "balanced":
+        counts = Counter(data.train["label"])
+        total = sum(counts.values())
+        return [total / (len(data.labels) * counts[i]) if counts[i] else 1.0 for i in range(len(data.labels))]
+    unknown = sorted(set(parsed) - set(data.labels))
+    if unknown:
+        raise ConfigError(
+            f"class_weights: {', '.join(map(repr, unknown))} is not a label of the training data "
+            f"(its labels: {', '.join(data.labels)})."
+        )
+    return [parsed.get(label, 1.0) for label in data.labels]
+
+
+RARE_LABEL_SHARE = 0.05
+
+
+def imbalance_note(label_counts: dict[str, int]) -> str | None:
+    """A warning when the rarest label is under 5% of the rows, with what to try."""
+    total = sum(label_counts.values())
+    if not total or len(label_counts) < 2:
+        return None
+    rarest = min(label_counts, key=label_counts.get)
+    share = label_counts[rarest] / total
+    if share >= RARE_LABEL_SHARE:
+        return None
+    return (
+        f"the rarest label, {rarest!r}, is {share:.1%} of the rows ({label_counts[rarest]} of {total}): "
+        "accuracy can look good while it is never predicted. Try class_weights balanced, add examples of "
+        "it, and watch its recall and the macro F1."
+    )
 
 
 def describe_data(data: ClassificationData) -> str:
