@@ -74,6 +74,8 @@ def confusion_table(run_dir: Path, split: str = "validation") -> pd.DataFrame | 
     except (FileNotFoundError, json.JSONDecodeError):
         return None if split == "test" else pd.DataFrame({"": ["no eval_results.json in this run"]})
     key = "test/confusion_matrix" if split == "test" else "confusion_matrix"
+    if report.get("problem_type") == "regression":
+        return None if split == "test" else pd.DataFrame({"": ["a regression model: no confusion matrix"]})
     if split == "test" and key not in report:
         return None
     labels, matrix = report.get("labels") or [], report.get(key) or []
@@ -144,6 +146,14 @@ def _find_mistakes(
         texts = [f"{a} ‖ {b}" for a, b in zip(texts, pairs, strict=True)]
     names = data.labels
     rows = []
+    if classifier.regression:  # the largest errors first
+        for text, gold, p in zip(texts, validation["label"], probs, strict=True):
+            predicted = p[names[0]]
+            rows.append(
+                {"text": text, "true": round(gold, 4), "predicted": round(predicted, 4), "error": 0.0}
+            )
+            rows[-1]["error"] = round(abs(predicted - gold), 4)
+        return sorted(rows, key=lambda r: -r["error"]), len(texts)
     for text, gold, p in zip(texts, validation["label"], probs, strict=True):
         predicted = max(p, key=p.get)
         if predicted != names[gold]:
@@ -208,7 +218,12 @@ def build(state: AppState) -> None:
         def classify(rid, path, value):
             if not (value or "").strip():
                 raise UserError("Type a text first.")
-            return load(Classifier, model_spec(state, rid, path)).predict([value])[0]
+            classifier = load(Classifier, model_spec(state, rid, path))
+            answer = classifier.predict([value])[0]
+            if classifier.regression:  # one number, not a distribution over labels
+                ((name, number),) = answer.items()
+                return f"{name} = {number:.4g}"
+            return answer
 
         def do_file(rid, path, file, request: gr.Request, progress=gr.Progress()):
             if not file:
@@ -230,18 +245,18 @@ def build(state: AppState) -> None:
         def test_report(rid):
             """The final model's scores on the run's test file, its confusion matrix and predictions."""
             run = state.run((rid or "").partition("/")[0])
-            table = confusion_table(run.path, "test")
-            if table is None:
-                hidden = gr.update(visible=False)
-                return gr.update(value="This run had no test file.", visible=True), hidden, hidden
             metrics = run.status().get("metrics") or {}
             scores = ", ".join(
                 f"{k.removeprefix('test/')} {v:.4g}" for k, v in metrics.items() if k.startswith("test/")
             )
+            if not scores:
+                hidden = gr.update(visible=False)
+                return gr.update(value="This run had no test file.", visible=True), hidden, hidden
+            table = confusion_table(run.path, "test")  # None for a regression model
             predictions = run.path / TEST_PREDICTIONS
             return (
                 gr.update(value=f"**Test file**: {scores}", visible=True),
-                gr.update(value=table, visible=True),
+                gr.update(value=table, visible=table is not None),
                 gr.update(
                     value=str(predictions) if predictions.is_file() else None, visible=predictions.is_file()
                 ),

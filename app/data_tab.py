@@ -196,12 +196,19 @@ def inspect_dataset(
             gr.update(choices=text_choices, value=label_col or AUTO),
         )
     counts = reports["train"].label_counts
+    regression = reports["train"].problem_type == "regression"
+    target = (
+        f" · regression target **{columns.label}** (numbers {reports['train'].describe_target()}; set "
+        "Problem type single_label in the Train tab if they are classes)"
+        if regression
+        else f" · label column **{columns.label}** · {len(labels)} labels: "
+        + ", ".join(f"{k} ({counts[k]})" for k in labels)
+    )
     report = (
         f"### ✓ {path.name} passes the checks\n"
         f"{reports['train'].rows:,} rows · text column **{columns.text}**"
         + (f" · pair column **{columns.text_pair}**" if columns.text_pair else "")
-        + f" · label column **{columns.label}** · {len(labels)} labels: "
-        + ", ".join(f"{k} ({counts[k]})" for k in labels)
+        + target
         + (f"\n\n⚠ Imbalanced labels: {note}" if (note := imbalance_note(counts)) else "")
         + "\n\nThe Train tab now uses this dataset and these columns (task *classification*, or "
         "*causal-lm* on its text column)."
@@ -216,7 +223,7 @@ def inspect_dataset(
         report,
         pd.DataFrame(columns=["file", "row", "column", "problem"]),
         preview,
-        label_plot(labels, counts),
+        empty_labels if regression else label_plot(labels, counts),
         length_histogram(lengths),
         gr.update(choices=text_choices, value=columns.text),
         gr.update(choices=pair_choices, value=columns.text_pair or NONE),

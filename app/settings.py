@@ -12,8 +12,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import gradio as gr
-
 from tunelab.args import MIXED_PRECISION, MODEL_SIZES, OPTIMIZERS, SCHEDULERS
 from tunelab.data.augment import METHODS as AUGMENT_METHODS
 from tunelab.data.clean import DUPLICATE_MODES
@@ -119,7 +117,8 @@ class Setting:
         return value
 
 
-def _at(state: AppState, value: Any) -> Any:
+def at(state: AppState, value: Any) -> Any:
+    """A setting's attribute, a callable of the state or a plain value."""
     return value(state) if callable(value) else value
 
 
@@ -127,9 +126,25 @@ def _dataset(state: AppState, s: dict[str, Any]) -> str:
     return str(state.dataset_path(s["dataset"]))
 
 
-def _dataset_or_none(state: AppState, name: str | None) -> str | None:
-    name = str(name or "").strip()
-    return str(state.dataset_path(name)) if name else None
+def optional_dataset(name: str, label: str, section: str, tasks: tuple[str, ...], argument: str, info: str):
+    """A choice among the data folder's datasets, blank for none; the recipe's ``argument`` gets its path."""
+
+    def path(state: AppState, s: dict[str, Any]) -> str | None:
+        chosen = str(s[name] or "").strip()
+        return str(state.dataset_path(chosen)) if chosen else None
+
+    return Setting(
+        name,
+        "choice",
+        label,
+        section,
+        tasks=tasks,
+        arguments=dict.fromkeys(tasks, (argument,)),
+        resolve=path,
+        choices=lambda state: ["", *state.datasets()],
+        default="",
+        info=info,
+    )
 
 
 ALL = TASKS
@@ -164,17 +179,13 @@ SETTINGS: tuple[Setting, ...] = (
         info="",
         elem_id="train-dataset",
     ),
-    Setting(
+    optional_dataset(
         "test_dataset",
-        "choice",
         "Test set (optional)",
         "main",
-        tasks=("classification", "causal-lm"),
-        arguments={"classification": ("test_file",), "causal-lm": ("test_file",)},
-        resolve=lambda state, s: _dataset_or_none(state, s["test_dataset"]),
-        choices=lambda state: ["", *state.datasets()],
-        default="",
-        info="scored by the final model after training (classification: every prediction too)",
+        ("classification", "causal-lm"),
+        "test_file",
+        "scored by the final model after training (classification: every prediction too)",
     ),
     Setting(
         "base_kind",
@@ -329,6 +340,16 @@ SETTINGS: tuple[Setting, ...] = (
         4,
         tasks=TEXTS,
         elem_id="train-label-column",
+    ),
+    Setting(
+        "problem_type",
+        "choice",
+        "Problem type",
+        "main",
+        4,
+        tasks=("classification",),
+        choices=("auto", "single_label", "regression"),
+        info="auto: regression when the labels are numbers like 3.5",
     ),
     Setting(
         "domain_adaptation",
@@ -549,17 +570,13 @@ SETTINGS: tuple[Setting, ...] = (
         maximum=1,
         info="α·CE(labels) + (1−α)·T²·KL(teacher‖student)",
     ),
-    Setting(
+    optional_dataset(
         "unlabeled_dataset",
-        "choice",
         "Unlabeled texts (optional)",
         "distillation",
-        tasks=("distillation",),
-        arguments={"distillation": ("unlabeled_file",)},
-        resolve=lambda state, s: _dataset_or_none(state, s["unlabeled_dataset"]),
-        choices=lambda state: ["", *state.datasets()],
-        default="",
-        info="a dataset whose texts the teacher labels (its labels are not used)",
+        ("distillation",),
+        "unlabeled_file",
+        "a dataset whose texts the teacher labels (its labels are not used)",
     ),
     # where the run trains: this machine, or a Slurm cluster (blank Slurm fields: the targets file's default)
     Setting(
@@ -601,51 +618,7 @@ FIELDS = list(BY_NAME)  # the automation API's JSON settings, and the Train tab'
 
 def defaults(state: AppState, task: str | None = None) -> dict[str, Any]:
     """Every setting's value for a new ``task`` run before the user changes anything."""
-    return {s.name: _at(state, s.default_for(task)) for s in SETTINGS}
-
-
-def widget(state: AppState, setting: Setting) -> gr.components.Component:
-    """The setting's gradio component at its default."""
-    common = {
-        "label": setting.label,
-        "info": _at(state, setting.help()),
-        "elem_id": setting.elem_id,
-    }
-    value = _at(state, setting.default_for())
-    if setting.kind in ("int", "float") and value is None:
-        # "blank: the model's own value": gradio's Number shows and sends 0 for None, which would be a
-        # setting (no dropout at all), so an optional number is a text box
-        return gr.Textbox("", placeholder="blank", **common)
-    if setting.kind in ("int", "float"):
-        precision = 0 if setting.kind == "int" else None
-        limits = {"minimum": setting.minimum, "maximum": setting.maximum}
-        return gr.Number(value, precision=precision, **limits, **common)
-    if setting.kind == "text":
-        return gr.Textbox(value or "", placeholder=setting.placeholder, **common)
-    if setting.kind == "bool":
-        return gr.Checkbox(value, **common)
-    choices = list(_at(state, setting.choices))
-    if setting.kind == "radio":
-        return gr.Radio(choices, value=value, **common)
-    # lists the app fills from its folders take names typed in too (a dataset uploaded since)
-    return gr.Dropdown(choices, value=value, allow_custom_value=callable(setting.choices), **common)
-
-
-def build_section(
-    state: AppState, section: str, widgets: dict[str, Any], visible: bool = True
-) -> list[gr.Row]:
-    """The section's widgets, a gr.Row for each of its rows, into ``widgets`` by name."""
-    rows: dict[int, list[Setting]] = {}
-    for setting in SETTINGS:
-        if setting.section == section:
-            rows.setdefault(setting.row, []).append(setting)
-    made = []
-    for row in rows.values():
-        with gr.Row(visible=visible) as made_row:
-            for setting in row:
-                widgets[setting.name] = widget(state, setting)
-        made.append(made_row)
-    return made
+    return {s.name: at(state, s.default_for(task)) for s in SETTINGS}
 
 
 def _derived(task: str, config: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,8 @@ from .settings import (
     FIELDS,
     SECTIONS,
     SETTINGS,
-    build_section,
+    Setting,
+    at,
     defaults,
     settings_to_config,
 )
@@ -76,12 +77,16 @@ def check_data(state: AppState, settings: dict[str, Any]) -> str:
                 text_column=config.get("text_column"),
                 text_pair_column=config.get("text_pair_column"),
                 label_column=config.get("label_column"),
+                problem_type=config.get("problem_type") or "auto",
             )
-            counts = reports["train"].label_counts
-            return (
-                f"✓ **{path.name}**: {reports['train'].rows} rows, text column `{columns.text}`, "
-                f"label column `{columns.label}`, labels " + ", ".join(f"{k} ({counts[k]})" for k in labels)
+            counts, train = reports["train"].label_counts, reports["train"]
+            described = (
+                f"regression target `{columns.label}` {train.describe_target()}"
+                if train.problem_type == "regression"
+                else f"label column `{columns.label}`, labels "
+                + ", ".join(f"{k} ({counts[k]})" for k in labels)
             )
+            return f"✓ **{path.name}**: {train.rows} rows, text column `{columns.text}`, {described}"
         if path.suffix.lower() == ".txt":
             text = read_text(path)
             if not text.strip():
@@ -306,6 +311,50 @@ def submit(state: AppState, settings: dict[str, Any]) -> tuple[str, str]:
             run.id,
         )
     return f"Queued **{run.id}** ({note}). Follow it in the Runs tab.", run.id
+
+
+def widget(state: AppState, setting: Setting) -> gr.components.Component:
+    """The setting's gradio component at its default."""
+    common = {
+        "label": setting.label,
+        "info": at(state, setting.help()),
+        "elem_id": setting.elem_id,
+    }
+    value = at(state, setting.default_for())
+    if setting.kind in ("int", "float") and value is None:
+        # "blank: the model's own value": gradio's Number shows and sends 0 for None, which would be a
+        # setting (no dropout at all), so an optional number is a text box
+        return gr.Textbox("", placeholder="blank", **common)
+    if setting.kind in ("int", "float"):
+        precision = 0 if setting.kind == "int" else None
+        limits = {"minimum": setting.minimum, "maximum": setting.maximum}
+        return gr.Number(value, precision=precision, **limits, **common)
+    if setting.kind == "text":
+        return gr.Textbox(value or "", placeholder=setting.placeholder, **common)
+    if setting.kind == "bool":
+        return gr.Checkbox(value, **common)
+    choices = list(at(state, setting.choices))
+    if setting.kind == "radio":
+        return gr.Radio(choices, value=value, **common)
+    # lists the app fills from its folders take names typed in too (a dataset uploaded since)
+    return gr.Dropdown(choices, value=value, allow_custom_value=callable(setting.choices), **common)
+
+
+def build_section(
+    state: AppState, section: str, widgets: dict[str, Any], visible: bool = True
+) -> list[gr.Row]:
+    """The section's widgets, a gr.Row for each of its rows, into ``widgets`` by name."""
+    rows: dict[int, list[Setting]] = {}
+    for setting in SETTINGS:
+        if setting.section == section:
+            rows.setdefault(setting.row, []).append(setting)
+    made = []
+    for row in rows.values():
+        with gr.Row(visible=visible) as made_row:
+            for setting in row:
+                widgets[setting.name] = widget(state, setting)
+        made.append(made_row)
+    return made
 
 
 def build(state: AppState) -> None:

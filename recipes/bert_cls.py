@@ -21,6 +21,7 @@ from tunelab.data.classification import (
     tokenize_classification,
 )
 from tunelab.data.clean import DataCleaningArguments, clean_classification_data, record_data_report
+from tunelab.errors import ConfigError
 from tunelab.models import (
     count_parameters,
     load_classifier,
@@ -78,6 +79,11 @@ def main() -> None:
         if main_process:  # data_report.json and a "data" event
             record_data_report(output_dir, events, cleaning, augmentation)
         logger.info("Data: %s", describe_data(data))
+        regression = data.problem_type == "regression"
+        if regression and train_args.label_smoothing:
+            raise ConfigError(
+                "label_smoothing applies to classes; this run's target is a number (regression)."
+            )
         weights = class_weights(data_args.class_weights, data)
         if weights is not None:
             logger.info(
@@ -106,7 +112,9 @@ def main() -> None:
             evaluate_test_set,
         )
 
-        model = load_classifier(data_args.model_name_or_path, data.labels, data_args.dropout_overrides())
+        model = load_classifier(
+            data_args.model_name_or_path, data.labels, data_args.dropout_overrides(), data.problem_type
+        )
         logger.info("Model: %s (%s parameters)", data_args.model_name_or_path, f"{count_parameters(model):,}")
         if lora_args.use_peft:
             model = wrap_lora(
@@ -131,9 +139,9 @@ def main() -> None:
         )
         task = Task(
             evaluate=lambda m, dl, final: evaluate_classifier(
-                accelerator, m, dl, data.labels, detailed=final
+                accelerator, m, dl, data.labels, detailed=final, problem_type=data.problem_type
             ),
-            main_metric=train_args.metric_for_best_model or "accuracy",
+            main_metric=train_args.metric_for_best_model or ("rmse" if regression else "accuracy"),
             count_tokens=lambda batch: batch["attention_mask"].sum(),
             loss=classification_loss(train_args.label_smoothing, weights),
         )
@@ -157,10 +165,12 @@ def main() -> None:
                         if data.test is not None
                         else {}
                     ),
-                    "labels": ", ".join(f"{i}: {name}" for i, name in enumerate(data.labels)),
+                    "labels": f"regression target {data.labels[0]!r} {data.train_report.describe_target()}"
+                    if regression
+                    else ", ".join(f"{i}: {name}" for i, name in enumerate(data.labels)),
                     **({"cleaning and augmentation": "; ".join(data_lines)} if data_lines else {}),
                 },
-                results={"labels": data.labels},
+                results={"labels": data.labels, "problem_type": data.problem_type},
             ),
             test=None
             if data.test is None

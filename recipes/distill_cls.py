@@ -91,6 +91,11 @@ def main() -> None:
         # Data: every check runs before a model is loaded, so bad input fails in seconds.
         with accelerator.main_process_first():
             data = classification_data({**vars(data_args), "seed": train_args.seed})
+            if data.problem_type != "single_label":  # the KD loss compares class distributions
+                raise ConfigError(
+                    f"distill_cls.py distills classifiers; this training file's target is a "
+                    f"{data.problem_type} one. Set problem_type single_label if its labels are classes."
+                )
             unlabeled = (
                 load_unlabeled(
                     kd_args.unlabeled_file,

@@ -200,6 +200,102 @@ def test_balanced_class_weights_raise_the_rare_labels_recall(tmp_path, tiny_bert
     assert "Class weights: neg 0.521, pos 12.3" in (tmp_path / "balanced" / "train.log").read_text()
 
 
+def regression_rows(n: int, seed: int = 0) -> list[tuple[str, float]]:
+    """Texts with a learnable numeric target: 1.5 for each 'great' among filler words, plus 0.5."""
+    import random
+
+    rng = random.Random(seed)
+    filler = ["the", "film", "story", "was", "and", "plot", "cast", "music", "ending", "really"]
+    rows = []
+    for _ in range(n):
+        k = rng.randint(0, 4)
+        words = ["great"] * k + [rng.choice(filler) for _ in range(8 - k)]
+        rng.shuffle(words)
+        rows.append((" ".join(words), 1.5 * k + 0.5))
+    return rows
+
+
+def test_a_numeric_target_trains_a_regression_model(tmp_path, tiny_bert):
+    """A label column of numbers like 3.5 is detected as a regression target: one output, MSE, and
+    Pearson > 0.8 on a test file; the saved folder is a transformers regression model."""
+    import csv
+
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    for name, rows in (("train.csv", regression_rows(400)), ("test.csv", regression_rows(60, seed=1))):
+        with (tmp_path / name).open("w", newline="") as f:
+            csv.writer(f).writerows([("text", "score"), *rows])
+    out = tmp_path / "run"
+    launch(
+        "bert_cls.py",
+        "--model_name_or_path",
+        str(tiny_bert),
+        "--train_file",
+        str(tmp_path / "train.csv"),
+        "--test_file",
+        str(tmp_path / "test.csv"),
+        "--num_train_epochs",
+        "6",
+        "--per_device_train_batch_size",
+        "16",
+        "--learning_rate",
+        "2e-3",
+        "--mixed_precision",
+        "no",
+        "--seed",
+        "7",
+        "--output_dir",
+        str(out),
+    )
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["problem_type"] == "regression" and results["labels"] == ["score"]
+    assert results["test/pearson"] > 0.8, results
+    assert results["test/rmse"] == pytest.approx(results["test/loss"] ** 0.5, rel=1e-4)
+    with (out / "test_predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    errors = [float(r["predicted"]) - float(r["gold"]) for r in rows]
+    assert results["test/mae"] == pytest.approx(sum(map(abs, errors)) / len(errors), abs=1e-4)
+    model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    assert model.config.problem_type == "regression" and model.config.num_labels == 1
+    with torch.no_grad():
+        first = model(**AutoTokenizer.from_pretrained(out)(rows[0]["text"], return_tensors="pt")).logits
+    assert first.item() == pytest.approx(float(rows[0]["predicted"]), abs=1e-4)
+    from transformers import pipeline
+
+    assert pipeline("text-classification", model=str(out))(rows[0]["text"])[0]["score"] == pytest.approx(
+        first.item()
+    )
+    # tunelab classify writes the number; tunelab export refuses the model with the reason
+    predictions = tmp_path / "predictions.csv"
+    subprocess.run(
+        [
+            "tunelab",
+            "classify",
+            str(out),
+            "--file",
+            str(tmp_path / "test.csv"),
+            "--output",
+            str(predictions),
+            "-q",
+        ],
+        check=True,
+        timeout=120,
+    )
+    with predictions.open() as f:
+        written = list(csv.DictReader(f))
+    assert list(written[0]) == ["text", "score", "prediction"]
+    for mine, theirs in zip(written, rows, strict=True):
+        assert float(mine["prediction"]) == pytest.approx(float(theirs["predicted"]), abs=1e-4)
+    from app.classify_tab import confusion_table, wrong_examples  # the app's validation report
+
+    worst = wrong_examples(out, out)
+    assert list(worst.columns) == ["text", "true", "predicted", "error"] and len(worst) == 20
+    assert worst["error"].is_monotonic_decreasing and confusion_table(out, "test") is None
+    export = subprocess.run(["tunelab", "export", str(out)], capture_output=True, text=True, timeout=120)
+    assert export.returncode != 0 and "this run is a regression model" in export.stderr
+
+
 @pytest.mark.slow
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path, tiny_bert, sentiment_csv):
     args = [

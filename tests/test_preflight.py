@@ -49,6 +49,18 @@ BAD_CASES = [
         ["line 4", "column 'label'", "'neutral' never appears in the training data", "neg, pos"],
         True,
     ),
+    (
+        "reg_not_a_number.csv",
+        {},
+        ["line 8", "column 'score'", "expected a number for the regression target, got 'n/a'"],
+        True,
+    ),
+    (
+        "cls_unseen_label_validation.csv",
+        {"problem_type": "regression"},
+        ["line 2", "column 'label'", "expected a number for the regression target, got 'pos'"],
+        True,
+    ),
     ("cls_header_only.csv", {}, ["no rows", "train split"], True),
     (
         "cls_header_only.csv",
@@ -74,7 +86,13 @@ BAD_CASES = [
     ("cls_folder_different_columns", {}, ["b.csv", "(label, text) differ from those of", "a.csv"], True),
     ("cls_unterminated_quote.csv", {}, ["line 3", "cannot parse the row", "quotes"], True),
     ("cls_text_not_a_string.jsonl", {}, ["line 2", "column 'text'", "expected text, got int"], True),
-    ("cls_float_label.jsonl", {}, ["line 2", "column 'label'", "got float 0.5"], True),
+    # a float among class ids; left on auto, a column of numbers like 0.5 is a regression target
+    (
+        "cls_float_label.jsonl",
+        {"problem_type": "single_label"},
+        ["line 2", "column 'label'", "got float 0.5"],
+        True,
+    ),
     (
         "cls_mixed_label_types.jsonl",
         {},
@@ -127,8 +145,8 @@ def test_bad_input_gets_one_clear_message_naming_file_line_and_column(name, extr
 
 
 def test_every_bad_classification_fixture_has_a_case():
-    # cls_* files are this module's; clm_* files belong to the causal-LM tests.
-    assert {p.name for p in BAD.glob("cls_*")} == {case[0] for case in BAD_CASES}
+    # cls_* and reg_* files are this module's; clm_* files belong to the causal-LM tests.
+    assert {p.name for p in [*BAD.glob("cls_*"), *BAD.glob("reg_*")]} == {case[0] for case in BAD_CASES}
 
 
 def load_all(path: Path, **kwargs):

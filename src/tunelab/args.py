@@ -255,6 +255,14 @@ class ClassificationArguments:
     classifier_dropout: float | None = field(
         default=None, metadata={"help": "Dropout before the classification head (model default if unset)."}
     )
+    problem_type: str = field(
+        default="auto",
+        metadata={
+            "help": "single_label (one class per text) or regression (a number per text: one output, MSE "
+            "loss, RMSE/MAE/Pearson/Spearman); auto: regression when the label column holds numbers that "
+            "are not all whole (3.5), else single_label."
+        },
+    )
     class_weights: str = field(
         default="none",
         metadata={
@@ -278,6 +286,7 @@ class ClassificationArguments:
             )
         check_dropouts(self, ("hidden_dropout", "attention_dropout", "classifier_dropout"))
         parse_class_weights(self.class_weights)
+        _choice("problem_type", self.problem_type, ("auto", "single_label", "regression"))
 
     def dropout_overrides(self) -> dict[str, float]:
         return {

@@ -614,6 +614,11 @@ def export_run(
     """
     options = options or ExportOptions()
     run, task = source_run(run_path)
+    if _is_regression(run.path):
+        # the report scores label accuracy; a regression model's error would need its own report
+        raise ConfigError(
+            "tunelab export handles classifiers and causal LMs; this run is a regression model."
+        )
     if options.prune and task != "cls":
         raise ConfigError("--prune supports BERT-family classifiers (runs of recipes/bert_cls.py)")
     out = Path(output_dir) if output_dir else default_output_dir(run, options)
@@ -655,6 +660,13 @@ def export_run(
     (out / REPORT_JSON).write_text(json.dumps(report, indent=2))
     (out / REPORT_MD).write_text(markdown_report(report))
     return report
+
+
+def _is_regression(folder: Path) -> bool:
+    try:
+        return json.loads((folder / "config.json").read_text()).get("problem_type") == "regression"
+    except (OSError, ValueError):
+        return False
 
 
 def torch_model(path: Path, task: str):

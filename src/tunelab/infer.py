@@ -103,6 +103,11 @@ class Classifier:
     def labels(self) -> list[str]:
         return [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
 
+    @property
+    def regression(self) -> bool:
+        """A regression model: one output, the predicted number itself (no softmax)."""
+        return self.model.config.problem_type == "regression"
+
     def predict(
         self,
         texts: list[str],
@@ -111,7 +116,8 @@ class Classifier:
         progress: Callable[[int, int], None] | None = None,
     ) -> list[dict[str, float]]:
         """One {label: probability} dict per text (and its pair, for sentence-pair models), labels in id
-        order, in the order given; ``progress(done, total)`` is called after each batch."""
+        order, in the order given; a regression model's is {target: predicted number}.
+        ``progress(done, total)`` is called after each batch."""
         from transformers import DataCollatorWithPadding
 
         texts = [str(t) for t in texts]
@@ -135,7 +141,8 @@ class Classifier:
             for start in range(0, len(order), batch_size):
                 batch = order[start : start + batch_size]
                 inputs = collate([features[i] for i in batch]).to(device)
-                probs = torch.softmax(self.model(**inputs).logits.float(), dim=-1).cpu().tolist()
+                logits = self.model(**inputs).logits.float()
+                probs = (logits if self.regression else torch.softmax(logits, dim=-1)).cpu().tolist()
                 for i, row in zip(batch, probs, strict=True):
                     out[i] = dict(zip(self.labels, row, strict=True))
                 if progress is not None:

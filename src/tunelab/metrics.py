@@ -55,9 +55,9 @@ def classification_metrics(experiment_id: str = "tunelab") -> ClassificationMetr
     return ClassificationMetrics(experiment_id=experiment_id)
 
 
-def classifier_outputs(accelerator, model, dataloader):
-    """(logits as float32, labels) of every example of a (prepared) dataloader, in its order, on every
-    process; the summed cross-entropy comes with them."""
+def classifier_outputs(accelerator, model, dataloader, regression: bool = False):
+    """(logits as float32, labels, mean loss) of every example of a (prepared) dataloader, in its order,
+    on every process; the loss is the cross-entropy, or a regression's squared error."""
     import torch
 
     loss_sum = torch.zeros((), device=accelerator.device, dtype=torch.float64)
@@ -67,7 +67,11 @@ def classifier_outputs(accelerator, model, dataloader):
             out = model(**batch)
             # gather_for_metrics drops the duplicates DDP adds to fill the last batch.
             logits, refs = accelerator.gather_for_metrics((out.logits.float(), batch["labels"]))
-            loss_sum += torch.nn.functional.cross_entropy(logits, refs, reduction="sum").double()
+            if regression:
+                errors = torch.nn.functional.mse_loss(logits.squeeze(-1), refs.float(), reduction="sum")
+            else:
+                errors = torch.nn.functional.cross_entropy(logits, refs, reduction="sum")
+            loss_sum += errors.double()
             logits_all.append(logits.cpu())
             references.append(refs.cpu())
     logits, refs = torch.cat(logits_all), torch.cat(references)
@@ -92,9 +96,40 @@ def classification_scores(
     return out
 
 
-def evaluate_classifier(accelerator, model, dataloader, labels: list[str], detailed: bool = False) -> dict:
-    """Loss and classification metrics over a (prepared) dataloader; every process gets the result."""
-    logits, refs, loss = classifier_outputs(accelerator, model, dataloader)
+def regression_scores(outputs, refs, loss: float, split: str) -> dict:
+    """MSE (the loss), RMSE, MAE, Pearson and Spearman correlation of one-output predictions."""
+    import pandas as pd
+
+    predicted, gold = outputs.squeeze(-1).double().numpy(), refs.double().numpy()
+    errors = predicted - gold
+
+    def correlation(a, b) -> float:  # 0 where a side is constant (undefined)
+        return float(np.corrcoef(a, b)[0, 1]) if len(a) > 1 and a.std() > 0 and b.std() > 0 else 0.0
+
+    ranks = [pd.Series(x).rank().to_numpy() for x in (predicted, gold)]  # Spearman: Pearson of the ranks
+    return {
+        f"{split}/loss": loss,
+        f"{split}/rmse": float(np.sqrt(np.mean(errors**2))),
+        f"{split}/mae": float(np.mean(np.abs(errors))),
+        f"{split}/pearson": correlation(predicted, gold),
+        f"{split}/spearman": correlation(*ranks),
+    }
+
+
+def evaluate_classifier(
+    accelerator,
+    model,
+    dataloader,
+    labels: list[str],
+    detailed: bool = False,
+    problem_type: str = "single_label",
+) -> dict:
+    """Loss and classification (or regression) metrics over a (prepared) dataloader; every process gets
+    the result."""
+    regression = problem_type == "regression"
+    logits, refs, loss = classifier_outputs(accelerator, model, dataloader, regression)
+    if regression:
+        return regression_scores(logits, refs, loss, "eval")
     return classification_scores(logits, refs, loss, labels, detailed, "eval", accelerator.process_index)
 
 
@@ -127,22 +162,30 @@ def evaluate_test_set(
         collate_fn=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if on_gpu else None),
     )
     model.eval()
-    logits, refs, loss = classifier_outputs(accelerator, model, accelerator.prepare(loader))
+    regression = data.problem_type == "regression"
+    logits, refs, loss = classifier_outputs(accelerator, model, accelerator.prepare(loader), regression)
     if len(refs) != len(order):
         raise RuntimeError(f"test set: {len(refs)} answers for {len(order)} examples")
-    scores = classification_scores(logits, refs, loss, data.labels, True, "test", accelerator.process_index)
+    if regression:
+        scores = regression_scores(logits, refs, loss, "test")
+    else:
+        scores = classification_scores(
+            logits, refs, loss, data.labels, True, "test", accelerator.process_index
+        )
     if accelerator.is_main_process:
-        probabilities = np.empty((len(order), len(data.labels)))
-        probabilities[order] = logits.softmax(-1).numpy()
+        outputs = np.empty((len(order), logits.shape[-1]))
+        outputs[order] = logits.numpy() if regression else logits.softmax(-1).numpy()
         texts = data.test["text"]
         pairs = data.test["text_pair"] if "text_pair" in data.test.column_names else None
         rows = []
-        for i, (gold, probs) in enumerate(zip(data.test["label"], probabilities, strict=True)):
+        for i, (gold, out) in enumerate(zip(data.test["label"], outputs, strict=True)):
             row = {"text": texts[i], **({"text_pair": pairs[i]} if pairs else {})}
-            row |= {"gold": data.labels[gold], "predicted": data.labels[int(probs.argmax())]}
+            if regression:
+                rows.append(row | {"gold": gold, "predicted": round(float(out[0]), 6)})
+                continue
+            row |= {"gold": data.labels[gold], "predicted": data.labels[int(out.argmax())]}
             rows.append(
-                row
-                | {f"prob_{label}": round(float(p), 6) for label, p in zip(data.labels, probs, strict=True)}
+                row | {f"prob_{k}": round(float(p), 6) for k, p in zip(data.labels, out, strict=True)}
             )
         write_predictions(Path(output_dir) / TEST_PREDICTIONS, rows, list(rows[0]) if rows else ["text"])
     return scores

@@ -84,10 +84,16 @@ def dropout_config(config, dropout: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def load_classifier(name_or_path: str, labels: list[str], dropout: dict[str, float] | None = None):
+def load_classifier(
+    name_or_path: str,
+    labels: list[str],
+    dropout: dict[str, float] | None = None,
+    problem_type: str = "single_label",
+):
     """A sequence classifier with our label maps; the head is re-initialised only when the labels differ.
     ``dropout`` ({"hidden_dropout": 0.2, "attention_dropout": ..., "classifier_dropout": ...}) overrides
-    the model's rates."""
+    the model's rates. A regression model has one output (``labels``: the target's name) and
+    problem_type "regression" in its config (transformers then trains it with MSE)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     path = resolve_model_path(name_or_path)
@@ -98,16 +104,21 @@ def load_classifier(name_or_path: str, labels: list[str], dropout: dict[str, flo
         getattr(config, "architectures", None)
         and any(a.endswith("ForSequenceClassification") for a in config.architectures)
         and old == id2label
+        and getattr(config, "problem_type", None) in (None, HF_PROBLEM_TYPES[problem_type])
     )
     kwargs: dict[str, Any] = {
         "num_labels": len(labels),
         "id2label": id2label,
         "label2id": {v: k for k, v in id2label.items()},
+        "problem_type": HF_PROBLEM_TYPES[problem_type],
     }
     kwargs.update(dropout_config(config, dropout or {}))
     if not same_head:
         kwargs["ignore_mismatched_sizes"] = True
     return load_pretrained(AutoModelForSequenceClassification, path, **kwargs)
+
+
+HF_PROBLEM_TYPES = {"single_label": "single_label_classification", "regression": "regression"}
 
 
 def wrap_lora(model, task_type: str, r: int, alpha: int, dropout: float, target_modules: list[str] | None):

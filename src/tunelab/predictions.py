@@ -47,7 +47,13 @@ def prediction_table(
     probabilities: list[dict[str, float]],
     labels: list[str],
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """(rows, columns): each record with ``prediction``, ``score`` and ``prob_<label>`` added."""
+    """(rows, columns): each record with ``prediction``, ``score`` and ``prob_<label>`` added; a
+    regression model's (one output, not a probability) with ``prediction`` only, the number."""
+    if len(labels) == 1:
+        rows = [
+            {**r, "prediction": round(p[labels[0]], 6)} for r, p in zip(records, probabilities, strict=True)
+        ]
+        return rows, [*columns, "prediction"]
     rows = []
     for record, probs in zip(records, probabilities, strict=True):
         label = max(probs, key=probs.get)

@@ -37,7 +37,7 @@ from .stopping import StopControl
 
 logger = logging.getLogger(__name__)
 
-LOWER_IS_BETTER = ("loss", "perplexity")
+LOWER_IS_BETTER = ("loss", "perplexity", "rmse", "mae")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -95,8 +95,11 @@ def detect_columns(
     if label is None:
         others = [c for c in columns if c not in (text, pair)]
         guesses = [c for c in others if looks_like_labels(values(c))]
-        if text is not None and len(others) == 1 and looks_like_labels(values(others[0]), share=0.5):
-            label = others[0]  # the only other column, unless its values are mostly unique
+        only = others[0] if text is not None and len(others) == 1 else None
+        if only and (
+            looks_like_labels(values(only), share=0.5) or detect_problem_type(values(only)) == "regression"
+        ):
+            label = only  # the only other column, unless its values are mostly unique names
         elif len(guesses) == 1:
             label = guesses[0]
         elif guesses:
@@ -149,8 +152,53 @@ class SplitReport:
 
     source: str
     rows: int = 0
-    label_counts: Counter = field(default_factory=Counter)
+    label_counts: Counter = field(default_factory=Counter)  # single_label: rows per label
     label_first_seen: dict[str, str] = field(default_factory=dict)  # label -> "file: line N"
+    problem_type: str = "single_label"  # or regression: a numeric target, summarized below
+    target_min: float = math.inf
+    target_max: float = -math.inf
+    target_sum: float = 0.0
+
+    def describe_target(self) -> str:
+        """'from 0 to 5, mean 2.71' for a regression target."""
+        mean = self.target_sum / self.rows if self.rows else math.nan
+        return f"from {self.target_min:g} to {self.target_max:g}, mean {mean:.3g}"
+
+
+PROBLEM_TYPES = ("auto", "single_label", "regression")
+
+
+def as_number(value: Any) -> float | None:
+    """A numeric label's value (3, 2.5, "2.5"), or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) else None
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def detect_problem_type(labels: list[Any]) -> str:
+    """regression when the sample's labels are numbers (90% of them at least: a stray "n/a" is then an
+    error naming its row, not a reason to train 500 classes) and one is not a whole number (a score such
+    as 3.5); else single_label (names, or integer class ids)."""
+    numbers = [n for n in map(as_number, labels) if n is not None]
+    if labels and len(numbers) >= 0.9 * len(labels) and any(n != int(n) for n in numbers):
+        return "regression"
+    return "single_label"
+
+
+def check_target_value(value: Any, position: str, column: str) -> float:
+    number = as_number(value)
+    if number is None:
+        raise DataError(
+            f"{position}, column {column!r}: expected a number for the regression target, got {value!r}. "
+            "Fix the value, or set problem_type single_label if the column holds classes."
+        )
+    return number
 
 
 def check_label_value(
@@ -160,7 +208,8 @@ def check_label_value(
     if isinstance(value, float) or not isinstance(value, (str, int)):
         raise DataError(
             f"{position}, column {column!r}: expected a class name or an integer class id, got "
-            f"{type(value).__name__} {value!r}. Write the labels as text or as integers 0..K-1."
+            f"{type(value).__name__} {value!r}. Write the labels as text or as integers 0..K-1 (or set "
+            "problem_type regression for a numeric target)."
         )
     kind = "text" if isinstance(value, str) else "an integer"
     if first is not None and kind != first[0]:
@@ -171,8 +220,11 @@ def check_label_value(
     return first or (kind, position)
 
 
-def preflight_split(source: DataSource, columns_hint: dict[str, str | None], split: str = "train"):
-    """Check one split row by row; returns (Columns, SplitReport). Raises DataError naming file, line, column."""
+def preflight_split(
+    source: DataSource, columns_hint: dict[str, str | None], split: str = "train", problem_type: str = "auto"
+):
+    """Check one split row by row; returns (Columns, SplitReport). Raises DataError naming file, line, column.
+    ``problem_type`` auto is decided from the first rows (detect_problem_type)."""
     if source.is_hub:
         dataset = load_source(source, split=split)
         columns_found = list(dataset.column_names)
@@ -204,6 +256,9 @@ def preflight_split(source: DataSource, columns_hint: dict[str, str | None], spl
                 f"({', '.join(first_file[1])}); every file of {source.spec} needs the same columns."
             )
         columns, first_file = cols, first_file or (where, header)
+        if problem_type == "auto":
+            problem_type = detect_problem_type([r.get(cols.label) for _, r in first])
+        report.problem_type = problem_type
         for number, record in records:
             for column in cols.required():
                 value = record.get(column)
@@ -218,6 +273,15 @@ def preflight_split(source: DataSource, columns_hint: dict[str, str | None], spl
                         f"{where}: {unit} {number}, column {column!r}: expected text, got {type(value).__name__}."
                     )
             position = f"{where}: {unit} {number}"
+            if problem_type == "regression":
+                target = check_target_value(record[cols.label], position, cols.label)
+                report.rows += 1
+                report.target_min, report.target_max = (
+                    min(report.target_min, target),
+                    max(report.target_max, target),
+                )
+                report.target_sum += target
+                continue
             label_kind = check_label_value(record[cols.label], position, cols.label, label_kind)
             name = label_name(record[cols.label])
             report.rows += 1
@@ -274,6 +338,7 @@ class ClassificationData:
     test: Any | None
     validation_source: str
     train_report: SplitReport
+    problem_type: str = "single_label"  # or regression: ``labels`` is then the target column's name alone
 
     @property
     def label2id(self) -> dict[str, int]:
@@ -291,11 +356,26 @@ def preflight_classification(
     text_column: str | None = None,
     text_pair_column: str | None = None,
     label_column: str | None = None,
+    problem_type: str = "auto",
 ):
-    """Validate every split without loading a model; returns (sources, Columns, labels, reports)."""
+    """Validate every split without loading a model; returns (sources, Columns, labels, reports). A
+    regression's one label is the target column's name (the model's single output); the problem type
+    is ``reports["train"].problem_type``."""
+    if problem_type not in PROBLEM_TYPES:
+        raise ConfigError(
+            f"problem_type={problem_type!r} is not allowed; choose one of: {', '.join(PROBLEM_TYPES)}"
+        )
     hint = {"text": text_column, "pair": text_pair_column, "label": label_column}
     train_src = resolve_source(train_file, TABLE_FORMATS)
-    columns, train_report = preflight_split(train_src, hint)
+    columns, train_report = preflight_split(train_src, hint, "train", problem_type)
+    if train_report.problem_type == "regression":
+        sources, reports = {"train": train_src}, {"train": train_report}
+        for split, spec in (("validation", validation_file), ("test", test_file)):
+            if spec:
+                sources[split] = resolve_source(spec, TABLE_FORMATS)
+                hint_split = {"text": columns.text, "pair": columns.text_pair, "label": columns.label}
+                reports[split] = preflight_split(sources[split], hint_split, split, "regression")[1]
+        return sources, columns, [columns.label], reports
     check_label_spellings(train_report, columns.label)
     labels = sort_labels(set(train_report.label_counts))
     if len(labels) < 2:
@@ -310,21 +390,26 @@ def preflight_classification(
             continue
         src = resolve_source(spec, TABLE_FORMATS)
         hint_split = {"text": columns.text, "pair": columns.text_pair, "label": columns.label}
-        _, reports[split] = preflight_split(src, hint_split, split)
+        _, reports[split] = preflight_split(src, hint_split, split, "single_label")
         check_labels_seen(src, columns, set(labels), split)
         sources[split] = src
     return sources, columns, labels, reports
 
 
-def _standardize(dataset, columns: Columns, labels: list[str]):
-    """Rename to text/text_pair/label and encode the labels as a ClassLabel."""
-    from datasets import ClassLabel
+def _standardize(dataset, columns: Columns, labels: list[str], problem_type: str = "single_label"):
+    """Rename to text/text_pair/label and encode the labels as a ClassLabel (a regression's as float32)."""
+    from datasets import ClassLabel, Value
 
     keep = columns.required()
     dataset = dataset.remove_columns([c for c in dataset.column_names if c not in keep])
     label2id = {name: i for i, name in enumerate(labels)}
+    regression = problem_type == "regression"
     dataset = dataset.map(
-        lambda batch: {"label_id": [label2id[label_name(v)] for v in batch[columns.label]]},
+        lambda batch: {
+            "label_id": [
+                as_number(v) if regression else label2id[label_name(v)] for v in batch[columns.label]
+            ]
+        },
         batched=True,
         remove_columns=[columns.label],
         desc="Encoding labels",
@@ -333,7 +418,7 @@ def _standardize(dataset, columns: Columns, labels: list[str]):
     if columns.text_pair:
         renames[columns.text_pair] = "text_pair"
     dataset = dataset.rename_columns({k: v for k, v in renames.items() if k != v})
-    return dataset.cast_column("label", ClassLabel(names=labels))
+    return dataset.cast_column("label", Value("float32") if regression else ClassLabel(names=labels))
 
 
 def classification_data(settings: Mapping[str, Any], **overrides: Any) -> ClassificationData:
@@ -353,6 +438,7 @@ def classification_data(settings: Mapping[str, Any], **overrides: Any) -> Classi
         max_eval_samples=s.get("max_eval_samples"),
         seed=int(s.get("seed", 42)),
         dataset_config_name=s.get("dataset_config_name"),
+        problem_type=s.get("problem_type") or "auto",
     )
 
 
@@ -368,13 +454,15 @@ def load_classification_data(
     max_eval_samples: int | None = None,
     seed: int = 42,
     dataset_config_name: str | None = None,
+    problem_type: str = "auto",
 ) -> ClassificationData:
     """Preflight, then load with ``datasets``; validation is the given file or a stratified held-out share."""
     sources, columns, labels, reports = preflight_classification(
-        train_file, validation_file, test_file, text_column, text_pair_column, label_column
+        train_file, validation_file, test_file, text_column, text_pair_column, label_column, problem_type
     )
+    problem_type = reports["train"].problem_type
     splits = {
-        name: _standardize(load_source(src, dataset_config_name, name), columns, labels)
+        name: _standardize(load_source(src, dataset_config_name, name), columns, labels, problem_type)
         for name, src in sources.items()
     }
     train = splits["train"]
@@ -398,6 +486,7 @@ def load_classification_data(
         test=splits.get("test"),
         validation_source=validation_source,
         train_report=reports["train"],
+        problem_type=problem_type,
     )
 
 
@@ -410,16 +499,24 @@ def hold_out_validation(train, label_counts: Counter, percentage: float, seed: i
             f"{train_file}: {rows} rows leave none for training after holding out {percentage:g}% for "
             "validation; add rows, lower --validation_split_percentage or pass --validation_file."
         )
-    classes = len(label_counts)
-    stratified = min(label_counts.values()) >= 2 and held >= classes and rows - held >= classes
-    if not stratified:
+    classes = len(label_counts)  # none for a regression target: a random share
+    stratified = (
+        bool(label_counts) and min(label_counts.values()) >= 2 and held >= classes and rows - held >= classes
+    )
+    if label_counts and not stratified:
         logger.warning(
             "Too few rows per class to stratify the %g%% validation share; it is drawn at random.", percentage
         )
     split = train.train_test_split(
         test_size=held, seed=seed, stratify_by_column="label" if stratified else None
     )
-    kind = "stratified" if stratified else "not stratified: too few rows per class"
+    kind = (
+        "stratified"
+        if stratified
+        else "random"
+        if not label_counts
+        else "not stratified: too few rows per class"
+    )
     return split["train"], split["test"], f"{percentage:g}% of {train_file} ({kind}, seed {seed})"
 
 
@@ -465,6 +562,8 @@ def class_weights(spec: str, data: ClassificationData) -> list[float] | None:
     parsed = parse_class_weights(spec)
     if parsed == "none":
         return None
+    if data.problem_type == "regression":
+        raise ConfigError("class_weights applies to classes; this run's target is a number (regression).")
     if parsed == "balanced":
         counts = Counter(data.train["label"])
         total = sum(counts.values())
@@ -499,6 +598,8 @@ def imbalance_note(label_counts: dict[str, int]) -> str | None:
 
 def describe_data(data: ClassificationData) -> str:
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(data.train_report.label_counts.items()))
+    if data.problem_type == "regression":
+        counts = f"a regression target {data.train_report.describe_target()}"
     return (
         f"train {len(data.train)} rows, validation {len(data.validation)} rows ({data.validation_source}); "
         f"columns text={data.columns.text!r}"
