@@ -496,7 +496,8 @@ def test_a_client_that_disconnects_ends_its_generation(app_server, embedded_enco
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_encoder_path)
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=tokenizer.vocab_size, n_layer=6, n_embd=384, n_head=6, n_positions=1024)
+    # 12 layers: slow enough on a quiet 2-core CPU that 512 tokens outlast the 5 s the test waits
+    config = GPT2Config(vocab_size=tokenizer.vocab_size, n_layer=12, n_embd=384, n_head=6, n_positions=1024)
     GPT2LMHeadModel(config).save_pretrained(tmp_path / "lm")
     tokenizer.save_pretrained(tmp_path / "lm")
     url = app_server["url"]
