@@ -373,6 +373,8 @@ def test_train_classifier_then_classify_and_report(app_server, uploaded, tiny_be
     assert sum(sum(row[1:]) for row in test_confusion["data"]) == 30
     with open(predictions) as f:
         assert [(r["text"], r["gold"]) for r in csv.DictReader(f)] == sentiment_rows(30, seed=9)
+    details = client.predict(run_id, api_name="/run_details")[1]  # the Runs tab's description
+    assert f"Test file: loss {status['metrics']['test/loss']:.4g}, accuracy" in details
     runs = client.predict(api_name="/list_runs")
     assert any(r["id"] == run_id and r["state"] == "finished" for r in runs)
     # continue for one more epoch from the finished model: a new run that starts from this one

@@ -280,6 +280,33 @@ def test_model_card_body_reports_the_run_and_hides_tokens(run_dir):
     assert TOKEN not in text
 
 
+def test_a_card_with_test_scores_reports_both_splits(tmp_path):
+    """A run with a test file: the results table has a validation and a test column, and the Hub's
+    model-index lists each metric once per split."""
+    path = write_model_card(
+        tmp_path,
+        task="text-classification",
+        base_model="embedded:all-MiniLM-L6-v2",
+        datasets=["stanfordnlp/sst2"],
+        metrics={"eval/accuracy": 0.83, "eval/loss": 0.48, "test/accuracy": 0.77, "test/loss": 0.54},
+        hyperparameters={"learning_rate": 5e-5},
+        data_summary={"train": "2000 examples"},
+        command="accelerate launch recipes/bert_cls.py",
+    )
+    text = path.read_text()
+    assert "| metric | validation | test |" in text and "| accuracy | 0.8300 | 0.7700 |" in text
+    assert "evaluated on its validation and test splits" in text
+    results = {
+        (r.dataset_split, r.metric_type): r.metric_value for r in ModelCard.load(path).data.eval_results
+    }
+    assert results == {
+        ("validation", "accuracy"): 0.83,
+        ("validation", "loss"): 0.48,
+        ("test", "accuracy"): 0.77,
+        ("test", "loss"): 0.54,
+    }
+
+
 def test_model_card_of_a_local_base_model_has_no_base_model(tmp_path):
     local_model = tmp_path / "my-gpt2"
     local_model.mkdir()
