@@ -11,7 +11,12 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from tunelab.data.classification import imbalance_note, load_classification_data, preflight_classification
+from tunelab.data.classification import (
+    as_number,
+    imbalance_note,
+    load_classification_data,
+    preflight_classification,
+)
 from tunelab.data.clean import (
     DataCleaningArguments,
     clean_classification_data,
@@ -132,6 +137,12 @@ def label_plot(labels: list[str], counts: dict[str, int]):
     )
 
 
+def target_plot(records: list[dict[str, Any]], column: str):
+    """A regression target's distribution (of the rows the token lengths are sampled from)."""
+    values = [v for v in (as_number(r.get(column)) for r in records) if v is not None]
+    return histogram(values, "Target distribution", column, width=PLOT_WIDTH, whole=False)
+
+
 def inspect_dataset(
     state: AppState, name: str, text_col: str | None, pair_col: str | None, label_col: str | None
 ):
@@ -213,7 +224,8 @@ def inspect_dataset(
         + "\n\nThe Train tab now uses this dataset and these columns (task *classification*, or "
         "*causal-lm* on its text column)."
     )
-    texts = [str(r.get(columns.text, "")) for r in _first_records(path, LENGTH_SAMPLE)]
+    records = _first_records(path, LENGTH_SAMPLE)
+    texts = [str(r.get(columns.text, "")) for r in records]
     lengths = token_lengths(texts)
     # what the Train tab starts from: this dataset, its columns, its size and its texts' lengths
     state.remember_columns(
@@ -223,7 +235,7 @@ def inspect_dataset(
         report,
         pd.DataFrame(columns=["file", "row", "column", "problem"]),
         preview,
-        empty_labels if regression else label_plot(labels, counts),
+        target_plot(records, columns.label) if regression else label_plot(labels, counts),
         length_histogram(lengths),
         gr.update(choices=text_choices, value=columns.text),
         gr.update(choices=pair_choices, value=columns.text_pair or NONE),

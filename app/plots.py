@@ -56,17 +56,25 @@ def bar_chart(df: pd.DataFrame, x: str, y: str, title: str, width: int = WIDTH) 
 
 
 def histogram(
-    values: list[int], title: str, x_title: str, y_title: str = "texts", width: int = WIDTH
+    values: list[float],
+    title: str,
+    x_title: str,
+    y_title: str = "texts",
+    width: int = WIDTH,
+    whole: bool = True,
 ) -> alt.Chart | None:
-    """A histogram of numbers: about 20 numeric bins, in numeric order, counts from zero."""
+    """A histogram of numbers: about 20 numeric bins, in numeric order, counts from zero; ``whole``
+    numbers (token counts) get whole bins."""
     if not values:
         return None
-    df = pd.DataFrame({"value": pd.Series(values, dtype="int64")})
+    df = pd.DataFrame({"value": pd.Series(values, dtype="int64" if whole else "float64")})
+    bins = alt.Bin(maxbins=20, minstep=1) if whole else alt.Bin(maxbins=20)
+    axis = alt.Axis(format="d") if whole else alt.Axis()
     return (
         alt.Chart(df)
         .mark_bar()
         .encode(
-            x=alt.X("value:Q", bin=alt.Bin(maxbins=20, minstep=1), title=x_title, axis=alt.Axis(format="d")),
+            x=alt.X("value:Q", bin=bins, title=x_title, axis=axis),
             y=alt.Y("count():Q", title=y_title, scale=alt.Scale(zero=True)),
             tooltip=[
                 alt.Tooltip("value:Q", bin=True, title=x_title),

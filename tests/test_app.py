@@ -214,6 +214,21 @@ def test_the_data_report_warns_of_a_rare_label_and_says_what_to_try(app_server, 
     assert "class_weights: balanced" in cfg
 
 
+def test_a_numeric_target_is_reported_as_regression_with_its_distribution(app_server, tmp_path):
+    from gradio_client import handle_file
+
+    path = tmp_path / "scores.csv"
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([("text", "score"), *((f"review {i}", i / 4) for i in range(40))])
+    result = app_server["client"].predict(handle_file(str(path)), api_name="/upload_dataset")
+    assert "regression target **score** (numbers from 0 to 9.75, mean 4.88" in result[1]
+    assert "Target distribution" in str(result[4])  # the target's histogram in place of the label counts
+    cfg, _ = app_server["client"].predict(
+        json.dumps({"dataset": "scores.csv", "problem_type": "regression"}), api_name="/preview_run"
+    )
+    assert "problem_type: regression" in cfg and "label_column: score" in cfg
+
+
 def test_sample_datasets_ship_with_the_app(app_server):
     client = app_server["client"]
     result = client.predict("sample-python-docs-topics.csv", api_name="/use_sample")
