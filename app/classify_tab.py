@@ -208,6 +208,7 @@ def build(state: AppState) -> None:
                 label="Most confidently wrong validation examples",
                 interactive=False,
                 wrap=True,
+                column_widths=["64%", "12%", "12%", "12%"],  # else a long text pushes the rest out of view
             )
             test_scores = gr.Markdown(visible=False, elem_id="classify-test-scores")
             test_confusion = gr.Dataframe(
