@@ -180,6 +180,31 @@ def test_augmentation_adds_seeded_copies_and_keeps_originals_and_labels(method):
             assert set(new.split()) <= set(old.split()) and new
 
 
+def test_cleaning_and_augmentation_keep_a_regression_target(tmp_path):
+    """Numeric targets go through the rules as values: one text with two scores is a conflict, an exact
+    duplicate repeats text and score, augmented copies keep their original's score."""
+    from tunelab.data.classification import load_classification_data
+
+    rows = [("a fine film", 4.5), ("a fine film", 4.5), ("a dull film", 1.5), ("a dull film", 2.5)]
+    rows += [(f"review number {i}", i / 4) for i in range(20)]
+    for name, content in (("train.csv", rows), ("valid.csv", [("something else", 3.0), ("more", 0.5)])):
+        with (tmp_path / name).open("w", newline="") as f:
+            csv.writer(f).writerows([("text", "score"), *content])
+    data = load_classification_data(str(tmp_path / "train.csv"), validation_file=str(tmp_path / "valid.csv"))
+    assert data.problem_type == "regression"
+    args = DataCleaningArguments(remove_duplicates="exact", drop_conflicting_labels=True)
+    report = clean_classification_data(data, args)
+    assert (report.conflicting_labels.removed, report.exact_duplicates.removed) == (2, 1)
+    assert sorted(zip(data.train["text"], data.train["label"], strict=True))[:2] == [
+        ("a fine film", 4.5),
+        ("review number 0", 0.0),
+    ]
+    out, _ = augment_training_set(
+        data.train, AugmentationArguments("random_deletion", augment_copies=1), "", 1
+    )
+    assert out["label"][:] == data.train["label"][:] * 2
+
+
 def test_word_operations_keep_a_word_and_touch_every_word_at_probability_one():
     import random
 
