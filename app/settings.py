@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tunelab.args import MIXED_PRECISION, MODEL_SIZES, OPTIMIZERS, SCHEDULERS
+from tunelab.args import MIXED_PRECISION, MODEL_SIZES, OPTIMIZERS, PROBLEM_TYPES, SCHEDULERS
 from tunelab.data.augment import METHODS as AUGMENT_METHODS
 from tunelab.data.clean import DUPLICATE_MODES
 from tunelab.errors import TuneLabError
@@ -348,7 +348,7 @@ SETTINGS: tuple[Setting, ...] = (
         "main",
         4,
         tasks=("classification",),
-        choices=("auto", "single_label", "regression"),
+        choices=PROBLEM_TYPES,
         info="auto: regression when the labels are numbers like 3.5",
     ),
     Setting(

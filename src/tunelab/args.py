@@ -32,6 +32,7 @@ SCHEDULERS = (
 )
 OPTIMIZERS = ("adamw", "adam", "sgd", "adafactor")
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
+PROBLEM_TYPES = ("auto", "single_label", "regression")  # auto: see data.classification.detect_problem_type
 REPORT_TO = ("none", "tensorboard", "trackio", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive")
 
 
@@ -286,7 +287,7 @@ class ClassificationArguments:
             )
         check_dropouts(self, ("hidden_dropout", "attention_dropout", "classifier_dropout"))
         parse_class_weights(self.class_weights)
-        _choice("problem_type", self.problem_type, ("auto", "single_label", "regression"))
+        _choice("problem_type", self.problem_type, PROBLEM_TYPES)
 
     def dropout_overrides(self) -> dict[str, float]:
         return {

@@ -150,7 +150,10 @@ def results_table(metrics: dict[str, float]) -> str:
     splits = [p for p in SPLITS if any(k.startswith(p + "/") for k in metrics)]
     if not names:
         return ""
-    cell = lambda key: f"{metrics[key]:.4f}" if key in metrics else ""  # noqa: E731
+
+    def cell(key: str) -> str:
+        return f"{metrics[key]:.4f}" if key in metrics else ""
+
     lines = ["| metric | " + " | ".join(SPLITS[p] for p in splits) + " |", "|---" * (len(splits) + 1) + "|"]
     lines += [f"| {n} | " + " | ".join(cell(f"{p}/{n}") for p in splits) + " |" for n in names]
     return "\n".join(lines)

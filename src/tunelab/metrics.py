@@ -141,26 +141,12 @@ def evaluate_test_set(
     every label's probability, in the file's order."""
     from pathlib import Path
 
-    import numpy as np
-    from torch.utils.data import DataLoader
-    from transformers import DataCollatorWithPadding
-
-    from .data.classification import tokenize_classification
+    from .data.classification import eval_dataloader, tokenize_classification
     from .predictions import write_predictions
     from .runs import TEST_PREDICTIONS
 
     encoded, _ = tokenize_classification(data.test, tokenizer, max_length, desc="Tokenizing test")
-    # shortest first (little padding); ``order`` maps the answers back to the file's rows
-    order = np.argsort(np.asarray(encoded["length"]), kind="stable")
-    columns = [
-        c for c in ("input_ids", "attention_mask", "token_type_ids", "label") if c in encoded.column_names
-    ]
-    on_gpu = accelerator.device.type == "cuda"
-    loader = DataLoader(
-        encoded.select(order).with_format(columns=columns),
-        batch_size=batch_size,
-        collate_fn=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if on_gpu else None),
-    )
+    loader, order = eval_dataloader(encoded, tokenizer, batch_size, accelerator.device.type == "cuda")
     model.eval()
     regression = data.problem_type == "regression"
     logits, refs, loss = classifier_outputs(accelerator, model, accelerator.prepare(loader), regression)

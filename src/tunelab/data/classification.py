@@ -165,9 +165,6 @@ class SplitReport:
         return f"from {self.target_min:g} to {self.target_max:g}, mean {mean:.3g}"
 
 
-PROBLEM_TYPES = ("auto", "single_label", "regression")
-
-
 def as_number(value: Any) -> float | None:
     """A numeric label's value (3, 2.5, "2.5"), or None."""
     if isinstance(value, bool):
@@ -361,28 +358,20 @@ def preflight_classification(
     """Validate every split without loading a model; returns (sources, Columns, labels, reports). A
     regression's one label is the target column's name (the model's single output); the problem type
     is ``reports["train"].problem_type``."""
-    if problem_type not in PROBLEM_TYPES:
-        raise ConfigError(
-            f"problem_type={problem_type!r} is not allowed; choose one of: {', '.join(PROBLEM_TYPES)}"
-        )
     hint = {"text": text_column, "pair": text_pair_column, "label": label_column}
     train_src = resolve_source(train_file, TABLE_FORMATS)
     columns, train_report = preflight_split(train_src, hint, "train", problem_type)
-    if train_report.problem_type == "regression":
-        sources, reports = {"train": train_src}, {"train": train_report}
-        for split, spec in (("validation", validation_file), ("test", test_file)):
-            if spec:
-                sources[split] = resolve_source(spec, TABLE_FORMATS)
-                hint_split = {"text": columns.text, "pair": columns.text_pair, "label": columns.label}
-                reports[split] = preflight_split(sources[split], hint_split, split, "regression")[1]
-        return sources, columns, [columns.label], reports
-    check_label_spellings(train_report, columns.label)
-    labels = sort_labels(set(train_report.label_counts))
-    if len(labels) < 2:
-        raise DataError(
-            f"{train_src.describe()}: column {columns.label!r} has only one class ({labels[0]!r}); "
-            "classification needs at least 2."
-        )
+    regression = train_report.problem_type == "regression"
+    if regression:
+        labels = [columns.label]
+    else:
+        check_label_spellings(train_report, columns.label)
+        labels = sort_labels(set(train_report.label_counts))
+        if len(labels) < 2:
+            raise DataError(
+                f"{train_src.describe()}: column {columns.label!r} has only one class ({labels[0]!r}); "
+                "classification needs at least 2."
+            )
     sources = {"train": train_src}
     reports = {"train": train_report}
     for split, spec in (("validation", validation_file), ("test", test_file)):
@@ -390,8 +379,9 @@ def preflight_classification(
             continue
         src = resolve_source(spec, TABLE_FORMATS)
         hint_split = {"text": columns.text, "pair": columns.text_pair, "label": columns.label}
-        _, reports[split] = preflight_split(src, hint_split, split, "single_label")
-        check_labels_seen(src, columns, set(labels), split)
+        _, reports[split] = preflight_split(src, hint_split, split, train_report.problem_type)
+        if not regression:
+            check_labels_seen(src, columns, set(labels), split)
         sources[split] = src
     return sources, columns, labels, reports
 
@@ -516,6 +506,9 @@ def hold_out_validation(train, label_counts: Counter, percentage: float, seed: i
         else "random"
         if not label_counts
         else "not stratified: too few rows per class"
+    )
+    kind = (
+        "stratified" if stratified else "not stratified: too few rows per class" if label_counts else "random"
     )
     return split["train"], split["test"], f"{percentage:g}% of {train_file} ({kind}, seed {seed})"
 
@@ -642,16 +635,10 @@ def classification_dataloaders(
 ):
     """Dynamically padded batches (to a multiple of 8 on GPU, for tensor cores)."""
     from torch.utils.data import DataLoader
-    from transformers import DataCollatorWithPadding
 
-    collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if on_gpu else None)
-    columns = [
-        c for c in ("input_ids", "attention_mask", "token_type_ids", "label") if c in train.column_names
-    ]
+    collate = _collator(tokenizer, on_gpu)
     lengths = list(train["length"]) if group_by_length else None  # a list: a Column indexes row by row
-    train = train.with_format(columns=columns)
-    # Scores do not depend on order, so evaluate shortest first: batches of similar length pad little.
-    validation = validation.sort("length").with_format(columns=columns)
+    train = train.with_format(columns=_model_columns(train))
     if group_by_length:
         sampler = LengthGroupedSampler(lengths, train_batch_size, seed)
         train_dl = DataLoader(
@@ -671,7 +658,36 @@ def classification_dataloaders(
             num_workers=num_workers,
             pin_memory=on_gpu,
         )
-    eval_dl = DataLoader(
-        validation, batch_size=eval_batch_size, collate_fn=collate, num_workers=num_workers, pin_memory=on_gpu
-    )
+    eval_dl, _ = eval_dataloader(validation, tokenizer, eval_batch_size, on_gpu, num_workers)
     return train_dl, eval_dl
+
+
+def eval_dataloader(dataset, tokenizer, batch_size: int, on_gpu: bool, num_workers: int = 0):
+    """Batches of a tokenized split, shortest first (similar lengths pad little); returns (loader,
+    order): the loader's i-th example is the split's row ``order[i]``, so answers map back to rows."""
+    import numpy as np
+    from torch.utils.data import DataLoader
+
+    order = np.argsort(np.asarray(dataset["length"]), kind="stable")
+    return (
+        DataLoader(
+            dataset.select(order).with_format(columns=_model_columns(dataset)),
+            batch_size=batch_size,
+            collate_fn=_collator(tokenizer, on_gpu),
+            num_workers=num_workers,
+            pin_memory=on_gpu,
+        ),
+        order,
+    )
+
+
+def _model_columns(dataset) -> list[str]:
+    return [
+        c for c in ("input_ids", "attention_mask", "token_type_ids", "label") if c in dataset.column_names
+    ]
+
+
+def _collator(tokenizer, on_gpu: bool):
+    from transformers import DataCollatorWithPadding
+
+    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if on_gpu else None)
