@@ -68,7 +68,8 @@ def classify_file(
 
 
 def confusion_table(run_dir: Path, split: str = "validation") -> pd.DataFrame | None:
-    """The run's confusion matrix on its validation split, or on its test file (None: no test file)."""
+    """The run's confusion matrix on its validation split, or on its test file (None: no test file); a
+    multi-label model's per-label report (precision, recall, F1, support, threshold) instead."""
     try:
         report = json.loads((run_dir / "eval_results.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError):
@@ -76,6 +77,11 @@ def confusion_table(run_dir: Path, split: str = "validation") -> pd.DataFrame | 
     key = "test/confusion_matrix" if split == "test" else "confusion_matrix"
     if report.get("problem_type") == "regression":
         return None if split == "test" else pd.DataFrame({"": ["a regression model: no confusion matrix"]})
+    if report.get("problem_type") == "multi_label":
+        per_label = report.get("test/per_class" if split == "test" else "per_class")
+        if per_label is None:
+            return None if split == "test" else pd.DataFrame({"": ["no per-label report in this run"]})
+        return pd.DataFrame([{"label": name, **scores} for name, scores in per_label.items()]).round(4)
     if split == "test" and key not in report:
         return None
     labels, matrix = report.get("labels") or [], report.get(key) or []
@@ -154,6 +160,16 @@ def _find_mistakes(
             )
             rows[-1]["error"] = round(abs(predicted - gold), 4)
         return sorted(rows, key=lambda r: -r["error"]), len(texts)
+    if classifier.multi_label:  # a wrong label set; its confidence: that of its surest wrong decision
+        for text, gold, p in zip(texts, validation["label"], probs, strict=True):
+            chosen, true = classifier.chosen(p), [names[i] for i in gold]
+            wrong = set(chosen) ^ set(true)
+            if wrong:
+                sure = max(p[k] if k in chosen else 1 - p[k] for k in wrong)
+                row = {"text": text, "true": "; ".join(true), "predicted": "; ".join(chosen)}
+                rows.append(row | {"confidence": round(sure, 4)})
+        rows.sort(key=lambda r: -r["confidence"])
+        return rows, len(texts)
     for text, gold, p in zip(texts, validation["label"], probs, strict=True):
         predicted = max(p, key=p.get)
         if predicted != names[gold]:
@@ -167,6 +183,17 @@ def _find_mistakes(
             )
     rows.sort(key=lambda r: -r["confidence"])
     return rows, len(texts)
+
+
+def decision(classifier: Classifier, probabilities: Any) -> str | None:
+    """A multi-label model's answer: every label at or above its threshold, most probable first (None
+    for other models). ``probabilities``: the Label's {label: probability}."""
+    if not classifier.multi_label or not isinstance(probabilities, dict):
+        return None
+    cut = classifier.thresholds or {}
+    chosen = classifier.chosen(probabilities)
+    listed = ", ".join(f"**{k}** {probabilities[k]:.2f} (threshold {cut[k]:.2f})" for k in chosen)
+    return f"Labels: {listed or 'none reaches its threshold'}"
 
 
 def yaml_config(run_dir: Path) -> dict[str, Any]:
@@ -190,6 +217,7 @@ def build(state: AppState) -> None:
                 text = gr.Textbox(label="Text", lines=3, elem_id="classify-text")
                 classify_btn = gr.Button("Classify", variant="primary", elem_id="classify-btn")
                 label = gr.Label(label="Label probabilities", num_top_classes=10, elem_id="classify-label")
+                decision = gr.Markdown(visible=False, elem_id="classify-decision")
             with gr.Column():
                 texts_file = gr.File(
                     label="A file of texts (txt: one per line; csv/jsonl: a text column)",
@@ -226,6 +254,11 @@ def build(state: AppState) -> None:
                 return f"{name} = {number:.4g}"
             return answer
 
+        def decide(rid, path, shown):
+            """A multi-label model's answer under the bars (each label's own probability)."""
+            answer = decision(load(Classifier, model_spec(state, rid, path)), shown)
+            return gr.update(value=answer, visible=answer is not None)
+
         def do_file(rid, path, file, request: gr.Request, progress=gr.Progress()):
             if not file:
                 raise UserError("Upload a file of texts first.")
@@ -239,8 +272,10 @@ def build(state: AppState) -> None:
             mistakes = wrong_examples(run.path, state.model_dir(rid), progress=_reporter(progress, "scoring"))
             return confusion_table(run.path), mistakes
 
-        classify_btn.click(classify, [run_id, model_path, text], [label], api_name="classify")
-        text.submit(classify, [run_id, model_path, text], [label], api_name=False)
+        for event, api_name in ((classify_btn.click, "classify"), (text.submit, False)):
+            event(classify, [run_id, model_path, text], [label], api_name=api_name).then(
+                decide, [run_id, model_path, label], [decision], api_name=False
+            )
         file_btn.click(do_file, [run_id, model_path, texts_file], [predictions], api_name="classify_file")
 
         def test_report(rid):

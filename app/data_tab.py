@@ -212,15 +212,18 @@ def inspect_dataset(
         f" · regression target **{columns.label}** (numbers {reports['train'].describe_target()}; set "
         "Problem type single_label in the Train tab if they are classes)"
         if regression
-        else f" · label column **{columns.label}** · {len(labels)} labels: "
-        + ", ".join(f"{k} ({counts[k]})" for k in labels)
+        else f" · label column **{columns.label}** · {reports['train'].describe_labels(labels)}"
     )
     report = (
         f"### ✓ {path.name} passes the checks\n"
         f"{reports['train'].rows:,} rows · text column **{columns.text}**"
         + (f" · pair column **{columns.text_pair}**" if columns.text_pair else "")
         + target
-        + (f"\n\n⚠ Imbalanced labels: {note}" if (note := imbalance_note(counts)) else "")
+        + (
+            f"\n\n⚠ Imbalanced labels: {note}"
+            if (note := imbalance_note(counts, reports["train"].rows))
+            else ""
+        )
         + "\n\nThe Train tab now uses this dataset and these columns (task *classification*, or "
         "*causal-lm* on its text column)."
     )

@@ -43,7 +43,7 @@ RUN_COLUMNS = ["run", "task", "state", "stage", "progress", "ETA", "created", "r
 
 def main_result(status: dict[str, Any]) -> str:
     metrics = status.get("metrics") or {}
-    for key in ("eval/accuracy", "eval/perplexity", "eval/loss"):
+    for key in ("eval/accuracy", "eval/f1_micro", "eval/rmse", "eval/perplexity", "eval/loss"):
         if key in metrics:
             return f"{key.removeprefix('eval/')} {metrics[key]:.4g}"
     return (status.get("reason") or "")[:60]

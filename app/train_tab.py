@@ -78,13 +78,13 @@ def check_data(state: AppState, settings: dict[str, Any]) -> str:
                 text_pair_column=config.get("text_pair_column"),
                 label_column=config.get("label_column"),
                 problem_type=config.get("problem_type") or "auto",
+                label_separator=config.get("label_separator") or ";",
             )
-            counts, train = reports["train"].label_counts, reports["train"]
+            train = reports["train"]
             described = (
                 f"regression target `{columns.label}` {train.describe_target()}"
                 if train.problem_type == "regression"
-                else f"label column `{columns.label}`, labels "
-                + ", ".join(f"{k} ({counts[k]})" for k in labels)
+                else f"label column `{columns.label}`, {train.describe_labels(labels)}"
             )
             return f"✓ **{path.name}**: {train.rows} rows, text column `{columns.text}`, {described}"
         if path.suffix.lower() == ".txt":

@@ -80,9 +80,9 @@ def main() -> None:
             record_data_report(output_dir, events, cleaning, augmentation)
         logger.info("Data: %s", describe_data(data))
         regression = data.problem_type == "regression"
-        if regression and train_args.label_smoothing:
+        if data.problem_type != "single_label" and train_args.label_smoothing:
             raise ConfigError(
-                "label_smoothing applies to classes; this run's target is a number (regression)."
+                f"label_smoothing applies to one class per text; this run is {data.problem_type}."
             )
         weights = class_weights(data_args.class_weights, data)
         if weights is not None:
@@ -90,7 +90,7 @@ def main() -> None:
                 "Class weights: %s",
                 ", ".join(f"{k} {w:.3g}" for k, w in zip(data.labels, weights, strict=True)),
             )
-        note = imbalance_note(data.train_report.label_counts)
+        note = imbalance_note(data.train_report.label_counts, data.train_report.rows)
         if note and weights is None:
             logger.warning("Data: %s", note)
         tokenizer = load_tokenizer(data_args.model_name_or_path)
@@ -139,20 +139,34 @@ def main() -> None:
         )
         task = Task(
             evaluate=lambda m, dl, final: evaluate_classifier(
-                accelerator, m, dl, data.labels, detailed=final, problem_type=data.problem_type
+                accelerator,
+                m,
+                dl,
+                data.labels,
+                detailed=final,
+                problem_type=data.problem_type,
+                threshold=data_args.threshold,
+                tune=final and data_args.tune_thresholds,  # the saved model's thresholds
             ),
-            main_metric=train_args.metric_for_best_model or ("rmse" if regression else "accuracy"),
+            main_metric=train_args.metric_for_best_model
+            or {"regression": "rmse", "multi_label": "f1_micro"}.get(data.problem_type, "accuracy"),
             count_tokens=lambda batch: batch["attention_mask"].sum(),
-            loss=classification_loss(train_args.label_smoothing, weights),
+            loss=classification_loss(train_args.label_smoothing, weights, data.multi_label),
         )
         start_trackers(accelerator, train_args.report_to, output_dir, config)
         result = train(accelerator, train_args, model, train_dl, eval_dl, task, output_dir, events)
+        # multi_label: the thresholds the final evaluation decided at (tuned on validation when asked)
+        thresholds = (
+            result.metrics.get("thresholds") or dict.fromkeys(data.labels, data_args.threshold)
+            if data.multi_label
+            else None
+        )
         finish_run(
             accelerator,
             run,
             result,
             config,
-            lambda folder: save_classifier(merge_lora(result.model), tokenizer, folder),
+            lambda folder: save_classifier(merge_lora(result.model), tokenizer, folder, thresholds),
             lambda: RunReport(
                 "text-classification",
                 data_args.model_name_or_path,
@@ -167,7 +181,8 @@ def main() -> None:
                     ),
                     "labels": f"regression target {data.labels[0]!r} {data.train_report.describe_target()}"
                     if regression
-                    else ", ".join(f"{i}: {name}" for i, name in enumerate(data.labels)),
+                    else ("multi_label: " if data.multi_label else "")
+                    + ", ".join(f"{i}: {name}" for i, name in enumerate(data.labels)),
                     **({"cleaning and augmentation": "; ".join(data_lines)} if data_lines else {}),
                 },
                 results={"labels": data.labels, "problem_type": data.problem_type},
@@ -182,6 +197,7 @@ def main() -> None:
                 data_args.max_length,
                 train_args.per_device_eval_batch_size,
                 output_dir,
+                thresholds,
             ),
         )
 

@@ -229,6 +229,26 @@ def test_a_numeric_target_is_reported_as_regression_with_its_distribution(app_se
     assert "problem_type: regression" in cfg and "label_column: score" in cfg
 
 
+def test_several_labels_per_cell_are_reported_as_multi_label(app_server, tmp_path):
+    from gradio_client import handle_file
+
+    path = tmp_path / "topics.csv"
+    rows = [(f"story {i}", ["news;sports", "news", "sports;weather;news"][i % 3]) for i in range(30)]
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([("text", "topics"), *rows])
+    result = app_server["client"].predict(handle_file(str(path)), api_name="/upload_dataset")
+    assert "label column **topics** · multi_label, 3 labels, 2.00 per text" in result[1]
+    assert "news (30), sports (20), weather (10)" in result[1]
+    settings = {
+        "dataset": "topics.csv",
+        "problem_type": "multi_label",
+        "threshold": 0.4,
+        "tune_thresholds": True,
+    }
+    cfg, _ = app_server["client"].predict(json.dumps(settings), api_name="/preview_run")
+    assert "problem_type: multi_label" in cfg and "threshold: 0.4" in cfg and "tune_thresholds: true" in cfg
+
+
 def test_sample_datasets_ship_with_the_app(app_server):
     client = app_server["client"]
     result = client.predict("sample-python-docs-topics.csv", api_name="/use_sample")

@@ -296,6 +296,111 @@ def test_a_numeric_target_trains_a_regression_model(tmp_path, tiny_bert):
     assert export.returncode != 0 and "this run is a regression model" in export.stderr
 
 
+def multi_label_rows(n: int, seed: int = 0) -> list[tuple[str, list[str]]]:
+    """Texts with two label families: a topic (4) and a tone (3), each told by its own words."""
+    import random
+
+    rng = random.Random(seed)
+    topics = {
+        "sports": ["match", "goal", "team", "coach"],
+        "politics": ["vote", "senate", "minister", "law"],
+        "tech": ["software", "chip", "laptop", "code"],
+        "food": ["recipe", "pasta", "bread", "soup"],
+    }
+    tones = {
+        "happy": ["wonderful", "delightful", "great"],
+        "angry": ["outrageous", "infuriating", "furious"],
+        "sad": ["tragic", "gloomy", "heartbreaking"],
+    }
+    filler = ["the", "a", "today", "news", "about", "really", "this", "was"]
+    rows = []
+    for _ in range(n):
+        topic, tone = rng.choice(sorted(topics)), rng.choice(sorted(tones))
+        words = [rng.choice(topics[topic]), rng.choice(topics[topic]), rng.choice(tones[tone])]
+        words += rng.sample(filler, 4)
+        rng.shuffle(words)
+        rows.append((" ".join(words), [topic, tone]))
+    return rows
+
+
+def test_several_labels_per_text_train_a_multi_label_model(tmp_path, tiny_bert):
+    """';'-separated label cells are detected as multi_label: a sigmoid per label, micro-F1 on a test
+    file far above the most frequent label set's, thresholds tuned on validation saved in config.json
+    and used by TuneLab's inference; the folder works with pipeline(..., top_k=None)."""
+    import csv
+    from collections import Counter
+
+    from sklearn.metrics import f1_score
+    from sklearn.preprocessing import MultiLabelBinarizer
+    from transformers import pipeline
+
+    from tunelab.infer import Classifier
+
+    train_rows, test_rows = multi_label_rows(480), multi_label_rows(80, seed=1)
+    for name, rows in (("train.csv", train_rows), ("test.csv", test_rows)):
+        with (tmp_path / name).open("w", newline="") as f:
+            csv.writer(f).writerows([("text", "labels"), *((t, ";".join(labels)) for t, labels in rows)])
+    out = tmp_path / "run"
+    launch(
+        "bert_cls.py",
+        *("--model_name_or_path", str(tiny_bert), "--train_file", str(tmp_path / "train.csv")),
+        *("--test_file", str(tmp_path / "test.csv"), "--num_train_epochs", "8"),
+        *("--per_device_train_batch_size", "16", "--learning_rate", "2e-3", "--mixed_precision", "no"),
+        *("--seed", "7", "--tune_thresholds", "true", "--output_dir", str(out)),
+    )
+    results = json.loads((out / "eval_results.json").read_text())
+    labels = ["angry", "food", "happy", "politics", "sad", "sports", "tech"]
+    assert results["problem_type"] == "multi_label" and results["labels"] == labels
+    binarize = MultiLabelBinarizer(classes=labels).fit_transform
+    gold = binarize([row[1] for row in test_rows])
+    # the baseline: every test text gets the training set's most frequent label set
+    common = Counter(tuple(sorted(row[1])) for row in train_rows).most_common(1)[0][0]
+    baseline = f1_score(gold, binarize([common] * len(test_rows)), average="micro")
+    assert results["test/f1_micro"] >= baseline + 0.35, (results, baseline)
+    assert set(results["test/per_class"]["sports"]) >= {"precision", "recall", "f1", "support", "threshold"}
+    with (out / "test_predictions.csv").open() as f:
+        written = list(csv.DictReader(f))
+    assert [r["gold"] for r in written] == [";".join(row[1]) for row in test_rows]
+    predicted = binarize([r["predicted"].split(";") if r["predicted"] else [] for r in written])
+    assert results["test/f1_micro"] == pytest.approx(f1_score(gold, predicted, average="micro"))
+    assert results["test/subset_accuracy"] == pytest.approx((predicted == gold).all(1).mean())
+    config = json.loads((out / "config.json").read_text())
+    assert config["problem_type"] == "multi_label_classification"
+    assert config["thresholds"] == results["thresholds"] != dict.fromkeys(labels, 0.5)  # tuned
+    classifier = Classifier.load(out)
+    assert classifier.thresholds == results["thresholds"]
+    probabilities = classifier.predict([r["text"] for r in written])
+    for row, probs in zip(written, probabilities, strict=True):
+        assert ";".join(sorted(classifier.chosen(probs))) == ";".join(sorted(row["predicted"].split(";")))
+    scores = pipeline("text-classification", model=str(out), top_k=None)([written[0]["text"]])[0]
+    assert {s["label"]: s["score"] for s in scores} == pytest.approx(probabilities[0], abs=1e-5)
+    # tunelab classify lists every label at or above its threshold; tunelab export refuses the model
+    answer = subprocess.run(
+        ["tunelab", "-q", "classify", str(out), written[0]["text"], "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert json.loads(answer.stdout)["labels"] == classifier.chosen(probabilities[0])
+    export = subprocess.run(["tunelab", "export", str(out)], capture_output=True, text=True, timeout=120)
+    assert export.returncode != 0 and "this run is a multi-label classifier" in export.stderr
+    # the app: every label at or above its threshold, a per-label report, wrong label sets
+    from app.classify_tab import confusion_table, decision, wrong_examples
+
+    shown = decision(classifier, probabilities[0])
+    chosen = classifier.chosen(probabilities[0])
+    assert shown.startswith("Labels: ") and all(f"**{k}**" in shown for k in chosen)
+    assert shown.count("**") == 2 * len(chosen)
+    per_label = confusion_table(out, "test")
+    assert list(per_label["label"]) == labels and per_label["f1"].tolist() == pytest.approx(
+        [results["test/per_class"][k]["f1"] for k in labels], abs=1e-4
+    )
+    worst = wrong_examples(out, out)
+    assert list(worst.columns) == ["text", "true", "predicted", "confidence"]
+    assert worst["confidence"].is_monotonic_decreasing and (worst["true"] != worst["predicted"]).all()
+
+
 @pytest.mark.slow
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path, tiny_bert, sentiment_csv):
     args = [

@@ -205,6 +205,30 @@ def test_cleaning_and_augmentation_keep_a_regression_target(tmp_path):
     assert out["label"][:] == data.train["label"][:] * 2
 
 
+def test_cleaning_and_augmentation_keep_multi_label_sets(tmp_path):
+    """A multi_label row's labels are a set: the same labels in another order repeat a row, another set
+    for one text is a conflict (named by its labels), augmented copies keep their original's set."""
+    from tunelab.data.classification import load_classification_data
+
+    rows = [("a goal", "sports;happy"), ("a goal", "happy;sports"), ("a vote", "politics"), ("a vote", "sad")]
+    rows += [(f"story number {i}", ["tech", "sports;sad"][i % 2]) for i in range(20)]
+    for name, content in (("train.csv", rows), ("valid.csv", [("else", "tech"), ("more", "sad;politics")])):
+        with (tmp_path / name).open("w", newline="") as f:
+            csv.writer(f).writerows([("text", "labels"), *content])
+    data = load_classification_data(str(tmp_path / "train.csv"), validation_file=str(tmp_path / "valid.csv"))
+    assert data.problem_type == "multi_label"
+    args = DataCleaningArguments(remove_duplicates="exact", drop_conflicting_labels=True)
+    report = clean_classification_data(data, args)
+    assert (report.conflicting_labels.removed, report.exact_duplicates.removed) == (2, 1)
+    assert report.conflicting_labels.examples[0]["labels"] == [["politics"], ["sad"]]
+    names = [sorted(data.labels[i] for i in ids) for ids in data.train["label"]]
+    assert names[0] == ["happy", "sports"] and len(names) == 21
+    out, _ = augment_training_set(
+        data.train, AugmentationArguments("random_deletion", augment_copies=1), "", 1
+    )
+    assert out["label"][:] == data.train["label"][:] * 2
+
+
 def test_word_operations_keep_a_word_and_touch_every_word_at_probability_one():
     import random
 

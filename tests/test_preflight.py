@@ -11,7 +11,7 @@ import pytest
 from conftest import FIXTURES, launch, sentiment_rows, shared_file
 
 from tunelab.data.classification import load_classification_data, preflight_classification
-from tunelab.errors import DataError
+from tunelab.errors import ConfigError, DataError
 
 BAD = FIXTURES / "bad"
 GOOD = FIXTURES / "good"
@@ -59,6 +59,15 @@ BAD_CASES = [
         "cls_unseen_label_validation.csv",
         {"problem_type": "regression"},
         ["line 2", "column 'label'", "expected a number for the regression target, got 'pos'"],
+        True,
+    ),
+    ("ml_empty_label.csv", {}, ["line 4", "column 'labels'", "the value is empty"], True),
+    ("ml_empty_list.jsonl", {}, ["line 3", "column 'labels'", "the list of labels is empty"], True),
+    ("ml_not_a_label.jsonl", {}, ["line 2", "column 'labels'", "expected labels", "0.5"], True),
+    (
+        "ml_unseen_label_validation.csv",
+        {"test_file": "self", "train_file": GOOD / "ml_topics.jsonl"},
+        ["line 3", "column 'labels'", "'angry' never appears in the training data", "happy, politics"],
         True,
     ),
     ("cls_header_only.csv", {}, ["no rows", "train split"], True),
@@ -145,8 +154,9 @@ def test_bad_input_gets_one_clear_message_naming_file_line_and_column(name, extr
 
 
 def test_every_bad_classification_fixture_has_a_case():
-    # cls_* and reg_* files are this module's; clm_* files belong to the causal-LM tests.
-    assert {p.name for p in [*BAD.glob("cls_*"), *BAD.glob("reg_*")]} == {case[0] for case in BAD_CASES}
+    # cls_*, ml_* and reg_* files are this module's; clm_* files belong to the causal-LM tests.
+    ours = [*BAD.glob("cls_*"), *BAD.glob("ml_*"), *BAD.glob("reg_*")]
+    assert {p.name for p in ours} == {case[0] for case in BAD_CASES}
 
 
 def load_all(path: Path, **kwargs):
@@ -414,3 +424,35 @@ def test_two_columns_that_could_be_the_label_are_named_in_the_question(tmp_path)
         preflight_classification(str(path))
     _, columns, _, _ = preflight_classification(str(path), label_column="lang")
     assert (columns.text, columns.label) == ("body", "lang")
+
+
+def test_a_list_or_separated_label_cell_is_multi_label_with_a_set_per_row(tmp_path):
+    """JSON lists (jsonl) and ';'-separated csv cells are detected as multi_label; each row keeps its
+    labels as a set of ids (order and repeats do not matter), and every split is checked against train."""
+    data = load_all(GOOD / "ml_topics.jsonl")
+    assert data.problem_type == "multi_label"
+    assert data.labels == ["happy", "politics", "sad", "sports", "tech"]
+    names = [[data.labels[i] for i in row] for row in data.validation["label"]]
+    assert names == [["sports", "happy"], ["politics", "sad"], ["tech"], ["sports", "sad"]]
+    assert data.train_report.label_counts == {"sports": 2, "sad": 2, "happy": 1, "politics": 1, "tech": 1}
+    csv_file = tmp_path / "topics.csv"
+    csv_file.write_text('text,labels\na,"news; sports"\nb,sports;sports\nc,"[""news""]"\nd,weather\n')
+    data = load_all(csv_file)
+    assert data.problem_type == "multi_label" and data.labels == ["news", "sports", "weather"]
+    assert [sorted(row) for row in data.validation["label"]] == [[0, 1], [1], [0], [2]]
+    # a custom separator, and the override back to one label per text
+    csv_file.write_text("text,labels\na,news|sports\nb,sports\n")
+    assert load_all(csv_file).problem_type == "single_label"
+    assert load_all(csv_file, label_separator="|", problem_type="multi_label").labels == ["news", "sports"]
+    assert load_all(csv_file, label_separator="|").problem_type == "multi_label"
+
+
+def test_multi_label_balanced_weights_are_each_labels_negatives_over_positives():
+    from tunelab.data.classification import class_weights
+
+    data = load_all(GOOD / "ml_topics.jsonl")  # 4 rows; sports and sad in 2, the others in 1
+    weights = dict(zip(data.labels, class_weights("balanced", data), strict=True))
+    assert weights == {"happy": 3.0, "politics": 3.0, "sad": 1.0, "sports": 1.0, "tech": 3.0}
+    assert class_weights("tech=4", data) == [1.0, 1.0, 1.0, 1.0, 4.0]
+    with pytest.raises(ConfigError, match="'news' is not a label of the training data"):
+        class_weights("news=2", data)

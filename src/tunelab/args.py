@@ -32,7 +32,12 @@ SCHEDULERS = (
 )
 OPTIMIZERS = ("adamw", "adam", "sgd", "adafactor")
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
-PROBLEM_TYPES = ("auto", "single_label", "regression")  # auto: see data.classification.detect_problem_type
+PROBLEM_TYPES = (
+    "auto",
+    "single_label",
+    "multi_label",
+    "regression",
+)  # auto: see data.classification.detect_problem_type
 REPORT_TO = ("none", "tensorboard", "trackio", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive")
 
 
@@ -259,9 +264,29 @@ class ClassificationArguments:
     problem_type: str = field(
         default="auto",
         metadata={
-            "help": "single_label (one class per text) or regression (a number per text: one output, MSE "
-            "loss, RMSE/MAE/Pearson/Spearman); auto: regression when the label column holds numbers that "
-            "are not all whole (3.5), else single_label."
+            "help": "single_label (one class per text), multi_label (any number of labels per text: a "
+            "sigmoid per label, BCE loss, micro/macro F1) or regression (a number per text: one output, MSE "
+            "loss, RMSE/MAE/Pearson/Spearman); auto: multi_label when a label cell is a list or holds "
+            "label_separator, regression when the labels are numbers that are not all whole (3.5), else "
+            "single_label."
+        },
+    )
+    label_separator: str = field(
+        default=";",
+        metadata={
+            "help": "Splits a multi_label cell into its labels (news;sports). A JSON list in a json/jsonl/"
+            "parquet file (or a csv cell) needs none."
+        },
+    )
+    threshold: float = field(
+        default=0.5,
+        metadata={"help": "multi_label: a label is predicted when its probability is at least this."},
+    )
+    tune_thresholds: bool = field(
+        default=False,
+        metadata={
+            "help": "multi_label: pick each label's threshold on the validation split (the best F1 of "
+            "that label); saved with the model and used by TuneLab's inference."
         },
     )
     class_weights: str = field(
@@ -288,6 +313,8 @@ class ClassificationArguments:
         check_dropouts(self, ("hidden_dropout", "attention_dropout", "classifier_dropout"))
         parse_class_weights(self.class_weights)
         _choice("problem_type", self.problem_type, PROBLEM_TYPES)
+        if not 0 < self.threshold < 1:
+            raise ConfigError(f"threshold must be in (0, 1), got {self.threshold}")
 
     def dropout_overrides(self) -> dict[str, float]:
         return {

@@ -614,10 +614,13 @@ def export_run(
     """
     options = options or ExportOptions()
     run, task = source_run(run_path)
-    if _is_regression(run.path):
-        # the report scores label accuracy; a regression model's error would need its own report
+    kind = {"regression": "a regression model", "multi_label_classification": "a multi-label classifier"}.get(
+        _problem_type(run.path)
+    )
+    if kind:
+        # the report scores one label per text (accuracy, agreement): these models need their own report
         raise ConfigError(
-            "tunelab export handles classifiers and causal LMs; this run is a regression model."
+            f"tunelab export handles single-label classifiers and causal LMs; this run is {kind}."
         )
     if options.prune and task != "cls":
         raise ConfigError("--prune supports BERT-family classifiers (runs of recipes/bert_cls.py)")
@@ -662,11 +665,11 @@ def export_run(
     return report
 
 
-def _is_regression(folder: Path) -> bool:
+def _problem_type(folder: Path) -> str | None:
     try:
-        return json.loads((folder / "config.json").read_text()).get("problem_type") == "regression"
+        return json.loads((folder / "config.json").read_text()).get("problem_type")
     except (OSError, ValueError):
-        return False
+        return None
 
 
 def torch_model(path: Path, task: str):

@@ -108,6 +108,28 @@ class Classifier:
         """A regression model: one output, the predicted number itself (no softmax)."""
         return self.model.config.problem_type == "regression"
 
+    @property
+    def multi_label(self) -> bool:
+        """A multi-label model: a sigmoid probability per label, each label decided on its own."""
+        return self.model.config.problem_type == "multi_label_classification"
+
+    @property
+    def thresholds(self) -> dict[str, float] | None:
+        """A multi-label model's decision threshold per label: those saved with it (tuned on validation,
+        or the run's threshold), else 0.5; None for other models."""
+        if not self.multi_label:
+            return None
+        saved = getattr(self.model.config, "thresholds", None) or {}
+        return {label: float(saved.get(label, 0.5)) for label in self.labels}
+
+    def chosen(self, probabilities: dict[str, float]) -> list[str]:
+        """A multi-label model's labels for one prediction: those at or above their threshold, most
+        probable first."""
+        cut = self.thresholds or {}
+        return sorted(
+            (k for k, p in probabilities.items() if p >= cut.get(k, 0.5)), key=lambda k: -probabilities[k]
+        )
+
     def predict(
         self,
         texts: list[str],
@@ -116,7 +138,8 @@ class Classifier:
         progress: Callable[[int, int], None] | None = None,
     ) -> list[dict[str, float]]:
         """One {label: probability} dict per text (and its pair, for sentence-pair models), labels in id
-        order, in the order given; a regression model's is {target: predicted number}.
+        order, in the order given; a regression model's is {target: predicted number}; a multi-label
+        model's probabilities are each label's own (a sigmoid: they need not add up to 1).
         ``progress(done, total)`` is called after each batch."""
         from transformers import DataCollatorWithPadding
 
@@ -142,7 +165,9 @@ class Classifier:
                 batch = order[start : start + batch_size]
                 inputs = collate([features[i] for i in batch]).to(device)
                 logits = self.model(**inputs).logits.float()
-                probs = (logits if self.regression else torch.softmax(logits, dim=-1)).cpu().tolist()
+                if self.multi_label:
+                    logits = logits.sigmoid()
+                probs = (logits if self.regression or self.multi_label else logits.softmax(-1)).cpu().tolist()
                 for i, row in zip(batch, probs, strict=True):
                     out[i] = dict(zip(self.labels, row, strict=True))
                 if progress is not None:

@@ -55,9 +55,10 @@ def classification_metrics(experiment_id: str = "tunelab") -> ClassificationMetr
     return ClassificationMetrics(experiment_id=experiment_id)
 
 
-def classifier_outputs(accelerator, model, dataloader, regression: bool = False):
+def classifier_outputs(accelerator, model, dataloader, problem_type: str = "single_label"):
     """(logits as float32, labels, mean loss) of every example of a (prepared) dataloader, in its order,
-    on every process; the loss is the cross-entropy, or a regression's squared error."""
+    on every process; the loss is the cross-entropy, a multi_label's binary cross-entropy (the mean
+    over labels), or a regression's squared error."""
     import torch
 
     loss_sum = torch.zeros((), device=accelerator.device, dtype=torch.float64)
@@ -67,8 +68,16 @@ def classifier_outputs(accelerator, model, dataloader, regression: bool = False)
             out = model(**batch)
             # gather_for_metrics drops the duplicates DDP adds to fill the last batch.
             logits, refs = accelerator.gather_for_metrics((out.logits.float(), batch["labels"]))
-            if regression:
+            if problem_type == "regression":
                 errors = torch.nn.functional.mse_loss(logits.squeeze(-1), refs.float(), reduction="sum")
+            elif problem_type == "multi_label":
+                errors = (
+                    torch.nn.functional.binary_cross_entropy_with_logits(
+                        logits, refs.float(), reduction="none"
+                    )
+                    .mean(-1)
+                    .sum()
+                )
             else:
                 errors = torch.nn.functional.cross_entropy(logits, refs, reduction="sum")
             loss_sum += errors.double()
@@ -93,6 +102,52 @@ def classification_scores(
     for key, value in scores.items():
         detail = key in ("per_class", "confusion_matrix")
         out[key if detail and split == "eval" else f"{split}/{key}"] = value
+    return out
+
+
+def tune_thresholds(probabilities, targets) -> list[float]:
+    """Each label's decision threshold: of 0.01, 0.02, ..., 0.99 the one with the best F1 of that label
+    on these (validation) examples; ties go to the one nearest 0.5, a label never present keeps 0.5."""
+    grid = np.round(np.arange(1, 100) / 100, 2)
+    chosen = []
+    for j in range(probabilities.shape[1]):
+        gold = targets[:, j] > 0.5
+        predicted = probabilities[:, j][:, None] >= grid[None, :]  # examples x thresholds
+        hits = (predicted & gold[:, None]).sum(0)
+        f1 = 2 * hits / np.maximum(predicted.sum(0) + gold.sum(), 1)
+        best = np.flatnonzero(f1 == f1.max()) if gold.any() else np.flatnonzero(grid == 0.5)
+        chosen.append(float(grid[best[np.argmin(np.abs(grid[best] - 0.5))]]))
+    return chosen
+
+
+def multi_label_scores(
+    logits, refs, loss: float, labels: list[str], thresholds: list[float], detailed: bool, split: str
+) -> dict:
+    """Micro/macro F1, micro precision/recall and subset accuracy (every label of a text right) of the
+    labels whose sigmoid reaches their threshold; with ``detailed`` each label's precision, recall, F1,
+    support and threshold (``per_class``, ``test/per_class``)."""
+    probabilities = logits.sigmoid().numpy()
+    gold = refs.numpy() > 0.5
+    predicted = probabilities >= np.asarray(thresholds)[None, :]
+    out = {f"{split}/loss": loss}
+    for average in ("micro", "macro"):
+        p, r, f, _ = precision_recall_fscore_support(gold, predicted, average=average, zero_division=0)
+        out[f"{split}/f1_{average}"] = float(f)
+        if average == "micro":
+            out[f"{split}/precision_micro"], out[f"{split}/recall_micro"] = float(p), float(r)
+    out[f"{split}/subset_accuracy"] = float((predicted == gold).all(1).mean()) if len(gold) else 0.0
+    if detailed:
+        p, r, f, support = precision_recall_fscore_support(gold, predicted, average=None, zero_division=0)
+        out["per_class" if split == "eval" else f"{split}/per_class"] = {
+            name: {
+                "precision": float(p[i]),
+                "recall": float(r[i]),
+                "f1": float(f[i]),
+                "support": int(support[i]),
+                "threshold": thresholds[i],
+            }
+            for i, name in enumerate(labels)
+        }
     return out
 
 
@@ -123,22 +178,39 @@ def evaluate_classifier(
     labels: list[str],
     detailed: bool = False,
     problem_type: str = "single_label",
+    threshold: float = 0.5,
+    tune: bool = False,
 ) -> dict:
     """Loss and classification (or regression) metrics over a (prepared) dataloader; every process gets
-    the result."""
-    regression = problem_type == "regression"
-    logits, refs, loss = classifier_outputs(accelerator, model, dataloader, regression)
-    if regression:
+    the result. A multi_label model's labels are decided at ``threshold``, or with ``tune`` at each
+    label's best threshold on these examples; a detailed report then holds the thresholds used
+    ({label: threshold} under ``thresholds``: what the saved model decides with)."""
+    logits, refs, loss = classifier_outputs(accelerator, model, dataloader, problem_type)
+    if problem_type == "regression":
         return regression_scores(logits, refs, loss, "eval")
+    if problem_type == "multi_label":
+        chosen = (
+            tune_thresholds(logits.sigmoid().numpy(), refs.numpy()) if tune else [threshold] * len(labels)
+        )
+        scores = multi_label_scores(logits, refs, loss, labels, chosen, detailed, "eval")
+        return scores | ({"thresholds": dict(zip(labels, chosen, strict=True))} if detailed else {})
     return classification_scores(logits, refs, loss, labels, detailed, "eval", accelerator.process_index)
 
 
 def evaluate_test_set(
-    accelerator, model, tokenizer, data, max_length: int, batch_size: int, output_dir
+    accelerator,
+    model,
+    tokenizer,
+    data,
+    max_length: int,
+    batch_size: int,
+    output_dir,
+    thresholds: dict[str, float] | None = None,
 ) -> dict:
     """The final model's scores on ``data.test`` (test/accuracy, test/f1, test/per_class, ...), and from
     the main process ``test_predictions.csv``: each test text with its gold label, the predicted one and
-    every label's probability, in the file's order."""
+    every label's probability, in the file's order. A multi_label model decides at ``thresholds`` (its
+    own), and the gold and predicted labels are written joined by the data's label separator."""
     from pathlib import Path
 
     from .data.classification import eval_dataloader, tokenize_classification
@@ -149,18 +221,27 @@ def evaluate_test_set(
     loader, order = eval_dataloader(encoded, tokenizer, batch_size, accelerator.device.type == "cuda")
     model.eval()
     regression = data.problem_type == "regression"
-    logits, refs, loss = classifier_outputs(accelerator, model, accelerator.prepare(loader), regression)
+    logits, refs, loss = classifier_outputs(
+        accelerator, model, accelerator.prepare(loader), data.problem_type
+    )
     if len(refs) != len(order):
         raise RuntimeError(f"test set: {len(refs)} answers for {len(order)} examples")
+    cut = [(thresholds or {}).get(name, 0.5) for name in data.labels]
     if regression:
         scores = regression_scores(logits, refs, loss, "test")
+    elif data.multi_label:
+        scores = multi_label_scores(logits, refs, loss, data.labels, cut, True, "test")
     else:
         scores = classification_scores(
             logits, refs, loss, data.labels, True, "test", accelerator.process_index
         )
     if accelerator.is_main_process:
         outputs = np.empty((len(order), logits.shape[-1]))
-        outputs[order] = logits.numpy() if regression else logits.softmax(-1).numpy()
+        outputs[order] = (
+            logits.numpy()
+            if regression
+            else (logits.sigmoid() if data.multi_label else logits.softmax(-1)).numpy()
+        )
         texts = data.test["text"]
         pairs = data.test["text_pair"] if "text_pair" in data.test.column_names else None
         rows = []
@@ -169,7 +250,12 @@ def evaluate_test_set(
             if regression:
                 rows.append(row | {"gold": gold, "predicted": round(float(out[0]), 6)})
                 continue
-            row |= {"gold": data.labels[gold], "predicted": data.labels[int(out.argmax())]}
+            if data.multi_label:
+                join = data.label_separator.join
+                chosen = [name for name, p, t in zip(data.labels, out, cut, strict=True) if p >= t]
+                row |= {"gold": join(data.labels[i] for i in gold), "predicted": join(chosen)}
+            else:
+                row |= {"gold": data.labels[gold], "predicted": data.labels[int(out.argmax())]}
             rows.append(
                 row | {f"prob_{k}": round(float(p), 6) for k, p in zip(data.labels, out, strict=True)}
             )

@@ -118,7 +118,11 @@ def load_classifier(
     return load_pretrained(AutoModelForSequenceClassification, path, **kwargs)
 
 
-HF_PROBLEM_TYPES = {"single_label": "single_label_classification", "regression": "regression"}
+HF_PROBLEM_TYPES = {
+    "single_label": "single_label_classification",
+    "multi_label": "multi_label_classification",  # a sigmoid per label (pipelines apply it too)
+    "regression": "regression",
+}
 
 
 def wrap_lora(model, task_type: str, r: int, alpha: int, dropout: float, target_modules: list[str] | None):
@@ -160,7 +164,10 @@ def base_model_hub_id(name_or_path: str) -> str | None:
     return name_or_path
 
 
-def save_classifier(model, tokenizer, output_dir: Path) -> None:
-    """save_pretrained (safetensors) of a classifier and its tokenizer: from_pretrained(output_dir) works."""
+def save_classifier(model, tokenizer, output_dir: Path, thresholds: dict[str, float] | None = None) -> None:
+    """save_pretrained (safetensors) of a classifier and its tokenizer: from_pretrained(output_dir) works.
+    A multi_label model's decision ``thresholds`` ({label: probability}) go in its config.json."""
+    if thresholds is not None:
+        model.config.thresholds = thresholds
     model.save_pretrained(output_dir, safe_serialization=True)
     tokenizer.save_pretrained(output_dir)

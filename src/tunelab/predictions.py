@@ -46,15 +46,30 @@ def prediction_table(
     columns: list[str],
     probabilities: list[dict[str, float]],
     labels: list[str],
+    thresholds: dict[str, float] | None = None,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """(rows, columns): each record with ``prediction``, ``score`` and ``prob_<label>`` added; a
-    regression model's (one output, not a probability) with ``prediction`` only, the number."""
+    regression model's (one output, not a probability) with ``prediction`` only, the number; a
+    multi-label model's (``thresholds``: its own) with ``prediction`` the labels at or above their
+    threshold, most probable first, joined by ";" (empty for none), and no ``score``."""
     if len(labels) == 1:
         rows = [
             {**r, "prediction": round(p[labels[0]], 6)} for r, p in zip(records, probabilities, strict=True)
         ]
         return rows, [*columns, "prediction"]
     rows = []
+    probability_columns = [f"prob_{k}" for k in labels]
+    if thresholds is not None:
+        for record, probs in zip(records, probabilities, strict=True):
+            chosen = sorted((k for k in labels if probs[k] >= thresholds[k]), key=lambda k: -probs[k])
+            rows.append(
+                {
+                    **record,
+                    "prediction": ";".join(chosen),
+                    **{f"prob_{k}": round(v, 6) for k, v in probs.items()},
+                }
+            )
+        return rows, [*columns, "prediction", *probability_columns]
     for record, probs in zip(records, probabilities, strict=True):
         label = max(probs, key=probs.get)
         rows.append(
@@ -65,7 +80,7 @@ def prediction_table(
                 **{f"prob_{k}": round(v, 6) for k, v in probs.items()},
             }
         )
-    return rows, [*columns, "prediction", "score", *(f"prob_{k}" for k in labels)]
+    return rows, [*columns, "prediction", "score", *probability_columns]
 
 
 def write_predictions(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:

@@ -156,10 +156,11 @@ class Task:
 
 
 def classification_loss(
-    label_smoothing: float = 0.0, class_weights: list[float] | None = None
+    label_smoothing: float = 0.0, class_weights: list[float] | None = None, multi_label: bool = False
 ) -> Callable[[Any, dict], torch.Tensor]:
     """Task.loss of a sequence classifier: the model's own loss, or cross-entropy with label smoothing
-    and/or a weight per class (the weighted mean over the batch, as torch computes it)."""
+    and/or a weight per class (the weighted mean over the batch, as torch computes it); multi_label:
+    binary cross-entropy with ``class_weights`` as each label's ``pos_weight``."""
     if not label_smoothing and class_weights is None:
         return lambda model, batch: model(**batch).loss
     weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
@@ -167,6 +168,10 @@ def classification_loss(
     def loss(model, batch: dict) -> torch.Tensor:
         logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
         weight = weights.to(logits.device) if weights is not None else None
+        if multi_label:
+            return torch.nn.functional.binary_cross_entropy_with_logits(
+                logits.float(), batch["labels"].float(), pos_weight=weight
+            )
         return torch.nn.functional.cross_entropy(
             logits.float(), batch["labels"], weight=weight, label_smoothing=label_smoothing
         )

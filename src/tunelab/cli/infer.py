@@ -44,30 +44,27 @@ def cmd_classify(args: argparse.Namespace) -> int:
             texts, batch_size=args.batch_size, progress=lambda done, _: bar.update(done - bar.n)
         )
     labels = classifier.labels
-    rows, out_columns = prediction_table(records, columns, probabilities, labels)
+    rows, out_columns = prediction_table(records, columns, probabilities, labels, classifier.thresholds)
     if args.output:
         with writing("predictions", Path(args.output).resolve().parent):
             write_predictions(Path(args.output), rows, out_columns)
         info(args, f"wrote {len(rows)} predictions to {args.output}")
     elif args.json:
-        for text, row in zip(texts, rows, strict=True):
-            print(
-                json.dumps(
-                    {
-                        "text": text,
-                        "label": row["prediction"],
-                        "score": row["score"],
-                        "probabilities": {k: row[f"prob_{k}"] for k in labels},
-                    },
-                    ensure_ascii=False,
-                )
-            )
+        for text, row, probs in zip(texts, rows, probabilities, strict=True):
+            if classifier.regression:
+                answer = {"prediction": row["prediction"]}
+            elif classifier.multi_label:  # every label at or above its threshold
+                answer = {"labels": classifier.chosen(probs), "probabilities": probs}
+            else:
+                answer = {"label": row["prediction"], "score": row["score"], "probabilities": probs}
+            print(json.dumps({"text": text, **answer}, ensure_ascii=False))
     else:
         table = [
-            [row["prediction"], *(f"{row[f'prob_{k}']:.4f}" for k in labels), shorten(text, 70)]
-            for text, row in zip(texts, rows, strict=True)
+            [row["prediction"], *(f"{p:.4f}" for p in probs.values()), shorten(text, 70)]
+            for text, row, probs in zip(texts, rows, probabilities, strict=True)
         ]
-        print_table(table, ["LABEL", *(f"P({k})" for k in labels), "TEXT"])
+        heads = [labels[0].upper()] if classifier.regression else [f"P({k})" for k in labels]
+        print_table(table, ["LABELS" if classifier.multi_label else "LABEL", *heads, "TEXT"])
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
 import re
@@ -152,12 +153,21 @@ class SplitReport:
 
     source: str
     rows: int = 0
-    label_counts: Counter = field(default_factory=Counter)  # single_label: rows per label
+    label_counts: Counter = field(default_factory=Counter)  # rows per label (multi_label: rows having it)
     label_first_seen: dict[str, str] = field(default_factory=dict)  # label -> "file: line N"
-    problem_type: str = "single_label"  # or regression: a numeric target, summarized below
+    problem_type: str = "single_label"  # multi_label, or regression: a numeric target, summarized below
+    label_sets: int = 0  # multi_label: labels given in all (labels per row = label_sets / rows)
     target_min: float = math.inf
     target_max: float = -math.inf
     target_sum: float = 0.0
+
+    def describe_labels(self, labels: list[str]) -> str:
+        """'3 labels: neg (40), neu (12), pos (48)'; a multi_label split's also says how many a text has."""
+        counts = ", ".join(f"{k} ({self.label_counts[k]})" for k in labels)
+        if self.problem_type == "multi_label":
+            per_text = self.label_sets / self.rows if self.rows else 0.0
+            return f"multi_label, {len(labels)} labels, {per_text:.2f} per text; texts with each: {counts}"
+        return f"{len(labels)} labels: {counts}"
 
     def describe_target(self) -> str:
         """'from 0 to 5, mean 2.71' for a regression target."""
@@ -178,10 +188,34 @@ def as_number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def detect_problem_type(labels: list[Any]) -> str:
-    """regression when the sample's labels are numbers (90% of them at least: a stray "n/a" is then an
-    error naming its row, not a reason to train 500 classes) and one is not a whole number (a score such
-    as 3.5); else single_label (names, or integer class ids)."""
+def as_list(value: Any) -> list[Any] | None:
+    """A label cell that holds a list: a JSON list (json/jsonl/parquet) or a csv cell written as one."""
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    return list(value) if isinstance(value, (list, tuple)) else None
+
+
+def label_set(value: Any, separator: str) -> list[str] | None:
+    """A multi_label cell's labels, in order, once each: a list's items, or the parts of a text split at
+    ``separator`` ("news; sports"); None where an item is not a class name or an integer id."""
+    items = as_list(value)
+    if items is None:
+        items = value.split(separator) if isinstance(value, str) and separator else [value]
+    if any(isinstance(v, (float, bool)) or not isinstance(v, (str, int)) for v in items):
+        return None
+    return list(dict.fromkeys(name for name in map(label_name, items) if name))
+
+
+def detect_problem_type(labels: list[Any], separator: str = ";") -> str:
+    """multi_label when a sample label is a list or holds ``separator``; regression when the labels are
+    numbers (90% of them at least: a stray "n/a" is then an error naming its row, not a reason to train
+    500 classes) and one is not a whole number (a score such as 3.5); else single_label (names, or
+    integer class ids)."""
+    if any(as_list(v) is not None or separator and isinstance(v, str) and separator in v for v in labels):
+        return "multi_label"
     numbers = [n for n in map(as_number, labels) if n is not None]
     if labels and len(numbers) >= 0.9 * len(labels) and any(n != int(n) for n in numbers):
         return "regression"
@@ -206,7 +240,7 @@ def check_label_value(
         raise DataError(
             f"{position}, column {column!r}: expected a class name or an integer class id, got "
             f"{type(value).__name__} {value!r}. Write the labels as text or as integers 0..K-1 (or set "
-            "problem_type regression for a numeric target)."
+            "problem_type regression for a numeric target, multi_label for several labels per text)."
         )
     kind = "text" if isinstance(value, str) else "an integer"
     if first is not None and kind != first[0]:
@@ -218,10 +252,15 @@ def check_label_value(
 
 
 def preflight_split(
-    source: DataSource, columns_hint: dict[str, str | None], split: str = "train", problem_type: str = "auto"
+    source: DataSource,
+    columns_hint: dict[str, str | None],
+    split: str = "train",
+    problem_type: str = "auto",
+    separator: str = ";",
 ):
     """Check one split row by row; returns (Columns, SplitReport). Raises DataError naming file, line, column.
-    ``problem_type`` auto is decided from the first rows (detect_problem_type)."""
+    ``problem_type`` auto is decided from the first rows (detect_problem_type); a multi_label cell's
+    labels are split at ``separator`` unless it is a list."""
     if source.is_hub:
         dataset = load_source(source, split=split)
         columns_found = list(dataset.column_names)
@@ -254,7 +293,7 @@ def preflight_split(
             )
         columns, first_file = cols, first_file or (where, header)
         if problem_type == "auto":
-            problem_type = detect_problem_type([r.get(cols.label) for _, r in first])
+            problem_type = detect_problem_type([r.get(cols.label) for _, r in first], separator)
         report.problem_type = problem_type
         for number, record in records:
             for column in cols.required():
@@ -265,6 +304,11 @@ def preflight_split(
                     )
                 if isinstance(value, str) and not value.strip():
                     raise DataError(f"{where}: {unit} {number}, column {column!r}: the value is empty.")
+                if column == cols.label and problem_type == "multi_label" and as_list(value) == []:
+                    raise DataError(
+                        f"{where}: {unit} {number}, column {column!r}: the list of labels is empty; every "
+                        "text needs at least one label (give texts that have none a label such as 'none')."
+                    )
                 if column != cols.label and not isinstance(value, str):
                     raise DataError(
                         f"{where}: {unit} {number}, column {column!r}: expected text, got {type(value).__name__}."
@@ -278,6 +322,19 @@ def preflight_split(
                     max(report.target_max, target),
                 )
                 report.target_sum += target
+                continue
+            if problem_type == "multi_label":
+                names = label_set(record[cols.label], separator)
+                if not names:
+                    raise DataError(
+                        f"{position}, column {cols.label!r}: expected labels (a list, or names split by "
+                        f"{separator!r}), got {record[cols.label]!r}."
+                    )
+                report.rows += 1
+                report.label_sets += len(names)
+                for name in names:
+                    report.label_counts[name] += 1
+                    report.label_first_seen.setdefault(name, position)
                 continue
             label_kind = check_label_value(record[cols.label], position, cols.label, label_kind)
             name = label_name(record[cols.label])
@@ -306,8 +363,11 @@ def check_label_spellings(report: SplitReport, column: str) -> None:
             )
 
 
-def check_labels_seen(source: DataSource, columns: Columns, train_labels: set[str], split: str) -> None:
-    """Find the first row of a validation/test split whose label train never had."""
+def check_labels_seen(
+    source: DataSource, columns: Columns, train_labels: set[str], split: str, separator: str | None = None
+) -> None:
+    """Find the first row of a validation/test split whose label train never had (with ``separator``:
+    of a multi_label split, whose labels include one)."""
     if source.is_hub:
         dataset = load_source(source, split=split)
         iterables = [(source.hub_id, ((i + 1, r) for i, r in enumerate(dataset)), "row")]
@@ -316,8 +376,9 @@ def check_labels_seen(source: DataSource, columns: Columns, train_labels: set[st
     known = ", ".join(sort_labels(train_labels))
     for where, records, unit in iterables:
         for number, record in records:
-            name = label_name(record[columns.label])
-            if name not in train_labels:
+            value = record[columns.label]
+            names = label_set(value, separator) or [] if separator is not None else [label_name(value)]
+            for name in (n for n in names if n not in train_labels):
                 raise DataError(
                     f"{where}: {unit} {number}, column {columns.label!r}: label {name!r} never appears in the "
                     f"training data (its labels: {known}). Fix the label or add training examples of it."
@@ -336,6 +397,11 @@ class ClassificationData:
     validation_source: str
     train_report: SplitReport
     problem_type: str = "single_label"  # or regression: ``labels`` is then the target column's name alone
+    label_separator: str = ";"  # multi_label: between the labels of a cell (and of test_predictions.csv)
+
+    @property
+    def multi_label(self) -> bool:
+        return self.problem_type == "multi_label"
 
     @property
     def label2id(self) -> dict[str, int]:
@@ -354,13 +420,15 @@ def preflight_classification(
     text_pair_column: str | None = None,
     label_column: str | None = None,
     problem_type: str = "auto",
+    label_separator: str = ";",
 ):
     """Validate every split without loading a model; returns (sources, Columns, labels, reports). A
     regression's one label is the target column's name (the model's single output); the problem type
     is ``reports["train"].problem_type``."""
     hint = {"text": text_column, "pair": text_pair_column, "label": label_column}
     train_src = resolve_source(train_file, TABLE_FORMATS)
-    columns, train_report = preflight_split(train_src, hint, "train", problem_type)
+    columns, train_report = preflight_split(train_src, hint, "train", problem_type, label_separator)
+    multi_label = train_report.problem_type == "multi_label"
     regression = train_report.problem_type == "regression"
     if regression:
         labels = [columns.label]
@@ -372,6 +440,11 @@ def preflight_classification(
                 f"{train_src.describe()}: column {columns.label!r} has only one class ({labels[0]!r}); "
                 "classification needs at least 2."
             )
+        if multi_label and train_report.label_sets == train_report.rows:
+            logger.warning(
+                "%s: multi_label, but every text has exactly one label; single_label may suit it better.",
+                train_src.describe(),
+            )
     sources = {"train": train_src}
     reports = {"train": train_report}
     for split, spec in (("validation", validation_file), ("test", test_file)):
@@ -379,27 +452,38 @@ def preflight_classification(
             continue
         src = resolve_source(spec, TABLE_FORMATS)
         hint_split = {"text": columns.text, "pair": columns.text_pair, "label": columns.label}
-        _, reports[split] = preflight_split(src, hint_split, split, train_report.problem_type)
+        _, reports[split] = preflight_split(
+            src, hint_split, split, train_report.problem_type, label_separator
+        )
         if not regression:
-            check_labels_seen(src, columns, set(labels), split)
+            check_labels_seen(src, columns, set(labels), split, label_separator if multi_label else None)
         sources[split] = src
     return sources, columns, labels, reports
 
 
-def _standardize(dataset, columns: Columns, labels: list[str], problem_type: str = "single_label"):
-    """Rename to text/text_pair/label and encode the labels as a ClassLabel (a regression's as float32)."""
-    from datasets import ClassLabel, Value
+def _standardize(
+    dataset, columns: Columns, labels: list[str], problem_type: str = "single_label", separator: str = ";"
+):
+    """Rename to text/text_pair/label and encode the labels as a ClassLabel (a regression's as float32,
+    a multi_label row's as a list of ClassLabel ids)."""
+    from datasets import ClassLabel, List, Value
 
     keep = columns.required()
     dataset = dataset.remove_columns([c for c in dataset.column_names if c not in keep])
     label2id = {name: i for i, name in enumerate(labels)}
-    regression = problem_type == "regression"
+
+    def encode(value: Any) -> Any:
+        if problem_type == "regression":
+            return as_number(value)
+        if problem_type == "multi_label":
+            return [label2id[name] for name in label_set(value, separator) or []]
+        return label2id[label_name(value)]
+
+    feature = {"regression": Value("float32"), "multi_label": List(ClassLabel(names=labels))}.get(
+        problem_type, ClassLabel(names=labels)
+    )
     dataset = dataset.map(
-        lambda batch: {
-            "label_id": [
-                as_number(v) if regression else label2id[label_name(v)] for v in batch[columns.label]
-            ]
-        },
+        lambda batch: {"label_id": [encode(v) for v in batch[columns.label]]},
         batched=True,
         remove_columns=[columns.label],
         desc="Encoding labels",
@@ -408,7 +492,7 @@ def _standardize(dataset, columns: Columns, labels: list[str], problem_type: str
     if columns.text_pair:
         renames[columns.text_pair] = "text_pair"
     dataset = dataset.rename_columns({k: v for k, v in renames.items() if k != v})
-    return dataset.cast_column("label", Value("float32") if regression else ClassLabel(names=labels))
+    return dataset.cast_column("label", feature)
 
 
 def classification_data(settings: Mapping[str, Any], **overrides: Any) -> ClassificationData:
@@ -429,6 +513,7 @@ def classification_data(settings: Mapping[str, Any], **overrides: Any) -> Classi
         seed=int(s.get("seed", 42)),
         dataset_config_name=s.get("dataset_config_name"),
         problem_type=s.get("problem_type") or "auto",
+        label_separator=s.get("label_separator") or ";",
     )
 
 
@@ -445,22 +530,33 @@ def load_classification_data(
     seed: int = 42,
     dataset_config_name: str | None = None,
     problem_type: str = "auto",
+    label_separator: str = ";",
 ) -> ClassificationData:
     """Preflight, then load with ``datasets``; validation is the given file or a stratified held-out share."""
     sources, columns, labels, reports = preflight_classification(
-        train_file, validation_file, test_file, text_column, text_pair_column, label_column, problem_type
+        train_file,
+        validation_file,
+        test_file,
+        text_column,
+        text_pair_column,
+        label_column,
+        problem_type,
+        label_separator,
     )
     problem_type = reports["train"].problem_type
     splits = {
-        name: _standardize(load_source(src, dataset_config_name, name), columns, labels, problem_type)
+        name: _standardize(
+            load_source(src, dataset_config_name, name), columns, labels, problem_type, label_separator
+        )
         for name, src in sources.items()
     }
     train = splits["train"]
     if "validation" in splits:
         validation, validation_source = splits["validation"], str(validation_file)
     else:
+        by_class = Counter() if problem_type == "multi_label" else reports["train"].label_counts
         train, validation, validation_source = hold_out_validation(
-            train, reports["train"].label_counts, validation_split_percentage, seed, train_file
+            train, by_class, validation_split_percentage, seed, train_file
         )
     if max_train_samples is not None and max_train_samples < len(train):
         train = train.shuffle(seed=seed).select(range(max_train_samples))
@@ -477,6 +573,7 @@ def load_classification_data(
         validation_source=validation_source,
         train_report=reports["train"],
         problem_type=problem_type,
+        label_separator=label_separator,
     )
 
 
@@ -489,7 +586,7 @@ def hold_out_validation(train, label_counts: Counter, percentage: float, seed: i
             f"{train_file}: {rows} rows leave none for training after holding out {percentage:g}% for "
             "validation; add rows, lower --validation_split_percentage or pass --validation_file."
         )
-    classes = len(label_counts)  # none for a regression target: a random share
+    classes = len(label_counts)  # none for a regression target or multi_label sets: a random share
     stratified = (
         bool(label_counts) and min(label_counts.values()) >= 2 and held >= classes and rows - held >= classes
     )
@@ -499,13 +596,6 @@ def hold_out_validation(train, label_counts: Counter, percentage: float, seed: i
         )
     split = train.train_test_split(
         test_size=held, seed=seed, stratify_by_column="label" if stratified else None
-    )
-    kind = (
-        "stratified"
-        if stratified
-        else "random"
-        if not label_counts
-        else "not stratified: too few rows per class"
     )
     kind = (
         "stratified" if stratified else "not stratified: too few rows per class" if label_counts else "random"
@@ -540,16 +630,28 @@ def tokenize_classification(dataset, tokenizer, max_length: int, desc: str = "To
     encoded = dataset.map(encode, batched=True, remove_columns=remove, desc=desc)
     truncated = sum(encoded["truncated"])
     encoded = encoded.remove_columns("truncated")
-    encoded = encoded.map(
-        lambda b: {"length": [len(x) for x in b["input_ids"]]}, batched=True, desc="Lengths"
-    )
-    return encoded, truncated
+    feature = dataset.features.get("label")
+    names = getattr(getattr(feature, "feature", None), "names", None)  # multi_label: List(ClassLabel)
+
+    def lengths(batch: dict[str, list]) -> dict[str, list]:
+        out = {"length": [len(x) for x in batch["input_ids"]]}
+        if names:  # a row's label ids -> one 0/1 target per label (BCE's), in the model's label order
+            out["targets"] = [
+                [float(i in ids) for i in range(len(names))] for ids in map(set, batch["label"])
+            ]
+        return out
+
+    encoded = encoded.map(lengths, batched=True, remove_columns=["label"] if names else None, desc="Lengths")
+    # a new column, renamed: a map's "label" output would keep the ids' List(ClassLabel) type
+    return (encoded.rename_column("targets", "label") if names else encoded), truncated
 
 
 def class_weights(spec: str, data: ClassificationData) -> list[float] | None:
     """The training loss's weight of each label, in ``data.labels`` order (None: unweighted).
     balanced: rows / (labels * the label's rows) of the training split as it trains (after cleaning
-    and augmentation), as scikit-learn's compute_class_weight."""
+    and augmentation), as scikit-learn's compute_class_weight; for multi_label, BCE's ``pos_weight``:
+    the rows without the label / the rows with it (each label's positives weigh as much as its
+    negatives)."""
     from ..args import parse_class_weights
 
     parsed = parse_class_weights(spec)
@@ -557,6 +659,10 @@ def class_weights(spec: str, data: ClassificationData) -> list[float] | None:
         return None
     if data.problem_type == "regression":
         raise ConfigError("class_weights applies to classes; this run's target is a number (regression).")
+    if parsed == "balanced" and data.multi_label:
+        counts = Counter(i for ids in data.train["label"] for i in set(ids))
+        rows = len(data.train)
+        return [(rows - counts[i]) / counts[i] if counts[i] else 1.0 for i in range(len(data.labels))]
     if parsed == "balanced":
         counts = Counter(data.train["label"])
         total = sum(counts.values())
@@ -573,9 +679,10 @@ def class_weights(spec: str, data: ClassificationData) -> list[float] | None:
 RARE_LABEL_SHARE = 0.05
 
 
-def imbalance_note(label_counts: dict[str, int]) -> str | None:
-    """A warning when the rarest label is under 5% of the rows, with what to try."""
-    total = sum(label_counts.values())
+def imbalance_note(label_counts: dict[str, int], rows: int | None = None) -> str | None:
+    """A warning when the rarest label is under 5% of the rows (``rows``: of a multi_label split, whose
+    label counts add up to more), with what to try."""
+    total = rows or sum(label_counts.values())
     if not total or len(label_counts) < 2:
         return None
     rarest = min(label_counts, key=label_counts.get)
@@ -593,6 +700,8 @@ def describe_data(data: ClassificationData) -> str:
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(data.train_report.label_counts.items()))
     if data.problem_type == "regression":
         counts = f"a regression target {data.train_report.describe_target()}"
+    elif data.multi_label:
+        counts = data.train_report.describe_labels(data.labels)
     return (
         f"train {len(data.train)} rows, validation {len(data.validation)} rows ({data.validation_source}); "
         f"columns text={data.columns.text!r}"

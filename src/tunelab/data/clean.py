@@ -203,13 +203,24 @@ class _Rows:
     def __init__(self, dataset):
         self.exact = _text_rows(dataset)
         self.near = [tuple(map(match_key, row)) for row in self.exact]
-        self.labels = dataset["label"][:]
         feature = dataset.features.get("label")
+        self.multi_label = hasattr(getattr(feature, "feature", None), "names")  # List(ClassLabel): label sets
+        feature = feature.feature if self.multi_label else feature
         self.names = list(feature.names) if hasattr(feature, "names") else None
+        # a multi_label row's label is its set of ids (a sorted tuple: the same labels in any order)
+        self.labels = (
+            [tuple(sorted(set(v))) for v in dataset["label"]] if self.multi_label else dataset["label"][:]
+        )
         self.keep = list(range(len(self.exact)))
 
+    def name(self, label: Any) -> Any:
+        """A label (class id, number or multi_label set) as written: its class name(s)."""
+        if self.multi_label:
+            return [self.names[i] for i in label]
+        return self.names[label] if self.names else label
+
     def label(self, i: int) -> Any:
-        return self.names[self.labels[i]] if self.names else self.labels[i]
+        return self.name(self.labels[i])
 
     def shown(self, i: int) -> str:
         return " ||| ".join(self.exact[i])
@@ -304,7 +315,7 @@ def _conflicts(rows: _Rows, report: CleaningReport, remove: bool) -> None:
         key = rows.near[i]
         if key in conflicting and key not in shown and len(shown) < EXAMPLES_PER_RULE:
             shown.add(key)
-            names = [rows.names[n] if rows.names else n for n in sorted(labels_of[key])]
+            names = [rows.name(n) for n in sorted(labels_of[key])]
             report.conflicting_labels.example(row=i, text=rows.shown(i), labels=names)
         return key in conflicting
 
