@@ -92,6 +92,17 @@ def confusion_table(run_dir: Path, split: str = "validation") -> pd.DataFrame | 
     return pd.DataFrame(rows)
 
 
+def table_title(run_dir: Path, split: str) -> str:
+    """What confusion_table shows: a confusion matrix, or a multi-label model's per-label scores."""
+    try:
+        multi_label = (
+            json.loads((run_dir / "eval_results.json").read_text()).get("problem_type") == "multi_label"
+        )
+    except (OSError, ValueError):
+        multi_label = False
+    return f"{'Per-label scores' if multi_label else 'Confusion matrix'} ({split})"
+
+
 REPORT_FILE = "validation_report.json"
 
 
@@ -217,7 +228,7 @@ def build(state: AppState) -> None:
                 text = gr.Textbox(label="Text", lines=3, elem_id="classify-text")
                 classify_btn = gr.Button("Classify", variant="primary", elem_id="classify-btn")
                 label = gr.Label(label="Label probabilities", num_top_classes=10, elem_id="classify-label")
-                decision = gr.Markdown(visible=False, elem_id="classify-decision")
+                labels_chosen = gr.Markdown(visible=False, elem_id="classify-decision")
             with gr.Column():
                 texts_file = gr.File(
                     label="A file of texts (txt: one per line; csv/jsonl: a text column)",
@@ -270,11 +281,13 @@ def build(state: AppState) -> None:
             if not run.has_model():
                 raise UserError("This run has no final model yet.")
             mistakes = wrong_examples(run.path, state.model_dir(rid), progress=_reporter(progress, "scoring"))
-            return confusion_table(run.path), mistakes
+            return gr.update(
+                value=confusion_table(run.path), label=table_title(run.path, "validation")
+            ), mistakes
 
         for event, api_name in ((classify_btn.click, "classify"), (text.submit, False)):
             event(classify, [run_id, model_path, text], [label], api_name=api_name).then(
-                decide, [run_id, model_path, label], [decision], api_name=False
+                decide, [run_id, model_path, label], [labels_chosen], api_name=False
             )
         file_btn.click(do_file, [run_id, model_path, texts_file], [predictions], api_name="classify_file")
 
@@ -292,7 +305,7 @@ def build(state: AppState) -> None:
             predictions = run.path / TEST_PREDICTIONS
             return (
                 gr.update(value=f"**Test file**: {scores}", visible=True),
-                gr.update(value=table, visible=table is not None),
+                gr.update(value=table, visible=table is not None, label=table_title(run.path, "test file")),
                 gr.update(
                     value=str(predictions) if predictions.is_file() else None, visible=predictions.is_file()
                 ),

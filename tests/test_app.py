@@ -394,7 +394,8 @@ def test_train_classifier_then_classify_and_report(app_server, uploaded, tiny_be
     assert [r["text"] for r in rows] == ["the plot is dull", "the cast is brilliant"]
     assert list(rows[0]) == ["text", "prediction", "score", "prob_neg", "prob_pos"]
     confusion, mistakes = client.predict(run_id, api_name="/validation_report")
-    assert confusion["headers"] == ["true \\ predicted", "neg", "pos"]
+    assert confusion["value"]["headers"] == ["true \\ predicted", "neg", "pos"]
+    assert confusion["label"] == "Confusion matrix (validation)"
     assert mistakes["headers"]
     cache = run_dir / "validation_report.json"  # computed once, kept in the run folder
     written = cache.stat().st_mtime_ns
