@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import launch, sentiment_rows
+from conftest import FIXTURES, launch, sentiment_rows
 
 from tunelab.runs import Run
 
@@ -193,6 +193,20 @@ def test_class_weights_are_refused_with_the_reason(tmp_path, tiny_bert, sentimen
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "class_weights applies to bert_cls.py" in proc.stderr
     assert Run(out).status()["state"] == "failed"
+
+
+def test_a_multi_label_training_file_is_refused_with_the_reason(tmp_path, tiny_bert):
+    """The distillation loss compares one distribution over classes; a label set per text has none."""
+    out = tmp_path / "run"
+    train = FIXTURES / "good" / "ml_topics.jsonl"
+    proc = launch(
+        "distill_cls.py",
+        *("--teacher_name_or_path", str(tiny_bert), "--train_file", str(train), "--output_dir", str(out)),
+        env=ONE_THREAD,
+        check=False,
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "this training file's target is a multi_label one" in proc.stderr
 
 
 def test_data_labels_follow_the_teacher_and_unknown_labels_are_refused():
