@@ -8,7 +8,7 @@ from typing import Any
 import gradio as gr
 
 from tunelab.errors import TuneLabError
-from tunelab.infer import Generator, chat_prompt
+from tunelab.infer import Generator
 
 from .loaded import load, model_spec
 from .state import AppState, UserError, clean_message
@@ -73,7 +73,7 @@ def build(state: AppState) -> None:
                 raise UserError("Type a message first.")
             generator = load(Generator, model_spec(state, rid, path))
             history = [{"role": h["role"], "content": text_of(h["content"])} for h in (history or [])]
-            prompt = chat_prompt(history, msg)
+            prompt = generator.chat_prompt(history, msg)
             event = threading.Event()
             key = request.session_hash if request else "default"
             _stops[key] = event

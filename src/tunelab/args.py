@@ -32,6 +32,7 @@ SCHEDULERS = (
 )
 OPTIMIZERS = ("adamw", "adam", "sgd", "adafactor")
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
+DATA_FORMATS = ("auto", "text", "chat", "instruction")  # causal-LM data; see tunelab.data.chat
 PROBLEM_TYPES = (
     "auto",
     "single_label",
@@ -403,6 +404,18 @@ class CausalLMArguments:
     cache_dir: str | None = field(
         default=None, metadata={"help": "Token cache folder; default: $TUNELAB_CACHE or ~/.cache/tunelab."}
     )
+    data_format: str = field(
+        default="auto",
+        metadata={
+            "help": "text (pretraining on raw text), chat (a 'messages' list of {role, content} per row) or "
+            "instruction (prompt/response or instruction/input/output columns); auto: from the columns. "
+            "chat and instruction learn the assistant's tokens only, formatted by the chat template."
+        },
+    )
+    train_on_prompt: bool = field(
+        default=False,
+        metadata={"help": "chat/instruction: learn every token (the prompts too), not only the replies."},
+    )
 
     def __post_init__(self) -> None:
         if not self.train_file:
@@ -410,6 +423,7 @@ class CausalLMArguments:
                 "train_file is required: a text file or folder, a jsonl/csv/parquet file or a Hub id."
             )
         _choice("model_size", self.model_size, MODEL_SIZES)
+        _choice("data_format", self.data_format, DATA_FORMATS)
         check_positive("block_size", self.block_size)
         check_positive("tokenizer_vocab_size", self.tokenizer_vocab_size)
         check_positive("max_train_tokens", self.max_train_tokens)

@@ -189,6 +189,15 @@ class Generator:
         path = resolve_model(model_or_run, runs_dir)
         return cls(*_load(AutoModelForCausalLM, path, "a language model"))
 
+    def chat_prompt(self, history: list[dict[str, str]], message: str) -> str:
+        """The prompt for the reply to ``message`` after ``history``: formatted by the model's chat
+        template (a chat fine-tuned model's, whose reply then ends at its end-of-turn token), else a
+        plain-text transcript for a base model."""
+        if not self.tokenizer.chat_template:
+            return chat_prompt(history, message)
+        messages = [*history, {"role": "user", "content": message}]
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
     @property
     def context(self) -> int:
         """The most tokens the model attends to (prompt and reply together)."""

@@ -46,6 +46,7 @@ GENERATION_DEFAULTS = {
     "max_new_tokens": 100,
     "repetition_penalty": 1.1,
 }
+IGNORE_INDEX = -100  # a target that is not learned (chat: the prompt and user turns, the padding)
 LOSS_CHUNK_TOKENS = 512  # rows of logits at once in the chunked loss (fastest on CPU at 8k and 50k vocab)
 
 
@@ -261,13 +262,17 @@ def flops_per_token(model, block_size: int) -> float:
 
 
 def generation_config(model, tokenizer):
-    """Sampling defaults, eos/pad ids, and the padded vocabulary rows suppressed."""
+    """Sampling defaults, eos/pad ids (a chat template's end-of-turn token ends a reply too), and the
+    padded vocabulary rows suppressed."""
     from transformers import GenerationConfig
 
+    from .data.chat import stop_token_ids
+
     padded = list(range(len(tokenizer), model.config.vocab_size))
+    stops = stop_token_ids(tokenizer)
     return GenerationConfig(
         **GENERATION_DEFAULTS,
-        eos_token_id=tokenizer.eos_token_id,
+        eos_token_id=stops if len(stops) > 1 else stops[0],
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.eos_token_id,
         suppress_tokens=padded or None,
@@ -368,29 +373,37 @@ class CausalLMForTraining(nn.Module):
     and parameter gathering hang on it) and ``torch.compile`` can trace it. The wrapped model is the
     plain transformers model that gets saved; while wrapped, a GPT-2's attention is
     ``cpu_training_attention`` (SDPA except for short causal blocks on CPU).
+
+    With ``masked_targets`` (chat fine-tuning) targets of -100 are not learned: only the other positions'
+    hidden states go through the output layer (the assistant tokens: no logits for the prompt).
     """
 
-    def __init__(self, model, label_smoothing: float = 0.0):
+    def __init__(self, model, label_smoothing: float = 0.0, masked_targets: bool = False):
         super().__init__()
         self.model = model
         use_cpu_training_attention(model)
-        self.label_smoothing = label_smoothing
+        self.label_smoothing, self.masked_targets = label_smoothing, masked_targets
 
     def forward(
         self, input_ids: torch.Tensor, targets: torch.Tensor, reduction: str = "mean"
     ) -> torch.Tensor:
+        """The mean loss over the learned targets, or with reduction "none" each position's loss (0
+        where the target is -100), for evaluation."""
         hidden = self.model.transformer(input_ids=input_ids, use_cache=False).last_hidden_state
-        weight = self.model.lm_head.weight
+        hidden, flat = hidden.flatten(0, 1), targets.flatten()
+        learned = flat != IGNORE_INDEX if self.masked_targets else None
+        if learned is not None:
+            hidden, flat = hidden[learned], flat[learned]
         losses = chunked_cross_entropy(
-            hidden.flatten(0, 1),
-            weight,
-            targets.flatten(),
-            reduction=reduction,
-            label_smoothing=self.label_smoothing,
+            hidden, self.model.lm_head.weight, flat, reduction=reduction, label_smoothing=self.label_smoothing
         )
-        if reduction == "none":  # per sequence, for evaluation
-            return losses.view(targets.shape).mean(dim=1)
-        return losses
+        if reduction != "none":
+            return losses
+        if learned is None:
+            return losses.view(targets.shape)
+        every = torch.zeros(targets.numel(), dtype=losses.dtype, device=losses.device)
+        every[learned] = losses
+        return every.view(targets.shape)
 
 
 def save_causal_lm(model, tokenizer, output_dir: Path) -> None:
@@ -422,35 +435,39 @@ def cached_bpe_tokenizer(texts, vocab_size: int, cache_dir: Path, data_key: str)
 # Evaluation and samples
 # ---------------------------------------------------------------------------------------------------
 def evaluate_causal_lm(accelerator, model, dataloader) -> dict[str, float]:
-    """Mean next-token loss over the validation blocks (all processes) and its perplexity."""
-    losses = []
+    """Mean next-token loss over every learned target of the validation batches (all processes; a chat
+    run's assistant tokens) and its perplexity."""
+    sums, counts = [], []
     with torch.no_grad():
         for batch in dataloader:
-            per_block = model(batch["input_ids"], batch["targets"], reduction="none")
-            # gather_for_metrics drops the blocks DDP repeats to even out the last batch.
-            losses.append(accelerator.gather_for_metrics(per_block.float()))
-    loss = torch.cat(losses).double().mean().item()
+            per_token = model(batch["input_ids"], batch["targets"], reduction="none")
+            learned = (batch["targets"] != IGNORE_INDEX).sum(dim=1)
+            # gather_for_metrics drops the sequences DDP repeats to even out the last batch.
+            total, count = accelerator.gather_for_metrics((per_token.double().sum(dim=1), learned))
+            sums.append(total)
+            counts.append(count)
+    loss = (torch.cat(sums).sum() / torch.cat(counts).sum().clamp_min(1)).item()
     return {"eval/loss": loss, "eval/perplexity": math.exp(min(loss, 50.0))}
 
 
-def evaluate_test_blocks(accelerator, model, blocks, batch_size: int) -> dict[str, float]:
-    """test/loss and test/perplexity of the final model over every full block of the test file."""
+def evaluate_test_blocks(accelerator, model, blocks, batch_size: int, collate_fn=None) -> dict[str, float]:
+    """test/loss and test/perplexity of the final model over every full block (or conversation, with a
+    chat run's ``collate_fn``) of the test file."""
     from torch.utils.data import DataLoader
 
     model.eval()
-    scores = evaluate_causal_lm(
-        accelerator, model, accelerator.prepare(DataLoader(blocks, batch_size=batch_size))
-    )
+    loader = DataLoader(blocks, batch_size=batch_size, collate_fn=collate_fn)
+    scores = evaluate_causal_lm(accelerator, model, accelerator.prepare(loader))
     return {key.replace("eval/", "test/"): value for key, value in scores.items()}
 
 
 def generate_samples(
-    model, tokenizer, prompts: list[str], max_new_tokens: int, seed: int = 0
+    model, tokenizer, prompts: list[str], max_new_tokens: int, seed: int = 0, chat: bool = False
 ) -> list[dict[str, str]]:
     """Sampled continuations of ``prompts`` (the model's sampling defaults) from a fixed seed: what a
     user gets, yet comparable from one evaluation to the next. Greedy decoding of a small model loops on
     one phrase. The training RNG is set aside and restored, so samples never change the run (resume
-    stays exact)."""
+    stays exact). With ``chat`` each prompt is a user's message, formatted by the chat template."""
     out = []
     device = next(model.parameters()).device
     devices = [device] if device.type == "cuda" else []
@@ -459,7 +476,13 @@ def generate_samples(
     with torch.no_grad(), torch.random.fork_rng(devices=devices, device_type=device.type):
         torch.manual_seed(seed)
         for prompt in prompts:
-            ids = tokenizer(prompt, return_tensors="pt")["input_ids"] if prompt else None
+            text = prompt
+            if chat:
+                messages = [{"role": "user", "content": prompt}]
+                text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            ids = (
+                tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"] if text else None
+            )
             if ids is None or ids.shape[1] == 0:
                 ids = torch.tensor([[tokenizer.eos_token_id]])
             ids = ids[:, -model.config.n_positions // 2 :].to(device)

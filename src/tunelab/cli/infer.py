@@ -139,7 +139,7 @@ def stream_reply(generator, prompt: str, kwargs: dict[str, Any]) -> str:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     kwargs = generation_kwargs(args)
-    from tunelab.infer import Generator, chat_prompt
+    from tunelab.infer import Generator
 
     spec = model_spec(args)
     info(args, f"loading the language model from {spec} ...")
@@ -164,7 +164,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
             continue
         if interactive:
             print("bot> ", end="", flush=True)
-        reply = stream_reply(generator, chat_prompt(history, message), kwargs)
+        reply = stream_reply(generator, generator.chat_prompt(history, message), kwargs)
         history += [{"role": "user", "content": message}, {"role": "assistant", "content": reply}]
     if interactive:
         print()
