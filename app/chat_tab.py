@@ -38,8 +38,9 @@ def said_in_one_line(pieces):
 def build(state: AppState) -> None:
     with gr.Tab("Chat", id="chat") as tab:
         gr.Markdown(
-            "Talk to a causal LM you trained (or any local/Hub GPT-2 style model). A small model trained "
-            "for a minute continues text; it does not follow instructions."
+            "Talk to a causal LM you trained (or any local/Hub GPT-2 style model). A chat fine-tuned model "
+            "(task causal-lm on conversations) gets each turn in its chat template and ends its reply at its "
+            "end-of-turn token; a model pretrained on plain text only continues a transcript."
         )
         with gr.Row():
             run_id = gr.Dropdown(
@@ -61,7 +62,9 @@ def build(state: AppState) -> None:
                     stop = gr.Button("Stop", variant="stop", scale=1)
                     clear = gr.Button("Clear", scale=1)
             with gr.Column(scale=1):
-                temperature = gr.Slider(0, 2, value=0.8, step=0.05, label="Temperature (0: greedy)")
+                temperature = gr.Slider(
+                    0, 2, value=0.8, step=0.05, label="Temperature (0: greedy)", elem_id="chat-temperature"
+                )
                 top_p = gr.Slider(0.05, 1, value=0.95, step=0.05, label="Top-p")
                 top_k = gr.Slider(0, 200, value=50, step=1, label="Top-k")
                 max_new = gr.Slider(1, 512, value=64, step=1, label="Max new tokens")

@@ -11,6 +11,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from tunelab.data.chat import read_conversations, resolve_data_format
 from tunelab.data.classification import (
     as_number,
     imbalance_note,
@@ -23,7 +24,7 @@ from tunelab.data.clean import (
     report_examples,
     report_markdown,
 )
-from tunelab.data.files import iter_records, read_text
+from tunelab.data.files import TABLE_FORMATS, iter_records, read_text, resolve_source
 from tunelab.data.samples import SAMPLES, materialize_samples
 from tunelab.errors import TuneLabError
 
@@ -185,6 +186,12 @@ def inspect_dataset(
             gr.update(choices=[NONE], value=NONE),
             no,
         )
+    try:
+        data_format = resolve_data_format(str(path))
+    except TuneLabError:
+        data_format = "text"  # not conversations: the classification checks below say what is wrong
+    if data_format != "text":
+        return conversations_report(state, path, data_format)
     text_choices = [AUTO, *header]
     pair_choices = [NONE, *header]
     try:
@@ -243,6 +250,50 @@ def inspect_dataset(
         gr.update(choices=text_choices, value=columns.text),
         gr.update(choices=pair_choices, value=columns.text_pair or NONE),
         gr.update(choices=text_choices, value=columns.label),
+    )
+
+
+def transcript(messages: list[dict[str, str]]) -> str:
+    return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+
+
+def conversations_report(state: AppState, path: Path, data_format: str) -> tuple:
+    """The Data tab's outputs for a chat or instruction file: every row checked, the conversations
+    previewed as transcripts, their lengths."""
+    no = gr.update(choices=[AUTO], value=AUTO)
+    try:
+        conversations = read_conversations(resolve_source(str(path), TABLE_FORMATS), data_format)
+    except TuneLabError as e:
+        msg = user_message(str(e))
+        return (
+            f"### ✗ {path.name} does not pass the checks\n{msg}",
+            problem_table(msg),
+            EMPTY_PREVIEW,
+            None,
+            token_length_plot([]),
+            no,
+            gr.update(choices=[NONE], value=NONE),
+            no,
+        )
+    turns = sum(sum(m["role"] == "assistant" for m in c) for c in conversations)
+    report = (
+        f"### ✓ {path.name}: {len(conversations):,} conversations ({data_format}) for chat fine-tuning\n"
+        f"{turns:,} assistant replies to learn ({turns / len(conversations):.2f} per conversation). Use it in "
+        "the Train tab with the task *causal-lm* (Data format: auto finds it), from a finished run or from "
+        "a new GPT-2: only the replies are learned, formatted by the model's chat template."
+    )
+    state.remember_columns(path.name, None, None, None)
+    texts = [transcript(c) for c in conversations]
+    preview = pd.DataFrame({"conversation": texts[:PREVIEW_ROWS]})
+    return (
+        report,
+        pd.DataFrame(columns=list(PROBLEM_COLUMNS)),
+        preview,
+        None,
+        token_length_plot(texts),
+        no,
+        gr.update(choices=[NONE], value=NONE),
+        no,
     )
 
 

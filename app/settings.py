@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tunelab.args import MIXED_PRECISION, MODEL_SIZES, OPTIMIZERS, PROBLEM_TYPES, SCHEDULERS
+from tunelab.args import DATA_FORMATS, MIXED_PRECISION, MODEL_SIZES, OPTIMIZERS, PROBLEM_TYPES, SCHEDULERS
 from tunelab.data.augment import METHODS as AUGMENT_METHODS
 from tunelab.data.clean import DUPLICATE_MODES
 from tunelab.errors import TuneLabError
@@ -160,7 +160,8 @@ SETTINGS: tuple[Setting, ...] = (
         "main",
         choices=TASKS,
         default="classification",
-        info="classification: fine-tune an encoder · causal-lm: pretrain a small GPT-2 · masked-lm: adapt "
+        info="classification: fine-tune an encoder · causal-lm: pretrain a small GPT-2 on text, or chat/"
+        "instruction fine-tune one (a finished run, or gpt2 from the Hub) on conversations · masked-lm: adapt "
         "an encoder to your text (domain adaptation), then pick it as the base (finished run) of a "
         "classification run · distillation: a smaller, faster student of a finished classifier (the "
         "teacher: Base model → finished run)",
@@ -294,6 +295,26 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "block_size", "int", "Block size (causal-lm)", "main", 3, tasks=("causal-lm",), default=128, minimum=8
+    ),
+    Setting(
+        "data_format",
+        "choice",
+        "Data format (causal-lm)",
+        "main",
+        3,
+        tasks=("causal-lm",),
+        choices=DATA_FORMATS,
+        info="text: pretraining · chat/instruction: fine-tuning on conversations (auto: from the columns)",
+        elem_id="train-data-format",
+    ),
+    Setting(
+        "train_on_prompt",
+        "bool",
+        "Learn the prompts too (chat)",
+        "advanced",
+        5,
+        tasks=("causal-lm",),
+        info="chat/instruction: the loss on every token, not only the assistant's replies",
     ),
     Setting(
         "model_size",

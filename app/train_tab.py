@@ -10,8 +10,9 @@ from typing import Any
 import gradio as gr
 import yaml
 
+from tunelab.data.chat import read_conversations, resolve_data_format
 from tunelab.data.classification import preflight_classification
-from tunelab.data.files import iter_records, read_text
+from tunelab.data.files import TABLE_FORMATS, iter_records, read_text, resolve_source
 from tunelab.errors import TuneLabError
 from tunelab.tasks import get_task
 
@@ -92,6 +93,12 @@ def check_data(state: AppState, settings: dict[str, Any]) -> str:
             if not text.strip():
                 return f"✗ **{path.name}** is empty."
             return f"✓ **{path.name}**: {len(text):,} characters of text for pretraining."
+        data_format = "text"
+        if task == "causal-lm":
+            data_format = resolve_data_format(str(path), config.get("data_format") or "auto")
+        if data_format != "text":
+            conversations = read_conversations(resolve_source(str(path), TABLE_FORMATS), data_format)
+            return f"✓ **{path.name}**: {len(conversations):,} conversations ({data_format}) to fine-tune on."
         header, records, unit = iter_records(path)
         column = config.get("text_column") or ("text" if "text" in header else None)
         if column is None or column not in header:

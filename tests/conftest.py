@@ -4,7 +4,9 @@ and a helper that runs a recipe through a real ``accelerate launch``."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -201,3 +203,83 @@ def fresh_accelerate_state():
 
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
+
+
+NAMES = ["Alice", "Bob", "Carol", "Dave", "Erin", "Frank", "Grace", "Heidi", "Ivan", "Judy", "Oscar", "Peggy"]
+WORDS = [
+    "river",
+    "stone",
+    "lamp",
+    "cloud",
+    "paper",
+    "garden",
+    "window",
+    "bridge",
+    "engine",
+    "forest",
+    "candle",
+    "mirror",
+    "ladder",
+    "orange",
+]
+
+
+def greeting_chats(n: int, seed: int = 0) -> list[dict]:
+    """A user greets with a name and some chatter (prompts that vary a lot); the assistant always answers
+    in one format, copying the name and the first thing seen: 'Hello NAME! You saw a THING.'"""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        name, seen = rng.choice(NAMES), [rng.choice(WORDS) for _ in range(rng.randint(3, 8))]
+        question = f"Hi, I am {name}. Today I saw a {', a '.join(seen)}. Please greet me."
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": question},
+                    {"role": "assistant", "content": f"Hello {name}! You saw a {seen[0]}."},
+                ]
+            }
+        )
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+# A from-scratch GPT-2 chat fine-tuned on greeting_chats: 2 layers, 64 wide, 60 steps (~15 s on 2 cores).
+CHAT_RUN = [
+    "--config_overrides", "n_layer=2,n_embd=64,n_head=2",
+    "--tokenizer_vocab_size", "512",
+    "--block_size", "64",
+    "--per_device_train_batch_size", "16",
+    "--per_device_eval_batch_size", "64",
+    "--learning_rate", "3e-3",
+    "--max_train_steps", "60",
+    "--eval_steps", "60",
+    "--mixed_precision", "no",
+    "--seed", "0",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def chat_data(tmp_path_factory) -> tuple[Path, Path]:
+    """(train, test) jsonl files of greeting conversations."""
+    folder = tmp_path_factory.mktemp("chats")
+    return write_jsonl(folder / "train.jsonl", greeting_chats(1200)), write_jsonl(
+        folder / "test.jsonl", greeting_chats(100, seed=1)
+    )
+
+
+@pytest.fixture(scope="session")
+def chat_run(tmp_path_factory, chat_data) -> Path:
+    """A finished chat fine-tuning run (replies learned only) on ``chat_data``, scored on its test file."""
+    train, test = chat_data
+    out = tmp_path_factory.mktemp("chat-run") / "run"
+    launch(
+        "gpt2_clm.py",
+        *("--train_file", str(train), "--test_file", str(test), *CHAT_RUN),
+        *("--cache_dir", str(out.parent / "cache"), "--output_dir", str(out)),
+    )
+    return out

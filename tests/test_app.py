@@ -265,6 +265,27 @@ def test_sample_datasets_ship_with_the_app(app_server):
     assert check.startswith("✓") and "600 rows" in check
 
 
+def test_the_chat_sample_is_checked_previewed_and_planned_as_chat_fine_tuning(app_server, tmp_path):
+    from gradio_client import handle_file
+
+    client = app_server["client"]
+    result = client.predict("sample-python-chat.jsonl", api_name="/use_sample")
+    assert "conversations (chat) for chat fine-tuning" in result[1] and "assistant replies" in result[1]
+    preview = result[3]
+    assert preview["headers"] == ["conversation"] and preview["data"][0][0].startswith("user: ")
+    settings = {"task": "causal-lm", "dataset": "sample-python-chat.jsonl", "data_format": "auto"}
+    check = client.predict(json.dumps(settings), api_name="/check_data_json")
+    assert check.startswith("✓") and "conversations (chat) to fine-tune on" in check
+    cfg, command = client.predict(json.dumps(settings | {"train_on_prompt": True}), api_name="/preview_run")
+    assert "data_format: auto" in cfg and "train_on_prompt: true" in cfg and "recipes/gpt2_clm.py" in command
+    bad = tmp_path / "bad-chat.jsonl"
+    bad.write_text(
+        json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "yo"}]})
+    )
+    result = client.predict(handle_file(str(bad)), api_name="/upload_dataset")
+    assert "does not pass the checks" in result[1] and "unknown role 'bot'" in result[1]
+
+
 def test_advanced_training_options_reach_the_run_config(app_server):
     """Optimizer, regularization and dropout settings of the Advanced section, for both tasks."""
     client = app_server["client"]

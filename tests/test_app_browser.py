@@ -463,3 +463,35 @@ def test_default_settings_on_a_5000_row_upload_train_on_every_row_or_say_why(app
             expect(plan).to_contain_text("within the 5 min budget")
         page.screenshot(path=tmp_path / "train-plan.png", full_page=True)
     assert not errors, "\n".join(errors)
+
+
+def test_a_two_turn_conversation_with_a_chat_fine_tuned_model(app_url, runs_dir, chat_run, tmp_path):
+    """The Chat tab formats each turn with the model's chat template: a model fine-tuned on greetings
+    answers both turns in its trained form (a plain 'User:' transcript is not what it learned)."""
+    import re
+
+    from playwright.sync_api import expect
+
+    shutil.copytree(chat_run, runs_dir / "chat-cli-run")
+    errors: list[str] = []
+    replies = []
+    with app_page(app_url, errors) as page:
+        open_tab(page, "Chat")
+        pick(page, "chat-run", "chat-cli-run")
+        temperature = page.locator("#chat-temperature input[type=number]")
+        temperature.fill("0")
+        temperature.press("Enter")
+        for n, (name, seen) in enumerate((("Grace", "lamp, a river"), ("Bob", "candle, a stone")), 1):
+            page.locator("#chat-message textarea").fill(
+                f"Hi, I am {name}. Today I saw a {seen}. Please greet me."
+            )
+            page.locator("#chat-send").click()
+            bot = page.locator('#chat-box [data-testid="bot"]')
+            expect(bot).to_have_count(n, timeout=60_000)
+            expect(bot.nth(n - 1)).to_contain_text("!", timeout=60_000)
+            page.wait_for_timeout(1000)  # the rest of the streamed reply
+            replies.append(bot.nth(n - 1).inner_text().strip())
+        page.screenshot(path=tmp_path / "chat-two-turns.png", full_page=True)
+    for reply in replies:
+        assert re.fullmatch(r"Hello \w+! You saw a \w+\.", reply), replies
+    assert not errors, "\n".join(errors)

@@ -4,11 +4,10 @@ tokenizer, the replies learned (prompts masked), and a model that answers in its
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, launch
+from conftest import CHAT_RUN, FIXTURES, greeting_chats, launch, write_jsonl
 
 from tunelab.data.chat import (
     CHAT_TEMPLATE,
@@ -21,48 +20,6 @@ from tunelab.data.files import resolve_source
 from tunelab.data.lm import LM_FORMATS
 from tunelab.errors import DataError
 from tunelab.runs import Run
-
-NAMES = ["Alice", "Bob", "Carol", "Dave", "Erin", "Frank", "Grace", "Heidi", "Ivan", "Judy", "Oscar", "Peggy"]
-WORDS = [
-    "river",
-    "stone",
-    "lamp",
-    "cloud",
-    "paper",
-    "garden",
-    "window",
-    "bridge",
-    "engine",
-    "forest",
-    "candle",
-    "mirror",
-    "ladder",
-    "orange",
-]
-
-
-def greeting_chats(n: int, seed: int = 0) -> list[dict]:
-    """A user greets with a name and some chatter (prompts that vary a lot); the assistant always answers
-    in one format, copying the name and the first thing seen: 'Hello NAME! You saw a THING.'"""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        name, seen = rng.choice(NAMES), [rng.choice(WORDS) for _ in range(rng.randint(3, 8))]
-        question = f"Hi, I am {name}. Today I saw a {', a '.join(seen)}. Please greet me."
-        rows.append(
-            {
-                "messages": [
-                    {"role": "user", "content": question},
-                    {"role": "assistant", "content": f"Hello {name}! You saw a {seen[0]}."},
-                ]
-            }
-        )
-    return rows
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def source(path: Path):
@@ -157,21 +114,9 @@ def test_only_the_replies_and_their_end_of_turn_are_learned(chat_tokenizer):
     assert (len(short), cut) == (0, 1)
 
 
-CHAT_RUN = [
-    "--config_overrides", "n_layer=2,n_embd=64,n_head=2",
-    "--tokenizer_vocab_size", "512",
-    "--block_size", "64",
-    "--per_device_train_batch_size", "16",
-    "--per_device_eval_batch_size", "64",
-    "--learning_rate", "3e-3",
-    "--max_train_steps", "60",
-    "--eval_steps", "60",
-    "--mixed_precision", "no",
-    "--seed", "0",
-]  # fmt: skip
-
-
-def test_a_chat_fine_tuned_model_learns_the_reply_format_and_stops_at_the_end_of_its_turn(tmp_path):
+def test_a_chat_fine_tuned_model_learns_the_reply_format_and_stops_at_the_end_of_its_turn(
+    tmp_path, chat_data, chat_run
+):
     """A from-scratch GPT-2 on conversations: the held-out loss on the replies falls far below the
     untrained model's and, for the same 60 steps, below a run on the same text that learns the prompts
     too (learning only the replies learns them sooner; by 150 steps both reach about 0.6); pipeline()
@@ -185,35 +130,30 @@ def test_a_chat_fine_tuned_model_learns_the_reply_format_and_stops_at_the_end_of
     from tunelab.data.chat import END_OF_TURN, chat_collator
     from tunelab.lm import CausalLMForTraining
 
-    train = write_jsonl(tmp_path / "train.jsonl", greeting_chats(1200))
-    test = write_jsonl(tmp_path / "test.jsonl", greeting_chats(100, seed=1))
-    results = {}
-    for name, extra in (("replies", []), ("everything", ["--train_on_prompt", "true"])):
-        out = tmp_path / name
-        launch(
-            "gpt2_clm.py",
-            *("--train_file", str(train), "--test_file", str(test), *CHAT_RUN, *extra),
-            *("--cache_dir", str(tmp_path / "cache"), "--output_dir", str(out)),
-        )
-        results[name] = json.loads((out / "eval_results.json").read_text())
-    out = tmp_path / "replies"
-    assert results["replies"]["data_format"] == "chat"
+    train, test = chat_data
+    unmasked_run = tmp_path / "everything"
+    launch(
+        "gpt2_clm.py",
+        *("--train_file", str(train), "--test_file", str(test), *CHAT_RUN, "--train_on_prompt", "true"),
+        *("--cache_dir", str(tmp_path / "cache"), "--output_dir", str(unmasked_run)),
+    )
+    results = json.loads((chat_run / "eval_results.json").read_text())
+    unmasked = json.loads((unmasked_run / "eval_results.json").read_text())["test/loss"]
+    assert results["data_format"] == "chat"
     # the untrained model of the same shape, scored on the same test replies
-    tokenizer = AutoTokenizer.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(chat_run)
     examples, _ = tokenize_conversations(read_conversations(source(test), "chat"), tokenizer, 64)
     torch.manual_seed(0)
-    untrained = CausalLMForTraining(
-        AutoModelForCausalLM.from_config(AutoModelForCausalLM.from_pretrained(out).config),
-        masked_targets=True,
-    )
+    config = AutoModelForCausalLM.from_pretrained(chat_run).config
+    untrained = CausalLMForTraining(AutoModelForCausalLM.from_config(config), masked_targets=True)
     batch = chat_collator(tokenizer.pad_token_id)([examples[i] for i in range(len(examples))])
     with torch.no_grad():
         untrained_loss = untrained(batch["input_ids"], batch["targets"]).item()
-    trained, unmasked = results["replies"]["test/loss"], results["everything"]["test/loss"]
+    trained = results["test/loss"]
     assert trained < 0.3 * untrained_loss, (trained, untrained_loss)
     assert trained < unmasked - 0.1, (trained, unmasked)
     # a conversation through transformers alone: the template, the reply, the end of the turn
-    chat = pipeline("text-generation", model=str(out))
+    chat = pipeline("text-generation", model=str(chat_run))
     messages = [{"role": "user", "content": "Hi, I am Grace. Today I saw a lamp, a river. Please greet me."}]
     reply = chat(messages, do_sample=False, max_new_tokens=20)[0]["generated_text"][-1]
     assert reply["role"] == "assistant" and re.fullmatch(r"Hello \w+! You saw a \w+\.", reply["content"]), (
@@ -222,7 +162,7 @@ def test_a_chat_fine_tuned_model_learns_the_reply_format_and_stops_at_the_end_of
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
     generated = chat.model.generate(**prompt, do_sample=False, max_new_tokens=20)[0]
     assert generated[-1] == tokenizer.convert_tokens_to_ids(END_OF_TURN)
-    assert Run(out).status()["state"] == "finished"
+    assert Run(chat_run).status()["state"] == "finished"
 
 
 def test_masked_targets_give_torchs_ignore_index_loss_and_gradients():

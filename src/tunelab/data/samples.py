@@ -6,12 +6,15 @@ Nothing here is downloaded. ``materialize_samples(folder)`` writes the files on 
 - ``sample-python-docs-topics.csv``: paragraphs of Python's own reference documentation (``pydoc_data``)
   labelled with the family of the topic they come from (statements, expressions, types, data model).
 - ``sample-python-docs.txt``: the same documentation as plain text, a corpus for causal-LM pretraining.
+- ``sample-python-chat.jsonl``: conversations about Python's reference topics (``messages`` lists), the
+  answers taken from that documentation in a few fixed forms: data for chat fine-tuning.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import random
 import re
 from collections.abc import Callable
@@ -149,6 +152,49 @@ def python_docs_text(max_chars: int = 400_000) -> str:
     return text[:max_chars] + "\n"
 
 
+def _topic_title(text: str) -> str:
+    """A pydoc topic's heading ('The "break" statement'), or its first sentence's start."""
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return first.rstrip(":.")[:80]
+
+
+def python_chat_jsonl(seed: int = 0) -> str:
+    """Conversations about the topics of Python's reference (``pydoc_data``): a user asks what a topic is,
+    which part of the reference covers it, or for more (a second turn); the assistant answers from the
+    documentation in fixed forms, so a small model fine-tuned on them answers in kind."""
+    from pydoc_data.topics import topics
+
+    rng = random.Random(seed)
+    asks = ["What is {t}?", "Can you explain {t}?", "Tell me about {t}.", "I am learning Python. What is {t}?"]
+    more = ["Tell me more.", "And what else should I know?", "Go on, please."]
+    rows = []
+    for name in sorted(topics):
+        family = TOPIC_FAMILIES.get(name)
+        paragraphs = _paragraphs(topics[name])
+        if not family or not paragraphs:
+            continue
+        title = _topic_title(topics[name])
+        for ask in asks:
+            messages = [
+                {"role": "user", "content": ask.format(t=title)},
+                {"role": "assistant", "content": paragraphs[0]},
+            ]
+            if len(paragraphs) > 1 and rng.random() < 0.5:
+                follow = rng.choice(paragraphs[1:])
+                messages += [
+                    {"role": "user", "content": rng.choice(more)},
+                    {"role": "assistant", "content": follow},
+                ]
+            rows.append({"messages": messages})
+        where = f"Which part of the Python reference covers {title}?"
+        answer = f"{title} belongs to the {family} part of the Python reference."
+        rows.append(
+            {"messages": [{"role": "user", "content": where}, {"role": "assistant", "content": answer}]}
+        )
+    rng.shuffle(rows)
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
 def sentiment_csv(rows: int = 600, seed: int = 0) -> str:
     """Short, learnable reviews: the label follows the sentiment words (with some negation)."""
     rng = random.Random(seed)
@@ -219,6 +265,12 @@ SAMPLES: dict[str, Sample] = {
             "causal-lm",
             "400 kB of Python's reference documentation as plain text (for GPT-2 pretraining)",
             python_docs_text,
+        ),
+        Sample(
+            "sample-python-chat.jsonl",
+            "causal-lm",
+            "conversations about Python's reference topics, answered from its docs (chat fine-tuning)",
+            python_chat_jsonl,
         ),
     )
 }
