@@ -279,6 +279,36 @@ def test_a_bad_test_file_fails_before_training_with_a_clear_message(
     assert not Run(tmp_path / "run").events("train")  # it failed before the first step
 
 
+def test_a_pretraining_run_is_chat_fine_tuned_with_a_template_added_to_its_tokenizer(trained_run, tmp_path):
+    """Continuing a text-pretrained run on conversations: its BPE gets TuneLab's role and end-of-turn
+    tokens (the embeddings grow to hold them), the replies are learned (the held-out reply loss falls
+    at every evaluation), and the saved folder formats a conversation by itself."""
+    from conftest import greeting_chats, write_jsonl
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    first, _ = trained_run
+    train = write_jsonl(tmp_path / "chats.jsonl", greeting_chats(300))
+    out = tmp_path / "chat"
+    launch(
+        "gpt2_clm.py", "--train_file", str(train), "--model_name_or_path", str(first), "--block_size", "64",
+        "--per_device_train_batch_size", "16", "--learning_rate", "3e-3", "--max_train_steps", "30",
+        "--eval_steps", "10", "--mixed_precision", "no", "--seed", "0", "--cache_dir", str(tmp_path / "cache"),
+        "--output_dir", str(out),
+    )  # fmt: skip
+    before = AutoTokenizer.from_pretrained(first)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert before.chat_template is None and len(tokenizer) == len(before) + 4
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.get_input_embeddings().weight.shape[0] >= len(tokenizer)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True
+    )
+    assert text == "<|user|>\nHi<|end|>\n<|assistant|>\n"
+    losses = [e["eval/loss"] for e in Run(out).events("eval")]
+    assert losses == sorted(losses, reverse=True) and losses[-1] < 0.8 * losses[0], losses
+    assert json.loads((out / "eval_results.json").read_text())["data_format"] == "chat"
+
+
 def test_training_continues_from_a_finished_run(trained_run, tmp_path, shakespeare_small):
     first, _ = trained_run
     out = tmp_path / "continued"
