@@ -1,8 +1,8 @@
 # TuneLab, CPU image: the web app by default, the `tunelab` command for everything else.
 #
 #   docker build -t tunelab .
-#   docker run -p 7860:7860 -v tunelab-data:/data tunelab                 # app on http://localhost:7860
-#   docker run -e TUNELAB_AUTH=admin:s3cret -p 7860:7860 -v tunelab-data:/data tunelab
+#   docker run -p 7860:7860 -v tunelab-data:/data tunelab   # prints http://127.0.0.1:7860/?token=... (docker logs)
+#   docker run -e TUNELAB_AUTH=admin:s3cret -p 7860:7860 -v tunelab-data:/data tunelab   # a login instead
 #   docker run -v tunelab-data:/data tunelab tunelab train cls --train_file /data/datasets/reviews.csv
 #
 # GPU: see Dockerfile.cuda. Runs, uploaded data and the Hugging Face cache live on the /data volume.
@@ -46,7 +46,7 @@ EXPOSE 7860
 
 # slim has no curl: ask the app's front page with Python's own urllib.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=90s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:7860/', timeout=8)"]
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:7860/healthz', timeout=8)"]
 
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["tunelab", "app", "--host", "0.0.0.0", "--port", "7860"]

@@ -1,13 +1,13 @@
 """TuneLab's web app: layout and launch.
 
     build_app(runs_dir, data_dir, max_concurrent_runs=1) -> gr.Blocks
-    launch(host="127.0.0.1", port=7860, auth=None, runs_dir="runs", data_dir="data", share=False,
+    launch(host="127.0.0.1", port=7860, access=None, runs_dir="runs", data_dir="data", share=False,
            max_concurrent_runs=1, block=True) -> (demo, url)
 
-``auth`` is "user:password" (else the TUNELAB_AUTH environment variable, else no login). The app binds
-127.0.0.1 unless told otherwise, serves files only from its own data and runs folders, caps uploads at
-``MAX_FILE_SIZE`` and never opens a share link unless ``share=True``. ``tunelab app`` and
-``python -m app`` both end here.
+``access`` (``app.auth.resolve_access``) says who may use it: no login on loopback, a login or an access
+token beyond it. The app binds 127.0.0.1 unless told otherwise, serves files only from its own data and
+runs folders, caps uploads at ``MAX_FILE_SIZE`` and never opens a share link unless ``share=True``.
+``tunelab app`` and ``python -m app`` both end here.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import gradio as gr  # noqa: E402 - the analytics switch must be set before grad
 from tunelab.data.samples import materialize_samples  # noqa: E402
 
 from . import chat_tab, classify_tab, compare_tab, data_tab, hub_tab, runs_tab, train_tab  # noqa: E402
-from .auth import parse_auth  # noqa: E402
+from .auth import Access, TokenGate  # noqa: E402
 from .queue import RunQueue  # noqa: E402
 from .state import AppState  # noqa: E402
 
@@ -75,19 +75,27 @@ def build_app(
     return demo
 
 
-def launch_options(runs_dir: str | Path, data_dir: str | Path) -> dict[str, Any]:
-    """The safety settings every launch uses: file routes limited to the app's folders, upload cap."""
+def launch_options(
+    runs_dir: str | Path, data_dir: str | Path, access: Access | None = None
+) -> dict[str, Any]:
+    """The safety settings every launch uses: file routes limited to the app's folders, upload cap, and
+    ``access``: gradio's login for users and passwords, the access-token gate in front of every route."""
+    from starlette.middleware import Middleware
+
+    access = access or Access("127.0.0.1")
     return {
         "allowed_paths": [str(Path(data_dir).resolve()), str(Path(runs_dir).resolve())],
         "max_file_size": MAX_FILE_SIZE,
         "css": CSS,
+        "auth": access.login(),
+        "app_kwargs": {"middleware": [Middleware(TokenGate, token=access.token)]},
     }
 
 
 def launch(
     host: str = "127.0.0.1",
     port: int | None = 7860,
-    auth: str | None = None,
+    access: Access | None = None,
     runs_dir: str | Path = "runs",
     data_dir: str | Path = "data",
     share: bool = False,
@@ -100,10 +108,9 @@ def launch(
     _, url, _ = demo.launch(
         server_name=host,
         server_port=port,
-        auth=parse_auth(auth),
         share=share,
         prevent_thread_lock=not block,
         quiet=not block,
-        **launch_options(runs_dir, data_dir),
+        **launch_options(runs_dir, data_dir, access or Access(host)),
     )
     return demo, url

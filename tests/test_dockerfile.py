@@ -141,7 +141,7 @@ def test_image_runs_the_app_as_non_root_with_state_on_a_volume(name):
     assert "7860" in by_op["EXPOSE"][0].split()
     assert "/data" in by_op["VOLUME"][0]
     healthcheck = by_op["HEALTHCHECK"][0]
-    assert "urllib.request" in healthcheck and "http://127.0.0.1:7860/" in healthcheck
+    assert "urllib.request" in healthcheck and "http://127.0.0.1:7860/healthz" in healthcheck
     env = " ".join(by_op["ENV"])
     for setting in (
         "TUNELAB_RUNS_DIR=/data/runs",

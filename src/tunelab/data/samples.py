@@ -165,7 +165,12 @@ def python_chat_jsonl(seed: int = 0) -> str:
     from pydoc_data.topics import topics
 
     rng = random.Random(seed)
-    asks = ["What is {t}?", "Can you explain {t}?", "Tell me about {t}.", "I am learning Python. What is {t}?"]
+    asks = [
+        "What is {t}?",
+        "Can you explain {t}?",
+        "Tell me about {t}.",
+        "I am learning Python. What is {t}?",
+    ]
     more = ["Tell me more.", "And what else should I know?", "Go on, please."]
     rows = []
     for name in sorted(topics):
