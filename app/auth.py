@@ -151,6 +151,29 @@ def resolve_access(
     return access
 
 
+@dataclass(frozen=True)
+class Reach:
+    """What a browser may name beyond the app's own runs and data. On loopback: anything, as before;
+    beyond it only what the admin allows (``Reach.of``)."""
+
+    server_hub_token: bool = True  # the Hub tab may fall back to HF_TOKEN / the saved `hf auth login`
+    model_roots: tuple[Path, ...] | None = None  # folders models may be loaded from (None: any)
+    hub_models: bool = True  # Hub ids may be typed as models
+
+    @classmethod
+    def of(
+        cls,
+        access: Access,
+        allow_server_hub_token: bool = False,
+        model_dirs: tuple[str, ...] | list[str] = (),
+        allow_hub_models: bool = False,
+    ) -> Reach:
+        if not access.remote:
+            return cls()
+        roots = tuple(Path(d).expanduser().resolve() for d in model_dirs)
+        return cls(allow_server_hub_token, roots, allow_hub_models)
+
+
 class TokenGate:
     """ASGI middleware: every request needs the access token (query, cookie or bearer header), except
     ``/healthz``; a valid ``?token=`` sets the cookie and redirects to the page without it."""

@@ -27,7 +27,14 @@ def push(state: AppState, run_id: str, repo_id: str, private: bool, token: str) 
         return "✗ Enter a repository id such as `your-name/my-model`.", ""
     if not run.has_model():
         return f"✗ Run {run.id} has no final model (it is {run.state}).", ""
-    secret = (token or "").strip() or os.environ.get("HF_TOKEN") or None
+    typed = (token or "").strip()
+    if not typed and not state.reach.server_hub_token:
+        return (
+            "✗ Type a Hugging Face write token: this server does not lend its own (its admin can allow "
+            "that with --allow-server-hub-token).",
+            "",
+        )
+    secret = typed or os.environ.get("HF_TOKEN") or None
     try:
         url = push_to_hub(run.path, repo_id, private=bool(private), token=secret)
     except TuneLabError as e:
@@ -43,7 +50,12 @@ def build(state: AppState) -> None:
         gr.Markdown(
             "Push a finished run's model files (weights, config, tokenizer, model card) to the Hugging "
             "Face Hub. Logs, checkpoints and the run's config stay on this machine. The token is used "
-            "for the push only and never stored; leave it empty to use `HF_TOKEN` or `hf auth login`."
+            "for the push only and never stored"
+            + (
+                "; leave it empty to use the server's `HF_TOKEN` or `hf auth login`."
+                if state.reach.server_hub_token
+                else "; this server does not lend its own token: type yours."
+            )
         )
         with gr.Row():
             run_id = gr.Dropdown(

@@ -22,7 +22,7 @@ def model_spec(state: AppState, run_id: str | None, model_path: str | None) -> s
     by the user."""
     typed = (model_path or "").strip()
     if typed:
-        return typed
+        return state.allowed_model(typed)
     return str(state.model_dir(run_id))
 
 

@@ -16,6 +16,7 @@ from tunelab.hardware import Hardware, detect_hardware
 from tunelab.runs import Run, list_runs
 from tunelab.tasks import TASKS
 
+from .auth import Reach
 from .queue import RunQueue
 
 
@@ -46,6 +47,31 @@ class AppState:
     current_dataset: str | None = None  # the dataset the Data tab checked last: the Train tab starts there
     step_seconds: dict[tuple, float] = field(default_factory=dict)  # measured by Estimate, per setting
     slurm_defaults: dict[str, Any] = field(default_factory=dict)  # from the targets file
+    reach: Reach = field(default_factory=Reach)  # what a browser may name beyond runs and data
+
+    def allowed_model(self, spec: str) -> str:
+        """A model folder or Hub id typed in a page, if this server lets a browser load it: beyond
+        loopback, folders under the runs folder or a --model-dir, Hub ids with --allow-hub-models."""
+        spec = (spec or "").strip()
+        if spec == EMBEDDED_ENCODER:
+            return spec
+        path = Path(spec).expanduser()
+        if path.exists() or spec.startswith(("/", ".", "~")):
+            if self.reach.model_roots is None:
+                return spec
+            resolved = path.resolve()  # a symlink or ../ cannot lead out of the allowed folders
+            if any(resolved.is_relative_to(root) for root in (self.runs_dir, *self.reach.model_roots)):
+                return str(resolved)
+            raise UserError(
+                "This server loads models only from its runs (and the folders its admin allowed with "
+                "--model-dir): pick a run instead of that folder."
+            )
+        if not self.reach.hub_models:
+            raise UserError(
+                f"This server does not load models from the Hub ({spec!r}); its admin can allow it with "
+                "--allow-hub-models, or pick a run."
+            )
+        return spec
 
     # ---- runs ----------------------------------------------------------------------------------
     def run(self, run_id: str | None) -> Run:
@@ -114,6 +140,7 @@ class AppState:
         value = str(path or "").strip()
         if not value:
             raise UserError(f"Enter the {kind} of the base model.")
+        value = self.allowed_model(value)
         if kind == "local folder":
             folder = Path(value).expanduser()
             if not (folder / "config.json").is_file():

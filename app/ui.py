@@ -26,7 +26,7 @@ import gradio as gr  # noqa: E402 - the analytics switch must be set before grad
 from tunelab.data.samples import materialize_samples  # noqa: E402
 
 from . import chat_tab, classify_tab, compare_tab, data_tab, hub_tab, runs_tab, train_tab  # noqa: E402
-from .auth import Access, TokenGate  # noqa: E402
+from .auth import Access, Reach, TokenGate  # noqa: E402
 from .queue import RunQueue  # noqa: E402
 from .state import AppState  # noqa: E402
 
@@ -45,9 +45,11 @@ def build_app(
     data_dir: str | Path,
     max_concurrent_runs: int = 1,
     targets_file: str | Path | None = None,
+    reach: Reach | None = None,
 ) -> gr.Blocks:
     """The Blocks app over ``runs_dir`` (run folders) and ``data_dir`` (datasets); starts the run queue.
-    ``targets_file``: Slurm defaults (partition, time, ...; default ~/.config/tunelab/targets.yaml)."""
+    ``targets_file``: Slurm defaults (partition, time, ...; default ~/.config/tunelab/targets.yaml);
+    ``reach``: what a browser may name beyond them (default: anything, as on loopback)."""
     from tunelab.launch.slurm import load_targets
 
     runs_dir, data_dir = Path(runs_dir).resolve(), Path(data_dir).resolve()
@@ -55,7 +57,11 @@ def build_app(
     materialize_samples(data_dir)
     queue = RunQueue(runs_dir, max_concurrent_runs, cwd=REPO_ROOT)
     state = AppState(
-        runs_dir=runs_dir, data_dir=data_dir, queue=queue, slurm_defaults=load_targets(targets_file)
+        runs_dir=runs_dir,
+        data_dir=data_dir,
+        queue=queue,
+        slurm_defaults=load_targets(targets_file),
+        reach=reach or Reach(),
     )
     # Gradio's copies of uploads and of files it served (Classify's texts and predictions) go after a day,
     # checked hourly, and all of them when the app stops.
@@ -102,9 +108,10 @@ def launch(
     max_concurrent_runs: int = 1,
     block: bool = True,
     targets_file: str | Path | None = None,
+    reach: Reach | None = None,
 ):
     """Build and serve the app; returns (demo, local URL) (when ``block`` is False it returns at once)."""
-    demo = build_app(runs_dir, data_dir, max_concurrent_runs, targets_file)
+    demo = build_app(runs_dir, data_dir, max_concurrent_runs, targets_file, reach)
     _, url, _ = demo.launch(
         server_name=host,
         server_port=port,

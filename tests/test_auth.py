@@ -185,3 +185,76 @@ def test_the_images_healthcheck_needs_no_token():
     for name in ("Dockerfile", "Dockerfile.cuda"):
         text = (Path(ROOT) / name).read_text()
         assert "7860/healthz" in text and '"--host", "0.0.0.0"' in text
+
+
+@pytest.fixture
+def remote_app(tmp_path, tiny_bert, monkeypatch):
+    """The app as a team server runs it: behind an access token, with the default reach beyond
+    loopback (no server Hub token, models from its runs only, no Hub ids); a finished run to push."""
+    import shutil
+
+    from gradio_client import Client
+
+    from app.auth import Access, Reach
+    from app.ui import build_app, launch_options
+    from tunelab.runs import Run
+
+    runs_dir, data_dir = tmp_path / "runs", tmp_path / "data"
+    run = Run(runs_dir / "cls-team-run")
+    shutil.copytree(tiny_bert, run.path)
+    run.update_status(state="finished", task="cls")
+    access = Access("0.0.0.0", token="team-token-0123456789")
+    demo = build_app(runs_dir, data_dir, reach=Reach.of(access))
+    _, url, _ = demo.launch(
+        server_name="127.0.0.1",
+        prevent_thread_lock=True,
+        quiet=True,
+        **launch_options(runs_dir, data_dir, access),
+    )
+    client = Client(url, headers={"Authorization": f"Bearer {access.token}"}, verbose=False)
+    yield client, run
+    demo.tunelab_state.queue.shutdown()
+    demo.close()
+
+
+def test_beyond_loopback_pages_load_models_only_from_the_runs(remote_app, tiny_bert, tmp_path):
+    client, run = remote_app
+    for spec, message in (
+        ("/etc", "loads models only from its runs"),
+        (str(run.path / ".." / ".." / ".."), "loads models only from its runs"),
+        (str(tiny_bert), "loads models only from its runs"),
+        ("bert-base-uncased", "does not load models from the Hub"),
+    ):
+        with pytest.raises(Exception, match=message):
+            client.predict("", spec, "a text", api_name="/classify")
+    # a run of the app, typed as a folder, is allowed
+    answer = client.predict("", str(run.path), "a text", api_name="/classify")
+    assert answer["label"]
+
+
+def test_beyond_loopback_the_hub_tab_never_lends_the_servers_token(remote_app, monkeypatch, tmp_path, capfd):
+    from fake_hub import FakeHub
+    from huggingface_hub import constants
+
+    client, run = remote_app
+    server_token = "hf_ServerOwnToken0123456789abcdefgh"
+    typed = "hf_TypedByTheUser0123456789abcdefgh"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-saved-token"))
+    with FakeHub(typed) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_TOKEN", server_token)  # the server's own, in its environment
+        message, field = client.predict(run.id, "someone/team-model", True, "", api_name="/push_to_hub")
+        assert message.startswith("✗ Type a Hugging Face write token") and field == ""
+        assert not hub.requests  # nothing was sent with the server's token
+        message, field = client.predict(run.id, "someone/team-model", True, typed, api_name="/push_to_hub")
+        assert message.startswith("✓ Pushed") and field == ""
+        sent = {r.headers["authorization"] for r in hub.requests if "authorization" in r.headers}
+        assert sent == {f"Bearer {typed}"}  # the typed token, never the server's
+    out, err = capfd.readouterr()
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    for secret in (typed, server_token):
+        assert secret not in out + err + message
+        assert not any(secret.encode() in p.read_bytes() for p in files)

@@ -63,6 +63,7 @@ def cmd_app(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         access=access,
+        reach=auth.Reach.of(access, args.allow_server_hub_token, args.model_dir, args.allow_hub_models),
         runs_dir=runs_dir_of(args),
         data_dir=data_dir,
         share=False,
@@ -113,6 +114,24 @@ def register(commands) -> None:
         "--no-auth",
         action="store_true",
         help="beyond 127.0.0.1, no login and no token: anyone who reaches the port uses the app",
+    )
+    app.add_argument(
+        "--allow-server-hub-token",
+        action="store_true",
+        help="beyond 127.0.0.1: let the Hub tab use this server's HF_TOKEN / saved login (default: only a "
+        "token typed in the page)",
+    )
+    app.add_argument(
+        "--model-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="beyond 127.0.0.1: a folder whose models the pages may load besides the runs (repeatable)",
+    )
+    app.add_argument(
+        "--allow-hub-models",
+        action="store_true",
+        help="beyond 127.0.0.1: let the pages load models by Hub id",
     )
     app.add_argument(
         "--hash-password",
