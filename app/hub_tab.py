@@ -23,7 +23,7 @@ def push(state: AppState, run_id: str, repo_id: str, private: bool, token: str) 
     except gr.Error as e:
         return f"✗ {e.message}", ""
     repo_id = (repo_id or "").strip()
-    if not repo_id or " " in repo_id:
+    if not repo_id:
         return "✗ Enter a repository id such as `your-name/my-model`.", ""
     if not run.has_model():
         return f"✗ Run {run.id} has no final model (it is {run.state}).", ""
@@ -36,13 +36,17 @@ def push(state: AppState, run_id: str, repo_id: str, private: bool, token: str) 
         )
     secret = typed or os.environ.get("HF_TOKEN") or None
     try:
-        url = push_to_hub(run.path, repo_id, private=bool(private), token=secret)
+        pushed = push_to_hub(run.path, repo_id, private=bool(private), token=secret)
     except TuneLabError as e:
         return f"✗ {clean_message(str(e))}", ""
+    except Exception as e:  # noqa: BLE001 - one line, and the token field is cleared whatever happened
+        return f"✗ The push failed: {type(e).__name__}. The run folder is unchanged.", ""
     finally:
         secret = token = None  # noqa: F841 - drop the references as soon as the push is over
     visibility = "private" if private else "public"
-    return f"✓ Pushed **{run.id}** to [{repo_id}]({url}) ({visibility}).", ""
+    if pushed.made_private:
+        visibility = "private: the repository existed as public and was made private"
+    return f"✓ Pushed **{run.id}** to [{repo_id}]({pushed.url}) ({visibility}).", ""
 
 
 def build(state: AppState) -> None:

@@ -6,6 +6,7 @@ Implemented (paths as huggingface_hub builds them, see hf_api.py, _commit_api.py
   GET  /api/whoami-v2                                     whoami
   GET  /api/models/<ns>/<name>[/revision/<rev>]           repo_info
   POST /api/models/<ns>/<name>/branch/<branch>            create_branch (409 when it exists)
+  PUT  /api/models/<ns>/<name>/settings                   update_repo_settings (visibility)
   POST /api/models/<ns>/<name>/preupload/<rev>            "regular" or "lfs" per file, like the Hub
   POST /<ns>/<name>.git/info/lfs/objects/batch            LFS batch: hands out an upload URL per object
   PUT  /lfs-upload/<oid>                                  the presigned "S3" URL (no auth, like S3)
@@ -97,6 +98,7 @@ class FakeHub:
             ("GET", r"/api/whoami-v2", self.whoami),
             ("GET", r"/api/models/(?P<repo>[^/]+/[^/]+)(/revision/(?P<rev>[^/]+))?", self.repo_info),
             ("POST", r"/api/models/(?P<repo>[^/]+/[^/]+)/branch/(?P<rev>[^/]+)", self.create_branch),
+            ("PUT", r"/api/models/(?P<repo>[^/]+/[^/]+)/settings", self.update_settings),
             ("POST", r"/api/models/(?P<repo>[^/]+/[^/]+)/preupload/(?P<rev>[^/]+)", self.preupload),
             ("POST", r"/api/models/(?P<repo>[^/]+/[^/]+)/commit/(?P<rev>[^/]+)", self.commit),
             ("POST", r"/(?P<repo>[^/]+/[^/]+)\.git/info/lfs/objects/batch", self.lfs_batch),
@@ -146,6 +148,16 @@ class FakeHub:
         info = self.repos[repo]
         siblings = [{"rfilename": name} for name in sorted(info.branches[rev])]
         return 200, {}, {"id": repo, "sha": info.commits[rev], "private": info.private, "siblings": siblings}
+
+    def update_settings(self, req: Request, repo: str) -> tuple[int, dict, dict]:
+        if error := self._repo(repo):
+            return error
+        payload = json.loads(req.body)
+        if "visibility" in payload or "private" in payload:
+            self.repos[repo].private = (
+                payload.get("visibility", "private" if payload.get("private") else "public") == "private"
+            )
+        return 200, {}, {}
 
     def whoami(self, req: Request) -> tuple[int, dict, dict]:
         return 200, {}, {"type": "user", "name": USER, "auth": {"type": "access_token"}}

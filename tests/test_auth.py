@@ -249,6 +249,9 @@ def test_beyond_loopback_the_hub_tab_never_lends_the_servers_token(remote_app, m
         message, field = client.predict(run.id, "someone/team-model", True, "", api_name="/push_to_hub")
         assert message.startswith("✗ Type a Hugging Face write token") and field == ""
         assert not hub.requests  # nothing was sent with the server's token
+        message, field = client.predict(run.id, "a/b/c", True, typed, api_name="/push_to_hub")
+        assert "'a/b/c' is not a repository id" in message and field == ""  # the token field is cleared
+        assert not hub.requests
         message, field = client.predict(run.id, "someone/team-model", True, typed, api_name="/push_to_hub")
         assert message.startswith("✓ Pushed") and field == ""
         sent = {r.headers["authorization"] for r in hub.requests if "authorization" in r.headers}

@@ -111,9 +111,9 @@ def folder_hashes(folder: Path) -> dict[str, str]:
 def test_push_uploads_exactly_the_model_files_to_a_private_repo(hub, run_dir):
     before = folder_hashes(run_dir)
 
-    url = push_to_hub(run_dir, REPO, token=TOKEN)
+    pushed = push_to_hub(run_dir, REPO, token=TOKEN)
 
-    assert url == f"{hub.url}/{REPO}"
+    assert pushed.url == f"{hub.url}/{REPO}" and not pushed.made_private
     assert hub.repos[REPO].private is True
     expected = model_files(run_dir)
     assert set(expected) == {
@@ -278,6 +278,44 @@ def test_model_card_body_reports_the_run_and_hides_tokens(run_dir):
         and "| train rows | 4000 |" in text
     )
     assert TOKEN not in text
+
+
+def test_pushing_private_to_an_existing_public_repo_makes_it_private(hub, run_dir):
+    push_to_hub(run_dir, REPO, token=TOKEN, private=False)
+    assert hub.repos[REPO].private is False
+    pushed = push_to_hub(run_dir, REPO, token=TOKEN, private=True)
+    assert pushed.made_private and hub.repos[REPO].private is True
+    settings = [r for r in hub.requests if r.path.endswith("/settings")]
+    uploads = [i for i, r in enumerate(hub.requests) if "/preupload/" in r.path]
+    assert len(settings) == 1 and hub.requests.index(settings[0]) < uploads[-1]  # private before the upload
+    assert not push_to_hub(run_dir, REPO, token=TOKEN, private=True).made_private  # already private
+
+
+def test_an_invalid_repository_id_is_one_line_and_sends_nothing(hub, run_dir):
+    for repo_id in ("a/b/c", "my model", "-x/y"):
+        with pytest.raises(HubError, match="is not a repository id"):
+            push_to_hub(run_dir, repo_id, token=TOKEN)
+    assert not hub.requests
+
+
+def test_a_card_names_local_files_not_where_they_were_on_the_machine(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    data = tmp_path / "private" / "team" / "reviews.csv"
+    write_model_card(
+        folder,
+        task="text-classification",
+        base_model=str(tmp_path / "models" / "my-encoder"),
+        datasets=[str(data)],
+        metrics={"eval/accuracy": 0.9},
+        hyperparameters={"train_file": str(data), "output_dir": str(folder), "learning_rate": 1e-4},
+        data_summary={"train": f"400 examples from {data}"},
+        command=f"accelerate launch recipes/bert_cls.py --config {folder}/config.yaml",
+    )
+    text = (folder / "README.md").read_text()
+    assert str(tmp_path) not in text and "/private/team" not in text
+    assert "| train_file | reviews.csv |" in text and "| train | 400 examples from reviews.csv |" in text
+    assert "recipes/bert_cls.py --config config.yaml" in text
 
 
 def test_a_card_with_test_scores_reports_both_splits(tmp_path):

@@ -12,12 +12,16 @@ import glob
 import logging
 import os
 import re
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token
-from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-from huggingface_hub.utils import httpx  # the Hub's own HTTP library (httpx in 1.x, httpx2 in 2.x)
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineModeIsEnabled
+from huggingface_hub.utils import (
+    httpx,  # the Hub's own HTTP library (httpx in 1.x, httpx2 in 2.x)
+    validate_repo_id,
+)
 
 import tunelab
 from tunelab.args import EMBEDDED_ENCODER
@@ -51,6 +55,8 @@ HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 # User access tokens start with "hf_"; a card or a log line must never carry one.
 TOKEN_RE = re.compile(r"hf_[A-Za-z0-9]{8,}")
 TOKEN_OPTION_RE = re.compile(r"(--[\w-]*token[ =])\S+")
+# An absolute local path (not the // of a URL): a card names the file, never where it was on the machine
+LOCAL_PATH_RE = re.compile(r"(?<![\w.:/~-])~?/(?:[^\s/'\"(),;|`]+/)*[^\s/'\"(),;|`]*")
 
 
 # ---- model card ---------------------------------------------------------------------------------
@@ -171,12 +177,12 @@ def model_card_body(
     extra_sections: dict[str, str] | None,
 ) -> str:
     """The Markdown below the metadata: what was trained, on what, how to reproduce it."""
-    base = hub_base_model(base_model) or base_model
+    base = hub_base_model(base_model) or (redact(base_model) if base_model else None)
     tested = [SPLITS[p] for p in SPLITS if any(k.startswith(p + "/") for k in metrics)] or ["validation"]
     origin = f"a fine-tuned version of `{base}`" if base else "trained from scratch"
     sections = [
         f"# {title}\n\nThis model is {origin}, trained with TuneLab (Hugging Face transformers + accelerate).",
-        "## Training data\n\n" + markdown_table(data_summary, ("item", "value")),
+        "## Training data\n\n" + markdown_table(redact_mapping(data_summary), ("item", "value")),
         "## Hyperparameters\n\n" + markdown_table(redact_mapping(hyperparameters), ("name", "value")),
         "## Evaluation results\n\n" + (results_table(metrics) or "Not evaluated."),
         "## Training curve\n\n" + (curve_summary or "Not recorded."),
@@ -208,8 +214,10 @@ def package_version(name: str) -> str:
 
 
 def redact(text: str) -> str:
-    """Drop anything that looks like a token from a command line or a value."""
-    return TOKEN_RE.sub("hf_***", TOKEN_OPTION_RE.sub(r"\1***", text))
+    """What a card may show of a command line or a value: tokens masked, local paths as file names
+    (/home/me/data/reviews.csv -> reviews.csv)."""
+    text = TOKEN_RE.sub("hf_***", TOKEN_OPTION_RE.sub(r"\1***", text))
+    return LOCAL_PATH_RE.sub(lambda m: Path(m.group(0).rstrip("/")).name or m.group(0), text)
 
 
 def redact_mapping(values: dict) -> dict:
@@ -217,6 +225,14 @@ def redact_mapping(values: dict) -> dict:
 
 
 # ---- push ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """Where a push went; ``made_private``: the repo existed as public and was made private."""
+
+    url: str
+    made_private: bool = False
 
 
 def push_to_hub(
@@ -227,12 +243,20 @@ def push_to_hub(
     revision: str | None = None,
     token: str | None = None,
     commit_message: str | None = None,
-) -> str:
-    """Upload the model files of ``model_dir`` to ``repo_id`` (created if needed); return the repo URL.
+) -> Pushed:
+    """Upload the model files of ``model_dir`` to ``repo_id`` (created if needed); return where.
+    ``private``: the repo is private afterwards, an existing public one included (its settings are
+    changed before anything is uploaded, and the log says so).
 
     token: else ``HF_TOKEN``, else the token saved by ``hf auth login``.
     """
     model_dir = Path(model_dir)
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise HubError(
+            f"{repo_id!r} is not a repository id: write name or owner/name (letters, digits, '-', '_', '.')"
+        ) from None
     if not Run(model_dir).has_model():
         raise HubError(
             f"{model_dir} holds no model to push (config.json and model.safetensors are missing): "
@@ -247,6 +271,10 @@ def push_to_hub(
     api = HfApi(endpoint=os.environ.get("HF_ENDPOINT", "").rstrip("/") or None, token=token)
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        made_private = private and not api.repo_info(repo_id, repo_type="model").private
+        if made_private:  # create_repo(exist_ok=True) leaves an existing repo as it was: public
+            api.update_repo_settings(repo_id, private=True, repo_type="model")
+            logger.warning("%s was public: it is private now", repo_id)
         if revision and revision != "main":
             api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
         api.upload_folder(
@@ -264,7 +292,7 @@ def push_to_hub(
             raise
         raise error from None  # the chained traceback would repeat request details
     logger.info("pushed %d files from %s to %s", len(files), model_dir, url)
-    return str(url)
+    return Pushed(str(url), made_private)
 
 
 def model_files(model_dir: Path) -> list[str]:

@@ -21,10 +21,12 @@ def cmd_push(args: argparse.Namespace) -> int:
         args,
         f"pushing the model files of {folder} to {args.repo_id} ({'private' if args.private else 'public'}) ...",
     )
-    url = push_to_hub(
+    pushed = push_to_hub(
         folder, args.repo_id, private=args.private, revision=args.revision, commit_message=args.commit_message
     )
-    print(url)
+    if pushed.made_private:
+        info(args, f"{args.repo_id} was public: it is private now")
+    print(pushed.url)
     return 0
 
 
