@@ -7,6 +7,7 @@ import re
 import shutil
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import gradio as gr
 import pandas as pd
@@ -45,10 +46,23 @@ PROBLEM_RE = re.compile(
 
 
 def sanitize_name(name: str) -> str:
-    """A safe file name for the data folder: letters, digits, '.', '-', '_' (no paths, no leading dot)."""
-    stem, suffix = Path(Path(name).name).stem, Path(name).suffix.lower()
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip(".-_") or "dataset"
+    """A safe file name for the data folder that the app then accepts as a dataset name: the file's own
+    name (a %-encoded path is decoded first, then only its last part kept), letters, digits, '.', '-',
+    '_', never two dots in a row, no leading dot."""
+    name = Path(unquote(name).replace("\\", "/")).name
+    stem, suffix = Path(name).stem, Path(name).suffix.lower()
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem)
+    stem = re.sub(r"\.{2,}", ".", stem).strip(".-_") or "dataset"
     return f"{stem[:80]}{suffix}"
+
+
+def readable(path: Path) -> bool:
+    """Whether the file can be read at all (an empty file or a binary renamed .csv cannot)."""
+    try:
+        read_preview(path)
+    except TuneLabError:
+        return False
+    return True
 
 
 def store_upload(state: AppState, uploaded: str | Path) -> Path:
@@ -414,6 +428,10 @@ def build(state: AppState) -> None:
                 raise UserError("Choose a file to upload.")
             dest = store_upload(state, file)
             result = inspect_dataset(state, dest.name, AUTO, NONE, AUTO)
+            if not readable(dest):  # not a dataset: not kept, so never listed (its report says why)
+                dest.unlink(missing_ok=True)
+                note = "\n\nThe file was not kept in the data folder: fix it and upload it again."
+                return gr.update(choices=state.datasets(), value=None), result[0] + note, *result[1:]
             return gr.update(choices=state.datasets(), value=dest.name), *result
 
         def do_sample(name):

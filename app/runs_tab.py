@@ -29,6 +29,7 @@ from .state import (
     exports,
     failure_advice,
     format_seconds,
+    number,
     run_progress,
     user_message,
 )
@@ -298,7 +299,7 @@ def derived_run(
 def continue_run(state: AppState, run_id: str, epochs: float) -> str:
     """A new run training N more epochs: from the final model (finished) or the last checkpoint (stopped)."""
     run = state.run(run_id)
-    epochs = float(epochs or 1)
+    epochs = number(epochs or 1, "Epochs")
     config = {k: v for k, v in run.config().items() if v is not None}
     config.pop("max_train_steps", None)
     if run.has_model():
@@ -322,10 +323,13 @@ def fork_run(
     """A new run from the final model (fresh optimizer, new settings) or a checkpoint (its state, new length)."""
     run = state.run(run_id)
     config = {k: v for k, v in run.config().items() if v is not None}
-    config.update(num_train_epochs=float(epochs or 1), learning_rate=float(learning_rate))
+    config.update(
+        num_train_epochs=number(epochs or 1, "Epochs"), learning_rate=number(learning_rate, "Learning rate")
+    )
     config.pop("max_train_steps", None)
-    if max_steps and int(max_steps) > 0:
-        config["max_train_steps"] = int(max_steps)
+    max_steps = number(max_steps or 0, "Max steps", int)
+    if max_steps > 0:
+        config["max_train_steps"] = max_steps
     if source in (None, "", FINAL_MODEL):
         if not run.has_model():
             raise UserError("This run has no final model; fork from one of its checkpoints.")
@@ -367,7 +371,9 @@ def export_model(
     prune = (prune or "").strip() or None
     try:  # the same checks as the CLI, before a process starts
         options = ExportOptions(
-            quantize=quantize, prune=parse_prune(prune), recovery_steps=int(recovery_steps or 0)
+            quantize=quantize,
+            prune=parse_prune(prune),
+            recovery_steps=number(recovery_steps or 0, "Recovery steps", int),
         )
     except TuneLabError as e:
         raise UserError(clean_message(str(e))) from None

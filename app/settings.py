@@ -20,7 +20,7 @@ from tunelab.tasks import TASKS as REGISTRY
 from tunelab.tasks import get_task
 
 from .placement import Placement, placement
-from .state import COLUMN_FIELDS, AppState, UserError, clean_message
+from .state import COLUMN_FIELDS, AppState, UserError, clean_message, number
 
 TASKS = tuple(t.app_name for t in REGISTRY.values())  # classification, causal-lm, masked-lm, distillation
 CLASSIFIER_TASKS = ("classification", "distillation")  # labeled data, a classifier comes out
@@ -103,15 +103,10 @@ class Setting:
             return bool(value)
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
-        try:
-            if self.kind == "int":
-                value = int(float(value))
-            elif self.kind == "float":
-                value = float(value)
-            else:
-                value = str(value).strip()
-        except ValueError:
-            raise UserError(f"Invalid setting: {self.name} must be a number, got {value!r}.") from None
+        if self.kind in ("int", "float"):
+            value = number(value, self.label, int if self.kind == "int" else float)
+        else:
+            value = str(value).strip()
         if self.unset_at is not None and value <= self.unset_at:
             return None
         return value

@@ -233,6 +233,20 @@ APP_FIELDS = {
 }
 
 
+def number(value: Any, field: str, kind: type = float) -> Any:
+    """A number typed in a page (or sent to the API) as ``kind``; a short error naming the field
+    otherwise (text, a list, nan, inf)."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{field}: expected a number, got {str(value)[:40]!r}.") from None
+    if not math.isfinite(out):
+        raise UserError(f"{field}: expected a finite number, got {value!r}.")
+    if kind is int:
+        return int(out)
+    return out
+
+
 def clean_message(message: str) -> str:
     """A user-facing message without folder paths (file names stay) and without tokens."""
     from tunelab.hub import redact

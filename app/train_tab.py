@@ -29,7 +29,7 @@ from .settings import (
     defaults,
     settings_to_config,
 )
-from .state import COLUMN_FIELDS, AppState, UserError, clean_message, user_message
+from .state import COLUMN_FIELDS, AppState, UserError, clean_message, number, user_message
 
 FOLLOWED = (*COLUMN_FIELDS, "max_length")  # what the Train tab takes from a dataset the Data tab checked
 
@@ -125,7 +125,7 @@ def plan_of(state: AppState, settings: dict[str, Any]) -> tuple[str, int | None]
     stats = state.dataset_stats(name)
     seconds = state.step_seconds.get(plan.timing_key(name, config, where.processes(state)))
     device = "cluster node" if where.target != "local" else ("GPU" if state.hardware.gpus else "CPU")
-    budget = float(settings.get("time_budget_min") or BY_NAME["time_budget_min"].default)
+    budget = number(settings.get("time_budget_min") or BY_NAME["time_budget_min"].default, "Time budget")
     return plan.plan_note(stats["rows"], stats["token_lengths"], config, seconds, budget, device)
 
 

@@ -163,6 +163,44 @@ def test_bad_upload_gives_a_readable_report_not_a_traceback(app_server, tmp_path
     assert "fields" in problems["data"][0][3]
 
 
+def test_an_unreadable_upload_is_not_kept_and_odd_names_become_names_the_app_accepts(app_server, tmp_path):
+    from gradio_client import handle_file
+
+    client, data = app_server["client"], app_server["data"]
+    for name, content in (("empty.csv", b""), ("binary.csv", bytes(range(256)) * 8)):
+        path = tmp_path / name
+        path.write_bytes(content)
+        result = client.predict(handle_file(str(path)), api_name="/upload_dataset")
+        assert "cannot be read" in result[1] and "was not kept" in result[1], result[1]
+        assert not (data / name).exists() and name not in result[0]["choices"]
+    rows = "".join(
+        f"review {i} is {'good' if i % 2 else 'bad'},{'pos' if i % 2 else 'neg'}\n" for i in range(20)
+    )
+    for name, kept in (("reviews..v2.csv", "reviews.v2.csv"), ("..%2F..%2Fy.csv", "y.csv")):
+        folder = tmp_path / name.replace("%", "pct")
+        folder.mkdir()
+        (folder / name).write_text("text,label\n" + rows)
+        result = client.predict(handle_file(str(folder / name)), api_name="/upload_dataset")
+        assert result[0]["value"] == kept and "passes the checks" in result[1]
+        check = client.predict(json.dumps({"dataset": kept}), api_name="/check_data_json")
+        assert check.startswith("✓")  # the saved name is one the app accepts
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"learning_rate": "fast"}, "Learning rate: expected a number, got 'fast'"),
+        ({"learning_rate": "nan"}, "Learning rate: expected a finite number"),
+        ({"per_device_train_batch_size": [8]}, "expected a number"),
+    ],
+)
+def test_a_value_that_is_not_a_number_is_a_short_error_naming_the_field(app_server, settings, message):
+    cfg, command = app_server["client"].predict(
+        json.dumps({"dataset": "sample-sentiment.csv", **settings}), api_name="/preview_run"
+    )  # the preview shows the problem in place of the config
+    assert cfg.startswith("# ") and message in cfg and "\n" not in cfg.strip() and command == ""
+
+
 def test_data_tab_reports_duplicates_and_overlap_with_the_held_out_share(app_server, tmp_path):
     import re
 
