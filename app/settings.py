@@ -12,7 +12,16 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tunelab.args import DATA_FORMATS, MIXED_PRECISION, MODEL_SIZES, OPTIMIZERS, PROBLEM_TYPES, SCHEDULERS
+from tunelab.args import (
+    DATA_FORMATS,
+    DEFAULT_LEARNING_RATE,
+    LORA_LEARNING_RATE,
+    MIXED_PRECISION,
+    MODEL_SIZES,
+    OPTIMIZERS,
+    PROBLEM_TYPES,
+    SCHEDULERS,
+)
 from tunelab.data.augment import METHODS as AUGMENT_METHODS
 from tunelab.data.clean import DUPLICATE_MODES
 from tunelab.errors import TuneLabError
@@ -227,9 +236,10 @@ SETTINGS: tuple[Setting, ...] = (
         "main",
         2,
         tasks=ALL,
+        default=DEFAULT_LEARNING_RATE,
         task_defaults={"causal-lm": 1e-3, "masked-lm": 1e-4, "distillation": 1e-4},
         minimum=0,
-        info="",
+        info=f"left at the default with LoRA, the run uses LoRA's: {LORA_LEARNING_RATE:g}",
     ),
     Setting(
         "per_device_train_batch_size",
@@ -690,6 +700,9 @@ def settings_to_config(state: AppState, settings: dict[str, Any]) -> tuple[str, 
             s[key] = remembered[key]
     if s["use_peft"] and task not in BY_NAME["use_peft"].tasks:
         raise UserError("LoRA is available for classification runs; this recipe trains all weights.")
+    default_lr = defaults(state, task)["learning_rate"]
+    if s["use_peft"] and BY_NAME["learning_rate"].config_value(s["learning_rate"]) == default_lr:
+        s["learning_rate"] = None  # not chosen: the recipe takes LoRA's own (tunelab.args.LORA_LEARNING_RATE)
     config: dict[str, Any] = {}
     for setting in SETTINGS:
         names = setting.targets(task)

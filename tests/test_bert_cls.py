@@ -60,7 +60,7 @@ def test_tiny_run_learns_and_saves_a_loadable_model(tmp_path, tiny_bert, sentime
     assert classify("the acting is wonderful and brilliant")[0]["label"] == "pos"
     assert classify("the plot is awful and tedious")[0]["label"] == "neg"
     card = (out / "README.md").read_text()
-    assert "accelerate launch" in card and "eval/accuracy" in card or "accuracy" in card
+    assert "accelerate launch" in card and "| accuracy |" in card  # the command, and the results table
     assert "bert_cls.py" in run.command()
 
 
@@ -462,3 +462,34 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, tiny_bert, senti
     assert status["state"] == "stopped", stderr[-3000:]
     assert Run(out).checkpoints(), "SIGTERM must leave a checkpoint to resume from"
     assert b"Traceback" not in stderr
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_lora_with_its_defaults_learns_sst2_and_the_merged_model_loads_without_peft(tmp_path, sst2_dir):
+    """`--use_peft true` and nothing else: LoRA's own learning rate and a fully trained head. On 2,000
+    SST-2 sentences, 2 epochs, validation accuracy is far above the majority class's; the saved model is
+    merged (plain transformers, no adapter files) and predicts."""
+    import csv
+
+    from transformers import pipeline
+
+    from tunelab.args import LORA_LEARNING_RATE
+
+    out = tmp_path / "lora"
+    launch(
+        "bert_cls.py",
+        *("--train_file", str(sst2_dir / "train.tsv"), "--validation_file", str(sst2_dir / "validation.tsv")),
+        *("--max_train_samples", "2000", "--num_train_epochs", "2", "--use_peft", "true"),
+        *("--seed", "42", "--output_dir", str(out)),
+    )
+    results = json.loads((out / "eval_results.json").read_text())
+    with (sst2_dir / "validation.tsv").open() as f:
+        labels = [row["label"] for row in csv.DictReader(f, delimiter="\t")]
+    majority = max(labels.count(label) for label in set(labels)) / len(labels)  # 0.509
+    assert results["eval/accuracy"] >= majority + 0.2, (results["eval/accuracy"], majority)
+    assert Run(out).config()["learning_rate"] == LORA_LEARNING_RATE
+    assert not (out / "adapter_config.json").exists()  # merged: a plain transformers model
+    classify = pipeline("text-classification", model=str(out))
+    assert classify("a moving, beautifully acted film")[0]["label"] == "1"
+    assert classify("a dull, tedious mess")[0]["label"] == "0"

@@ -456,3 +456,25 @@ def test_multi_label_balanced_weights_are_each_labels_negatives_over_positives()
     assert class_weights("tech=4", data) == [1.0, 1.0, 1.0, 1.0, 4.0]
     with pytest.raises(ConfigError, match="'news' is not a label of the training data"):
         class_weights("news=2", data)
+
+
+def test_group_by_length_batches_pad_less_than_random_ones(sst2_dir):
+    """The length-grouped sampler's batches hold texts of similar length: far less padding than
+    shuffled batches of the same texts."""
+    from transformers import AutoTokenizer
+
+    from tunelab.data.classification import classification_dataloaders, tokenize_classification
+    from tunelab.models import resolve_model_path
+
+    data = load_classification_data(str(sst2_dir / "train.tsv"), max_train_samples=2000)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("embedded:all-MiniLM-L6-v2"))
+    train, _ = tokenize_classification(data.train, tokenizer, 128)
+    padding = {}
+    for grouped in (True, False):
+        loader, _ = classification_dataloaders(train, train, tokenizer, 32, 32, grouped, 0, on_gpu=False)
+        real = total = 0
+        for batch in loader:
+            real += int(batch["attention_mask"].sum())
+            total += batch["attention_mask"].numel()
+        padding[grouped] = 1 - real / total
+    assert padding[True] < 0.25 * padding[False], padding

@@ -42,6 +42,20 @@ PROBLEM_TYPES = (
 REPORT_TO = ("none", "tensorboard", "trackio", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive")
 
 
+DEFAULT_LEARNING_RATE = 5e-5
+# LoRA's default (2,000 SST-2 sentences, 2 epochs, MiniLM: 5e-5 gives 0.509, the majority class)
+LORA_LEARNING_RATE = 1e-3
+
+
+def resolve_learning_rate(objects: tuple) -> tuple:
+    """A run's learning rate when none was given: LoRA's with use_peft, else the default."""
+    peft = any(getattr(o, "use_peft", False) for o in objects)
+    for o in objects:
+        if isinstance(o, TrainingArguments) and o.learning_rate is None:
+            o.learning_rate = LORA_LEARNING_RATE if peft else DEFAULT_LEARNING_RATE
+    return objects
+
+
 def _choice(name: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
         raise ConfigError(f"{name}={value!r} is not allowed; choose one of: {', '.join(map(str, allowed))}")
@@ -63,7 +77,13 @@ class TrainingArguments:
     )
     per_device_train_batch_size: int = 32
     per_device_eval_batch_size: int = 64
-    learning_rate: float = 5e-5
+    learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": f"Peak learning rate; default {DEFAULT_LEARNING_RATE:g}, or {LORA_LEARNING_RATE:g} with "
+            "use_peft (LoRA adapters learn nothing in 2 epochs at the full fine-tuning rate)."
+        },
+    )
     optimizer: str = field(
         default="adamw",
         metadata={
@@ -489,7 +509,7 @@ def parse_args(types: tuple[type, ...], argv: list[str] | None = None) -> tuple:
             close = difflib.get_close_matches(token[2:], known, n=3)
             hint = f" Did you mean: {', '.join('--' + c for c in close)}?" if close else ""
             raise ConfigError(f"unknown argument {token}.{hint}")
-    return tuple(parser.parse_args_into_dataclasses(args=prefix + argv))[: len(types)]
+    return resolve_learning_rate(tuple(parser.parse_args_into_dataclasses(args=prefix + argv))[: len(types)])
 
 
 def parse_config(types: tuple[type, ...], values: dict[str, Any], source: str = "config") -> tuple:
@@ -501,7 +521,7 @@ def parse_config(types: tuple[type, ...], values: dict[str, Any], source: str = 
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):
-            return tuple(parser.parse_args_into_dataclasses(args=argv))[: len(types)]
+            return resolve_learning_rate(tuple(parser.parse_args_into_dataclasses(args=argv))[: len(types)])
     except SystemExit:
         message = captured.getvalue().strip().splitlines()[-1:] or ["invalid value"]
         raise ConfigError(f"{source}: {message[0].split('error: ', 1)[-1]}") from None

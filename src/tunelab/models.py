@@ -93,7 +93,10 @@ def load_classifier(
     """A sequence classifier with our label maps; the head is re-initialised only when the labels differ.
     ``dropout`` ({"hidden_dropout": 0.2, "attention_dropout": ..., "classifier_dropout": ...}) overrides
     the model's rates. A regression model has one output (``labels``: the target's name) and
-    problem_type "regression" in its config (transformers then trains it with MSE)."""
+    problem_type "regression" in its config (transformers then trains it with MSE).
+
+    ``model.new_modules`` names the modules the checkpoint did not hold (the head; the embedded MiniLM's
+    pooler): initialised fresh, LoRA must train them in full."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     path = resolve_model_path(name_or_path)
@@ -115,7 +118,12 @@ def load_classifier(
     kwargs.update(dropout_config(config, dropout or {}))
     if not same_head:
         kwargs["ignore_mismatched_sizes"] = True
-    return load_pretrained(AutoModelForSequenceClassification, path, **kwargs)
+    model, info = load_pretrained(
+        AutoModelForSequenceClassification, path, output_loading_info=True, **kwargs
+    )
+    fresh = [key for key in (*info["missing_keys"], *(k for k, *_ in info["mismatched_keys"]))]
+    model.new_modules = sorted({key.rsplit(".", 1)[0] for key in fresh})
+    return model
 
 
 HF_PROBLEM_TYPES = {
@@ -126,11 +134,18 @@ HF_PROBLEM_TYPES = {
 
 
 def wrap_lora(model, task_type: str, r: int, alpha: int, dropout: float, target_modules: list[str] | None):
-    """Wrap with a peft LoRA adapter; the classification head stays fully trainable."""
+    """Wrap with a peft LoRA adapter. Every module the checkpoint did not hold (``model.new_modules``:
+    the head, a fresh pooler) is trained in full (``modules_to_save``): frozen at its random start it
+    would cap what the adapters can learn."""
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(
-        task_type=task_type, r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules
+        task_type=task_type,
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=target_modules,
+        modules_to_save=list(getattr(model, "new_modules", [])) or None,
     )
     try:
         model = get_peft_model(model, config)
