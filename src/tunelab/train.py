@@ -21,7 +21,7 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import set_seed
 from transformers import get_scheduler
 
-from .args import TrainingArguments
+from .args import DEFAULT_LEARNING_RATE, TrainingArguments
 from .checkpoints import (
     TrainState,
     load_best_weights,
@@ -104,10 +104,11 @@ def build_optimizer(
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     fused = device_type in ("cuda", "cpu")
+    lr = args.learning_rate or DEFAULT_LEARNING_RATE  # parsed arguments are resolved (resolve_learning_rate)
     if args.optimizer == "adamw":
         return torch.optim.AdamW(
             groups,
-            lr=args.learning_rate,
+            lr=lr,
             betas=(args.adam_beta1, args.adam_beta2),
             eps=args.adam_epsilon,
             fused=fused,
@@ -115,20 +116,20 @@ def build_optimizer(
     if args.optimizer == "adam":
         return torch.optim.Adam(
             groups,
-            lr=args.learning_rate,
+            lr=lr,
             betas=(args.adam_beta1, args.adam_beta2),
             eps=args.adam_epsilon,
             fused=fused,
         )
     if args.optimizer == "sgd":
         return torch.optim.SGD(
-            groups, lr=args.learning_rate, momentum=args.sgd_momentum, nesterov=args.sgd_nesterov, fused=fused
+            groups, lr=lr, momentum=args.sgd_momentum, nesterov=args.sgd_nesterov, fused=fused
         )
     from transformers.optimization import Adafactor
 
     return Adafactor(
         groups,
-        lr=args.learning_rate,
+        lr=lr,
         beta1=None,
         scale_parameter=False,
         relative_step=False,
