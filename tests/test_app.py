@@ -671,7 +671,10 @@ def test_gpt2_run_then_streamed_chat(app_server):
     # Compare: the same model twice answers alike (greedy); another model (other weights) differently
     other = app_server["runs"] / f"{run_id}-other"
     shutil.copytree(app_server["runs"] / run_id, other)
-    model = AutoModelForCausalLM.from_config(AutoModelForCausalLM.from_pretrained(other).config)
+    from tunelab.models import LOADING
+
+    with LOADING:  # the app loads models in this process too: never two loads at once
+        model = AutoModelForCausalLM.from_config(AutoModelForCausalLM.from_pretrained(other).config)
     model.save_pretrained(other)  # fresh random weights, same tokenizer
     a, b = client.predict(run_id, run_id, "The ", 8, 0.0, api_name="/compare_generate")
     assert a == b and a.startswith("The ")

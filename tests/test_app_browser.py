@@ -143,11 +143,15 @@ def app_page(url: str, errors: list[str]):
 
 
 def model_answer(model_dir: Path, text: str) -> str:
-    """The label a classifier folder gives ``text``, computed with transformers alone."""
+    """The label a classifier folder gives ``text``, computed with transformers alone (under the app's
+    load lock: the app serves from this process, and two loads at once corrupt transformers' init)."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    from tunelab.models import LOADING
+
+    with LOADING:
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
     with torch.no_grad():
         logits = model(**AutoTokenizer.from_pretrained(model_dir)(text, return_tensors="pt")).logits
     return model.config.id2label[int(logits.argmax())]
@@ -204,9 +208,9 @@ def test_every_tab_works_in_a_real_browser(app_url, tmp_path):
         # Classify: one text; the headline is the model's own answer (both labels are listed below it)
         open_tab(page, "Classify")
         pick(page, "classify-run", "cls-cli-run")
+        expected = model_answer(RUNS_DIRS[app_url] / "cls-cli-run", "the film is wonderful")
         page.locator("#classify-text textarea").fill("the film is wonderful")
         page.locator("#classify-btn").click()
-        expected = model_answer(RUNS_DIRS[app_url] / "cls-cli-run", "the film is wonderful")
         expect(page.locator("#classify-label h2")).to_have_text(expected)
         page.screenshot(path=shots / "classify.png", full_page=True)
 
