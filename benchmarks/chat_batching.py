@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
+from tunelab.data.batching import LengthGroupedSampler
 from tunelab.data.chat import chat_collator, ensure_chat_template, tokenize_conversations
-from tunelab.data.classification import LengthGroupedSampler
 from tunelab.data.samples import python_chat_jsonl
 from tunelab.hardware import detect_hardware
 from tunelab.lm import CausalLMForTraining, build_gpt2, gpt2_config, train_bpe_tokenizer

@@ -12,13 +12,12 @@ import logging
 
 from tunelab.args import ClassificationArguments, LoraArguments, TrainingArguments, to_config
 from tunelab.data.augment import AugmentationArguments, augment_training_set, describe_augmentation
+from tunelab.data.batching import classification_dataloaders, tokenize_classification
 from tunelab.data.classification import (
     class_weights,
     classification_data,
-    classification_dataloaders,
     describe_data,
     imbalance_note,
-    tokenize_classification,
 )
 from tunelab.data.clean import DataCleaningArguments, clean_classification_data, record_data_report
 from tunelab.errors import ConfigError

@@ -21,11 +21,10 @@ from tunelab.args import (
     default_runs_dir,
     to_config,
 )
+from tunelab.data.batching import classification_dataloaders, tokenize_classification
 from tunelab.data.classification import (
     classification_data,
-    classification_dataloaders,
     describe_data,
-    tokenize_classification,
 )
 from tunelab.distill import (
     TEACHER_LOGITS_FILE,

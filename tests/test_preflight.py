@@ -463,7 +463,7 @@ def test_group_by_length_batches_pad_less_than_random_ones(sst2_dir):
     shuffled batches of the same texts."""
     from transformers import AutoTokenizer
 
-    from tunelab.data.classification import classification_dataloaders, tokenize_classification
+    from tunelab.data.batching import classification_dataloaders, tokenize_classification
     from tunelab.models import resolve_model_path
 
     data = load_classification_data(str(sst2_dir / "train.tsv"), max_train_samples=2000)

@@ -13,10 +13,9 @@ import torch
 from conftest import launch, sentiment_rows
 
 from tunelab.args import ClassificationArguments, TrainingArguments, parse_args
+from tunelab.data.batching import classification_dataloaders, tokenize_classification
 from tunelab.data.classification import (
-    classification_dataloaders,
     load_classification_data,
-    tokenize_classification,
 )
 from tunelab.errors import ConfigError
 from tunelab.metrics import evaluate_classifier

@@ -415,7 +415,7 @@ def distillation_dataloader(
     from torch.utils.data import DataLoader
     from transformers import DataCollatorWithPadding
 
-    from .data.classification import LengthGroupedSampler
+    from .data.batching import LengthGroupedSampler
 
     collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if on_gpu else None)
     columns = [

@@ -213,7 +213,7 @@ def evaluate_test_set(
     own), and the gold and predicted labels are written joined by the data's label separator."""
     from pathlib import Path
 
-    from .data.classification import eval_dataloader, tokenize_classification
+    from .data.batching import eval_dataloader, tokenize_classification
     from .predictions import write_predictions
     from .runs import TEST_PREDICTIONS
 

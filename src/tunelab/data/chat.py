@@ -283,7 +283,7 @@ def chat_dataloaders(
     validation in order."""
     from torch.utils.data import DataLoader
 
-    from .classification import LengthGroupedSampler
+    from .batching import LengthGroupedSampler
 
     collate = chat_collator(pad_id)
     train_dl = DataLoader(
