@@ -18,14 +18,13 @@ from tunelab.tasks import get_task
 
 from . import plan
 from .queue import QueueFullError
+from .setting import Setting, at
 from .settings import (
     BY_NAME,
     CLASSIFIER_TASKS,
     FIELDS,
     SECTIONS,
     SETTINGS,
-    Setting,
-    at,
     defaults,
     settings_to_config,
 )

@@ -8,7 +8,8 @@ import dataclasses
 import pytest
 
 from app.queue import RunQueue
-from app.settings import FROM_RECIPE, SETTINGS, TASKS, defaults, settings_to_config
+from app.setting import FROM_RECIPE
+from app.settings import SETTINGS, TASKS, defaults, settings_to_config
 from app.state import AppState
 from tunelab.tasks import get_task
 
