@@ -167,18 +167,7 @@ def inspect_dataset(
     try:
         header, rows = read_preview(path)
     except TuneLabError as e:
-        msg = user_message(str(e))
-        no = gr.update(choices=[AUTO], value=AUTO)
-        return (
-            f"### ✗ {path.name} cannot be read\n{msg}",
-            problem_table(msg),
-            EMPTY_PREVIEW,
-            empty_labels,
-            token_length_plot([]),
-            no,
-            gr.update(choices=[NONE], value=NONE),
-            no,
-        )
+        return failed_without_columns(f"{path.name} cannot be read", user_message(str(e)))
     preview = pd.DataFrame(rows, columns=header)
     if path.suffix.lower() == ".txt":
         text = read_text(path)
@@ -267,6 +256,13 @@ def inspect_dataset(
     )
 
 
+def failed_without_columns(heading: str, message: str) -> tuple:
+    """The Data tab's outputs for a file that failed before any column could be chosen."""
+    no = gr.update(choices=[AUTO], value=AUTO)
+    empty = (EMPTY_PREVIEW, None, token_length_plot([]), no, gr.update(choices=[NONE], value=NONE), no)
+    return (f"### ✗ {heading}\n{message}", problem_table(message), *empty)
+
+
 def transcript(messages: list[dict[str, str]]) -> str:
     return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
 
@@ -278,17 +274,7 @@ def conversations_report(state: AppState, path: Path, data_format: str) -> tuple
     try:
         conversations = read_conversations(resolve_source(str(path), TABLE_FORMATS), data_format)
     except TuneLabError as e:
-        msg = user_message(str(e))
-        return (
-            f"### ✗ {path.name} does not pass the checks\n{msg}",
-            problem_table(msg),
-            EMPTY_PREVIEW,
-            None,
-            token_length_plot([]),
-            no,
-            gr.update(choices=[NONE], value=NONE),
-            no,
-        )
+        return failed_without_columns(f"{path.name} does not pass the checks", user_message(str(e)))
     turns = sum(sum(m["role"] == "assistant" for m in c) for c in conversations)
     report = (
         f"### ✓ {path.name}: {len(conversations):,} conversations ({data_format}) for chat fine-tuning\n"
