@@ -39,11 +39,20 @@ class QueueFullError(RuntimeError):
 
 
 class RunQueue:
-    """Queued runs on disk, at most ``max_concurrent`` running here; a daemon thread does the scheduling."""
+    """Queued runs on disk, at most ``max_concurrent`` running here and ``max_queued`` waiting; a daemon
+    thread does the scheduling."""
 
-    def __init__(self, runs_dir: Path, max_concurrent: int = 1, cwd: Path | None = None, poll_s: float = 1.0):
+    def __init__(
+        self,
+        runs_dir: Path,
+        max_concurrent: int = 1,
+        cwd: Path | None = None,
+        poll_s: float = 1.0,
+        max_queued: int = MAX_QUEUED,
+    ):
         self.runs_dir = Path(runs_dir).resolve()
         self.max_concurrent = max(1, int(max_concurrent))
+        self.max_queued = max(1, int(max_queued))
         self.cwd = Path(cwd or Path.cwd())
         self.poll_s = poll_s
         self._procs: dict[str, subprocess.Popen] = {}  # children of this app, reaped in tick()
@@ -110,8 +119,12 @@ class RunQueue:
         """Write the run folder with state "queued"; it starts when a slot is free. ``after``: the id of a run that must finish first (e.g. the domain adaptation a
         classification run starts from); if that run fails or is stopped, this one fails without starting."""
         with self._lock:
-            if len(self.queued()) >= MAX_QUEUED:
-                raise QueueFullError(f"{MAX_QUEUED} runs are already waiting; stop or delete some first")
+            if len(self.queued()) >= self.max_queued:
+                waiting = f"{self.max_queued} runs are" if self.max_queued > 1 else "1 run is"
+                raise QueueFullError(
+                    f"The queue is full: {waiting} already waiting. Stop or delete a waiting run, or let one "
+                    "start, then submit this one again."
+                )
             status: dict[str, Any] = {"source": "app", "queue": QUEUE, "created": time.time()}
             status.update({k: v for k, v in (("origin", origin), ("after", after)) if v})
             run = launch.prepare_run(

@@ -26,6 +26,7 @@ if str(ROOT) not in sys.path:  # the app is a package at the repo root, not inst
 gradio_client = pytest.importorskip("gradio_client")
 
 RUN_TIMEOUT_S = 300
+STEPS_TOGETHER = 150  # tiny steps: long enough that a run still trains while a second one starts
 RUNS_DIR: list[Path] = [Path("runs")]
 
 
@@ -185,6 +186,31 @@ def test_an_unreadable_upload_is_not_kept_and_odd_names_become_names_the_app_acc
         assert result[0]["value"] == kept and "passes the checks" in result[1]
         check = client.predict(json.dumps({"dataset": kept}), api_name="/check_data_json")
         assert check.startswith("✓")  # the saved name is one the app accepts
+
+
+def test_an_upload_over_the_size_cap_is_refused_and_nothing_is_kept(app_server, tmp_path):
+    import httpx
+    from gradio.utils import _parse_file_size, get_upload_folder
+
+    from app.ui import MAX_FILE_SIZE
+
+    cap = _parse_file_size(MAX_FILE_SIZE)
+    big = tmp_path / "big.csv"
+    with big.open("wb") as f:
+        f.write(b"text,label\n")
+        f.truncate(cap + 1)  # one byte over (sparse: no disk is used)
+
+    def kept() -> list[tuple[str, int]]:
+        folders = (app_server["data"], Path(get_upload_folder()))
+        return sorted((str(p), p.stat().st_size) for d in folders if d.exists() for p in d.rglob("*"))
+
+    before = kept()
+    with big.open("rb") as f:
+        reply = httpx.post(
+            f"{app_server['url']}/gradio_api/upload", files={"files": ("big.csv", f, "text/csv")}, timeout=120
+        )
+    assert reply.status_code == 413 and f"maximum allowed size of {cap} bytes" in reply.text
+    assert kept() == before  # neither the data folder nor gradio's upload folder holds any of it
 
 
 @pytest.mark.parametrize(
@@ -431,7 +457,7 @@ def test_two_sessions_classifying_at_once_get_their_own_prediction_files(app_ser
 
 
 @pytest.mark.slow
-def test_train_classifier_then_classify_and_report(app_server, uploaded, tiny_bert, tmp_path):
+def test_train_classifier_then_classify_and_report(app_server, uploaded, tiny_bert, tmp_path, monkeypatch):
     client = app_server["client"]
     from gradio_client import handle_file
 
@@ -489,6 +515,47 @@ def test_train_classifier_then_classify_and_report(app_server, uploaded, tiny_be
     for _, a, b in metrics["data"]:  # four significant digits
         for value in (a, b):
             assert not isinstance(value, float) or value == float(f"{value:.4g}"), metrics["data"]
+    # fork the final model at learning rate 1e-7 for 2 steps: it starts from the parent's weights, so it
+    # ends within a few 1e-7 of them (Adam moves a weight by about the rate a step); a fork from the base
+    # model would hold the base's weights and a new random head
+    from safetensors.torch import load_file
+
+    message = client.predict(run_id, "final model", 1, 1e-7, 2, api_name="/fork_run")
+    fork_id = message.split("**")[1]
+    fork_status = wait_for(client, fork_id, ("finished",))
+    assert fork_status["step"] == 2
+    parent_weights = load_file(run_dir / "model.safetensors")
+    fork_weights = load_file(app_server["runs"] / fork_id / "model.safetensors")
+    assert parent_weights.keys() == fork_weights.keys()
+    moved = max((fork_weights[k] - parent_weights[k]).abs().max().item() for k in parent_weights)
+    assert 0 < moved < 1e-5, moved
+    base_weights = load_file(tiny_bert / "model.safetensors")
+    shared = base_weights.keys() & parent_weights.keys()  # the encoder (the base has no classifier head)
+    assert max((base_weights[k] - parent_weights[k]).abs().max().item() for k in shared) > 1e-3
+    # the Hub tab pushes the model with its card (the run's scores in it) to a (fake) Hub
+    push_through_the_hub_tab(client, run_dir, status, monkeypatch, tmp_path)
+
+
+def push_through_the_hub_tab(client, run_dir: Path, status: dict, monkeypatch, tmp_path: Path) -> None:
+    from fake_hub import FakeHub
+    from huggingface_hub import constants
+
+    token = "hf_UserTypedToken0123456789abcdefgh"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-saved-token"))
+    with FakeHub(token) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        message, field = client.predict(run_dir.name, "me/reviews", True, token, api_name="/push_to_hub")
+        assert message.startswith(f"✓ Pushed **{run_dir.name}**") and field == "", message
+        files = hub.files("me/reviews")
+        assert hub.repos["me/reviews"].private
+    assert files["model.safetensors"] == (run_dir / "model.safetensors").read_bytes()
+    card = files["README.md"].decode()
+    assert card == (run_dir / "README.md").read_text()
+    assert "## Evaluation results" in card and f"{status['metrics']['eval/accuracy']:.4g}" in card
+    assert token not in card and str(run_dir) not in card
 
 
 @pytest.mark.slow
@@ -584,26 +651,100 @@ def test_stop_then_resume_finishes_from_the_checkpoint(app_server, uploaded, tin
     assert final["elapsed_s"] > first_attempt_s > 0  # both attempts, not the resumed one alone
 
 
-def test_a_client_that_disconnects_ends_its_generation(app_server, embedded_encoder_path, tmp_path):
-    """A browser that goes away mid-reply (its event stream closed) stops the model generating."""
-    import threading
-    import uuid
+def test_two_runs_train_at_once_and_a_full_queue_refuses_more(app_server, uploaded, tiny_bert):
+    """``max_concurrent_runs 2``: two real runs train at the same moment and both finish; with both slots
+    taken one more run waits, and one past the queue's bound is refused with a message, leaving nothing."""
+    from app.queue import MAX_QUEUED
 
-    import httpx
+    client, queue = app_server["client"], app_server["state"].queue
+    settings = tiny_cls_settings(
+        uploaded,
+        tiny_bert,
+        num_train_epochs=1,
+        max_train_steps=STEPS_TOGETHER,
+        per_device_train_batch_size=4,
+        logging_steps=25,
+    )
+    queue.max_concurrent, queue.max_queued = 2, 1
+    try:
+        first = submit(client, **settings)
+        wait_for(client, first, ("running",))
+        second = submit(client, **settings)
+        training = lambda s: s.get("stage") == "training" and s.get("step", 0) >= 1  # noqa: E731
+        wait_for(client, second, ("running",), until=training)
+        assert training(client.predict(first, api_name="/run_status")), "the first run ended too soon"
+        waiting = submit(client, **settings)
+        assert client.predict(waiting, api_name="/run_status")["state"] == "queued"  # both slots are taken
+        before = sorted(p.name for p in app_server["runs"].iterdir())
+        with pytest.raises(Exception, match="The queue is full: 1 run is already waiting"):
+            submit(client, **settings)
+        assert sorted(p.name for p in app_server["runs"].iterdir()) == before  # the refused run left nothing
+        assert client.predict(waiting, api_name="/stop_run") == "removed from the queue"
+        ended = [wait_for(client, run, ("finished",)) for run in (first, second)]
+        assert max(s["started"] for s in ended) < min(s["ended"] for s in ended)  # they overlapped in time
+        assert client.predict(waiting, api_name="/run_status")["state"] == "stopped"  # never started
+    finally:
+        queue.max_concurrent, queue.max_queued = 1, MAX_QUEUED
+
+
+@pytest.fixture(scope="module")
+def slow_lm(embedded_encoder_path, tmp_path_factory) -> Path:
+    """A random 12-layer GPT-2: slow enough on a quiet 2-core CPU that 512 new tokens take far longer
+    than the tests below wait."""
     import torch
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-    tokenizer = AutoTokenizer.from_pretrained(embedded_encoder_path)
-    torch.manual_seed(0)
-    # 12 layers: slow enough on a quiet 2-core CPU that 512 tokens outlast the 5 s the test waits
-    config = GPT2Config(vocab_size=tokenizer.vocab_size, n_layer=12, n_embd=384, n_head=6, n_positions=1024)
-    GPT2LMHeadModel(config).save_pretrained(tmp_path / "lm")
-    tokenizer.save_pretrained(tmp_path / "lm")
+    from tunelab.models import LOADING
+
+    path = tmp_path_factory.mktemp("slow-lm")
+    with LOADING:  # the app loads models in this process too: never two loads at once
+        tokenizer = AutoTokenizer.from_pretrained(embedded_encoder_path)
+        torch.manual_seed(0)
+        config = GPT2Config(
+            vocab_size=tokenizer.vocab_size, n_layer=12, n_embd=384, n_head=6, n_positions=1024
+        )
+        GPT2LMHeadModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def generating() -> list:
+    """The app's generation threads (the app runs in this process)."""
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == "tunelab-generate" and t.is_alive()]
+
+
+def test_the_stop_button_ends_a_reply_within_a_second(app_server, slow_lm):
+    from app.chat_tab import text_of
+
+    client = app_server["client"]
+    job = client.submit("hello there", [], "", str(slow_lm), 0.8, 0.95, 50, 512, 1.0, api_name="/chat")
+    deadline = time.monotonic() + 60
+    while len(job.outputs()) < 4 and not job.done() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the user's turn, then pieces of the reply
+    assert not job.done() and len(job.outputs()) >= 4, "the reply should still be streaming"
+    client.predict(api_name="/stop_chat")  # the same session as the reply's, as in one browser tab
+    stopped = time.monotonic()
+    history = job.result(timeout=30)[0]
+    assert time.monotonic() - stopped < 1.0, "the reply went on after Stop"
+    while generating() and time.monotonic() - stopped < 1.0:
+        time.sleep(0.05)
+    assert not generating(), "the model is still generating a second after Stop"
+    assert history[-1]["role"] == "assistant" and text_of(history[-1]["content"])  # what came is kept
+
+
+def test_a_client_that_disconnects_ends_its_generation(app_server, slow_lm):
+    """A browser that goes away mid-reply (its event stream closed) stops the model generating."""
+    import uuid
+
+    import httpx
+
     url = app_server["url"]
     dependencies = httpx.get(f"{url}/config", timeout=30).json()["dependencies"]
     chat = next(i for i, d in enumerate(dependencies) if d.get("api_name") == "chat")
     session = uuid.uuid4().hex[:11]
-    data = ["hello there", [], "", str(tmp_path / "lm"), 0.8, 0.95, 50, 512, 1.0]  # 512 new tokens
+    data = ["hello there", [], "", str(slow_lm), 0.8, 0.95, 50, 512, 1.0]  # 512 new tokens
     joined = httpx.post(
         f"{url}/gradio_api/queue/join",
         json={
@@ -616,9 +757,6 @@ def test_a_client_that_disconnects_ends_its_generation(app_server, embedded_enco
         timeout=30,
     )
     assert joined.status_code == 200, joined.text
-
-    def generating() -> list[threading.Thread]:  # the app runs in this process: its threads are here
-        return [t for t in threading.enumerate() if t.name == "tunelab-generate" and t.is_alive()]
 
     updates, start = 0, time.monotonic()
     with httpx.stream(

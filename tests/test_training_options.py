@@ -247,6 +247,8 @@ def test_options_reach_the_run_config_and_model_card_through_the_recipe(tmp_path
         "0.2",
         "--logging_steps",
         "5",
+        "--report_to",
+        "tensorboard",
     )
     config = Run(out).config()
     assert (
@@ -268,6 +270,21 @@ def test_options_reach_the_run_config_and_model_card_through_the_recipe(tmp_path
     import json
 
     assert json.loads((out / "config.json").read_text())["hidden_dropout_prob"] == 0.2
+    # --report_to tensorboard: an event file that TensorBoard reads, holding the logged training loss
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (event_file,) = (out / out.name).glob("events.out.tfevents.*")  # the run's (hparams have their own)
+    board = EventAccumulator(str(event_file))
+    board.Reload()
+    logged = [(e["step"], e["train/loss"]) for e in events]
+    assert (
+        [e.step for e in board.Scalars("train/loss")]
+        == [step for step, _ in logged]
+        == [5, 10, 15, 20, 25, 30]
+    )
+    assert [e.value for e in board.Scalars("train/loss")] == pytest.approx(
+        [loss for _, loss in logged], rel=1e-5
+    )
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
