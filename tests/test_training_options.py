@@ -320,3 +320,47 @@ def test_gpt2_dropout_overrides_from_scratch_and_when_continuing(tmp_path):
 
     model = load_causal_lm(str(tmp_path), Tok(), 64, {"embd_pdrop": 0.3})
     assert model.transformer.drop.p == 0.3 and model.config.resid_pdrop == 0.2
+
+
+def test_encoders_train_with_eager_attention_on_cpu_and_compute_the_same_thing(tiny_bert, tmp_path):
+    """``--attn_implementation auto``: an encoder on CPU switches to eager attention (faster there than
+    SDPA with a padding mask) and gives the same logits and gradients on a padded batch; a generating model
+    and an explicit choice are left alone; the saved config does not carry the training-time kernel."""
+    import json
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from tunelab.train import choose_attention
+
+    model = load_classifier(str(tiny_bert), ["neg", "pos"])
+    tokenizer = load_tokenizer(str(tiny_bert))
+    batch = tokenizer(["a fine film", "a long and rather dull film about nothing at all"], padding=True)
+    batch = {k: torch.tensor(v) for k, v in batch.items()}
+    assert (batch["attention_mask"] == 0).any()  # padded
+
+    def logits_and_grads():
+        model.zero_grad()
+        logits = model(**batch).logits
+        logits.sum().backward()
+        return logits.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    model.eval()  # no dropout: the two kernels must agree exactly enough
+    assert model.config._attn_implementation == "sdpa"
+    sdpa_logits, sdpa_grads = logits_and_grads()
+    choose_attention(model, "auto", "cuda")  # a GPU keeps SDPA
+    assert model.config._attn_implementation == "sdpa"
+    choose_attention(model, "auto", "cpu")
+    assert model.config._attn_implementation == "eager"
+    eager_logits, eager_grads = logits_and_grads()
+    torch.testing.assert_close(eager_logits, sdpa_logits, rtol=1e-5, atol=1e-6)
+    for a, b in zip(eager_grads, sdpa_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    choose_attention(model, "sdpa", "cpu")  # asked for: kept
+    assert model.config._attn_implementation == "sdpa"
+    lm = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64))
+    choose_attention(lm, "auto", "cpu")  # causal blocks without padding: SDPA's fast path
+    assert lm.config._attn_implementation == "sdpa"
+    choose_attention(model, "auto", "cpu")
+    model.save_pretrained(tmp_path / "saved")
+    saved = json.loads((tmp_path / "saved" / "config.json").read_text())
+    assert not any("attn" in key for key in saved)  # users load it with their own default

@@ -219,6 +219,26 @@ def _peak_flops(device: torch.device) -> float | None:
     return next((v for k, v in GPU_PEAK_BF16_FLOPS.items() if k in name), None)
 
 
+def choose_attention(model: torch.nn.Module, choice: str, device_type: str) -> None:
+    """Set the attention kernel for training. ``auto``: eager for an encoder on CPU (its batches carry
+    padding, and torch's SDPA with a padding mask runs about 2x slower than eager there: MiniLM, batch 64,
+    length 16, bf16, a whole step 0.34 s vs 0.15 s on a 2-core Xeon); a generating model (causal blocks,
+    no padding) and every GPU keep the model's own (SDPA). Not saved: the model folder keeps its default."""
+    base = getattr(model, "get_base_model", lambda: model)()  # through a LoRA wrapper
+    if not hasattr(base, "set_attn_implementation"):
+        return
+    if choice == "auto":
+        if device_type != "cpu" or base.can_generate():
+            return
+        choice = "eager"
+    try:
+        base.set_attn_implementation(choice)
+    except (ValueError, ImportError) as e:  # a model without that kernel keeps its own
+        logger.warning("Attention kept as %s: %s", base.config._attn_implementation, e)
+        return
+    logger.info("Attention while training: %s", choice)
+
+
 def train(
     accelerator: Accelerator,
     args: TrainingArguments,
@@ -234,6 +254,7 @@ def train(
     In order: prepare (optimizer, compile, ``accelerator.prepare``, schedule), resume from a checkpoint,
     announce the run, then the loop (``_Loop.run``), the final evaluation and the best model."""
     stop = StopControl.install(output_dir)
+    choose_attention(model, args.attn_implementation, accelerator.device.type)
     optimizer = build_optimizer(model, args, accelerator.device.type)
     if args.torch_compile:
         model = torch.compile(model)
