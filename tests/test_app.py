@@ -689,8 +689,9 @@ def test_two_runs_train_at_once_and_a_full_queue_refuses_more(app_server, upload
 
 @pytest.fixture(scope="module")
 def slow_lm(embedded_encoder_path, tmp_path_factory) -> Path:
-    """A random 12-layer GPT-2: slow enough on a quiet 2-core CPU that 512 new tokens take far longer
-    than the tests below wait."""
+    """A random 24-layer GPT-2: slow enough on a quiet 2-core CPU, warm, that 512 new tokens take far
+    longer than the tests below wait (12 layers, once loaded and warmed up by an earlier reply, streamed
+    a token every 25 ms: 12 s for 512, too close to the 5 s wait)."""
     import torch
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
@@ -701,7 +702,7 @@ def slow_lm(embedded_encoder_path, tmp_path_factory) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(embedded_encoder_path)
         torch.manual_seed(0)
         config = GPT2Config(
-            vocab_size=tokenizer.vocab_size, n_layer=12, n_embd=384, n_head=6, n_positions=1024
+            vocab_size=tokenizer.vocab_size, n_layer=24, n_embd=384, n_head=6, n_positions=1024
         )
         GPT2LMHeadModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
