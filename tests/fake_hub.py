@@ -301,3 +301,14 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             pass
 
     return Handler
+
+
+def hub_environment(monkeypatch, tmp_path) -> None:
+    """A user online with no saved login; xet off (the fake Hub speaks classic LFS only).
+    huggingface_hub reads these once at import: the constants are patched as well as the environment."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-saved-token"))

@@ -537,14 +537,10 @@ def test_train_classifier_then_classify_and_report(app_server, uploaded, tiny_be
 
 
 def push_through_the_hub_tab(client, run_dir: Path, status: dict, monkeypatch, tmp_path: Path) -> None:
-    from fake_hub import FakeHub
-    from huggingface_hub import constants
+    from fake_hub import FakeHub, hub_environment
 
     token = "hf_UserTypedToken0123456789abcdefgh"
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-saved-token"))
+    hub_environment(monkeypatch, tmp_path)
     with FakeHub(token) as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
         message, field = client.predict(run_dir.name, "me/reviews", True, token, api_name="/push_to_hub")

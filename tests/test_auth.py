@@ -233,16 +233,12 @@ def test_beyond_loopback_pages_load_models_only_from_the_runs(remote_app, tiny_b
 
 
 def test_beyond_loopback_the_hub_tab_never_lends_the_servers_token(remote_app, monkeypatch, tmp_path, capfd):
-    from fake_hub import FakeHub
-    from huggingface_hub import constants
+    from fake_hub import FakeHub, hub_environment
 
     client, run = remote_app
     server_token = "hf_ServerOwnToken0123456789abcdefgh"
     typed = "hf_TypedByTheUser0123456789abcdefgh"
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-saved-token"))
+    hub_environment(monkeypatch, tmp_path)
     with FakeHub(typed) as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
         monkeypatch.setenv("HF_TOKEN", server_token)  # the server's own, in its environment

