@@ -133,6 +133,59 @@ def test_the_app_plans_a_gpu_machine_for_its_gpus(tmp_path, sentiment_csv):
     assert command == "" and "has 2 GPU" in config  # refused with the reason, not planned for the CPU
 
 
+PROBE = """
+import json, os, sys
+import torch
+keys = ("ACCELERATE_USE_CPU", "ACCELERATE_MIXED_PRECISION", "ACCELERATE_DYNAMO_BACKEND", "OMP_NUM_THREADS",
+        "KMP_BLOCKTIME", "MASTER_PORT", "TUNELAB_PROBE")
+print(json.dumps({"env": {k: os.environ.get(k) for k in keys}, "argv": sys.argv, "name": __name__,
+                  "path0": sys.path[0], "threads": torch.get_num_threads()}))
+sys.exit(int(sys.argv[-1]))
+"""
+
+
+@pytest.mark.parametrize("precision", ["bf16", "no"])
+def test_a_one_process_run_gets_what_accelerate_launch_gives_it_in_one_interpreter(tmp_path, precision):
+    """executable() runs one process without accelerate's second interpreter (tunelab.launch.inline):
+    the script sees the environment, argv, __name__, sys.path[0] and threads that `accelerate launch`
+    gives it, and its exit status comes back."""
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE)
+    command = accelerate_command(script, ["--flag", "a b", "3"], Resources(device="cpu"), CPU, precision)
+    env = {**os.environ, **command.env, "TUNELAB_PROBE": "kept"}
+    env.pop("OMP_NUM_THREADS", None)
+    seen = []
+    for argv in (
+        command.executable(),
+        [sys.executable, "-m", "accelerate.commands.launch", *command.argv[2:]],
+    ):
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+        assert proc.returncode != 0, proc.stderr  # the script's exit status 3 (accelerate says 1)
+        seen.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    inline, accelerate = seen
+    assert "tunelab.launch.inline" in command.executable()
+    assert inline == accelerate
+    assert inline["env"]["ACCELERATE_MIXED_PRECISION"] == precision and inline["name"] == "__main__"
+    assert inline["argv"][1:] == ["--flag", "a b", "3"] and inline["path0"] == str(tmp_path)
+
+
+def test_several_processes_still_go_through_accelerates_launcher(tmp_path):
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE)
+    command = accelerate_command(script, ["0"], Resources(device="cpu", num_processes=2), CPU, "no")
+    proc = subprocess.run(
+        command.executable(),
+        capture_output=True,
+        text=True,
+        env={**os.environ, **command.env},
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    ranks = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(ranks) == 2 and all(r["env"]["MASTER_PORT"] for r in ranks)
+
+
 # ---- the task registry -----------------------------------------------------------------------------
 
 

@@ -74,9 +74,10 @@ class LaunchCommand:
         return " ".join([*(f"{k}={shlex.quote(v)}" for k, v in self.env.items()), shlex.join(self.argv)])
 
     def executable(self, python: str | None = None) -> list[str]:
-        """The argv to run: accelerate of this interpreter, so the right venv is used even off PATH."""
+        """The argv to run, under this interpreter so the right venv is used even off PATH: the same
+        launch, with one process run in the launcher's own process (``tunelab.launch.inline``)."""
         assert self.argv[:2] == ["accelerate", "launch"]
-        return [python or sys.executable, "-m", "accelerate.commands.launch", *self.argv[2:]]
+        return [python or sys.executable, "-m", "tunelab.launch.inline", *self.argv[2:]]
 
 
 @dataclass(frozen=True)
