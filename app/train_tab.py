@@ -320,17 +320,17 @@ def submit(state: AppState, settings: dict[str, Any]) -> tuple[str, str]:
 
 
 def widget(state: AppState, setting: Setting) -> gr.components.Component:
-    """The setting's gradio component at its default."""
+    """The setting's gradio component at its default for the task the page opens on."""
     common = {
         "label": setting.label,
         "info": at(state, setting.help()),
         "elem_id": setting.elem_id,
     }
-    value = at(state, setting.default_for())
-    if setting.kind in ("int", "float") and value is None:
+    value = at(state, setting.default_for(BY_NAME["task"].default))
+    if setting.kind in ("int", "float") and at(state, setting.default_for()) is None:
         # "blank: the model's own value": gradio's Number shows and sends 0 for None, which would be a
-        # setting (no dropout at all), so an optional number is a text box
-        return gr.Textbox("", placeholder="blank", **common)
+        # setting (no dropout at all), so a number that may be blank is a text box
+        return gr.Textbox("" if value is None else f"{value:g}", placeholder="blank", **common)
     if setting.kind in ("int", "float"):
         precision = 0 if setting.kind == "int" else None
         limits = {"minimum": setting.minimum, "maximum": setting.maximum}

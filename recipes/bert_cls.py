@@ -115,6 +115,8 @@ def main() -> None:
             data_args.model_name_or_path, data.labels, data_args.dropout_overrides(), data.problem_type
         )
         logger.info("Model: %s (%s parameters)", data_args.model_name_or_path, f"{count_parameters(model):,}")
+        if data_args.freeze_embeddings:
+            model.get_input_embeddings().requires_grad_(False)
         if lora_args.use_peft:
             model = wrap_lora(
                 model,

@@ -854,13 +854,13 @@ def test_a_deleted_run_is_gone_from_disk_and_from_the_list(app_server, tiny_bert
 
 
 def test_lora_left_at_the_default_learning_rate_takes_loras_own(app_server):
-    from tunelab.args import DEFAULT_LEARNING_RATE, LORA_LEARNING_RATE
+    from tunelab.args import LORA_LEARNING_RATE
 
     client = app_server["client"]
     for settings, expected in (
         ({"use_peft": True}, LORA_LEARNING_RATE),  # the page's default rate, not chosen: LoRA's
         ({"use_peft": True, "learning_rate": 3e-4}, 3e-4),  # chosen: kept
-        ({}, DEFAULT_LEARNING_RATE),
+        ({}, 1e-4),  # classification's default (batch 32)
     ):
         cfg, _ = client.predict(
             json.dumps({"dataset": "sample-sentiment.csv", **settings}), api_name="/preview_run"

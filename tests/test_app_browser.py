@@ -255,12 +255,16 @@ def test_the_train_tabs_settings_follow_the_task_and_reach_the_config_preview(ap
         open_tab(page, "Train")
         config, command = page.locator("#train-yaml"), page.locator("#train-command")
         expect(command).to_contain_text("bert_cls.py", timeout=30_000)
-        expect(config).to_contain_text("learning_rate: 5.0e-05")
-        expect(config).to_contain_text("hidden_dropout: null")  # blank: the model's own dropout, not 0
+        # classification's defaults: batch 32 at lr 1e-4, length-grouped, no dropout (README)
+        expect(config).to_contain_text("learning_rate: 0.0001")
+        expect(config).to_contain_text("per_device_train_batch_size: 32")
+        expect(config).to_contain_text("group_by_length: true")
+        expect(config).to_contain_text("hidden_dropout: 0.0")
         page.get_by_label("causal-lm", exact=True).check()
         expect(command).to_contain_text("gpt2_clm.py")
         expect(config).to_contain_text("learning_rate: 0.001")
         expect(config).to_contain_text("max_train_steps: 200")
+        expect(config).to_contain_text("resid_pdrop: null")  # GPT-2: blank, its own dropout, not 0
         page.get_by_label("classification", exact=True).check()
         expect(command).to_contain_text("bert_cls.py")
         page.get_by_text("Advanced", exact=True).click()

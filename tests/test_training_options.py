@@ -249,6 +249,8 @@ def test_options_reach_the_run_config_and_model_card_through_the_recipe(tmp_path
         "5",
         "--report_to",
         "tensorboard",
+        "--freeze_embeddings",
+        "true",
     )
     config = Run(out).config()
     assert (
@@ -270,6 +272,14 @@ def test_options_reach_the_run_config_and_model_card_through_the_recipe(tmp_path
     import json
 
     assert json.loads((out / "config.json").read_text())["hidden_dropout_prob"] == 0.2
+    # --freeze_embeddings: the word embeddings are the base model's, bit for bit; the encoder trained
+    from safetensors.torch import load_file
+
+    base, trained = load_file(tiny_bert / "model.safetensors"), load_file(out / "model.safetensors")
+    words = "bert.embeddings.word_embeddings.weight"
+    assert torch.equal(trained[words], base[words]) and config["freeze_embeddings"] is True
+    layer = "bert.encoder.layer.0.attention.self.query.weight"
+    assert (trained[layer] - base[layer]).abs().max() > 1e-3
     # --report_to tensorboard: an event file that TensorBoard reads, holding the logged training loss
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
