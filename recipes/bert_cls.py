@@ -44,7 +44,8 @@ from tunelab.train import Task, build_accelerator, classification_loss, train
 logger = logging.getLogger("tunelab")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The recipe; ``argv`` (default: the command line) as after the script's name."""
     data_args, train_args, lora_args, clean_args, augment_args = parse_or_exit(
         (
             ClassificationArguments,
@@ -52,7 +53,8 @@ def main() -> None:
             LoraArguments,
             DataCleaningArguments,
             AugmentationArguments,
-        )
+        ),
+        argv,
     )
     output_dir = resolve_output_dir(train_args, "cls")
     accelerator = build_accelerator(train_args, output_dir)

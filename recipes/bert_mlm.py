@@ -41,8 +41,9 @@ from tunelab.train import Task, build_accelerator, train
 logger = logging.getLogger("tunelab")
 
 
-def main() -> None:
-    mlm_args, train_args = parse_or_exit((MaskedLMArguments, TrainingArguments))
+def main(argv: list[str] | None = None) -> None:
+    """The recipe; ``argv`` (default: the command line) as after the script's name."""
+    mlm_args, train_args = parse_or_exit((MaskedLMArguments, TrainingArguments), argv)
     output_dir = resolve_output_dir(train_args, "mlm")
     accelerator = build_accelerator(train_args, output_dir)
     main_process = accelerator.is_main_process

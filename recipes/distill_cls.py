@@ -63,9 +63,11 @@ from tunelab.train import Task, build_accelerator, train
 logger = logging.getLogger("tunelab")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The recipe; ``argv`` (default: the command line) as after the script's name."""
     data_args, train_args, kd_args = parse_or_exit(
-        (ClassificationArguments, TrainingArguments, DistillationArguments)
+        (ClassificationArguments, TrainingArguments, DistillationArguments),
+        argv,
     )
     output_dir = resolve_output_dir(train_args, "distill")
     accelerator = build_accelerator(train_args, output_dir)

@@ -63,8 +63,9 @@ from tunelab.train import Task, build_accelerator, train
 logger = logging.getLogger("tunelab")
 
 
-def main() -> None:
-    lm_args, train_args = parse_or_exit((CausalLMArguments, TrainingArguments))
+def main(argv: list[str] | None = None) -> None:
+    """The recipe; ``argv`` (default: the command line) as after the script's name."""
+    lm_args, train_args = parse_or_exit((CausalLMArguments, TrainingArguments), argv)
     output_dir = resolve_output_dir(train_args, "clm")
     accelerator = build_accelerator(train_args, output_dir)
     main_process = accelerator.is_main_process

@@ -151,6 +151,62 @@ def launch(
     return proc
 
 
+def run_recipe(
+    recipe: str, *args: str, env: dict | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
+    """Run a recipe's ``main(argv)`` in this process, as a one-process launch runs it (the environment
+    accelerate's launcher computes: tunelab.launch.inline.prepare), without an interpreter start and
+    imports per run: for tests of what a recipe does with its input. stderr (its log and messages) is
+    captured; the exit status is its SystemExit's (an uncaught error: 1 and the traceback). Whatever the
+    run changed in this process (environment, log handlers, the SIGTERM handler and stop watcher, torch
+    threads, accelerate's state) is put back."""
+    import io
+    import logging
+    import runpy
+    import traceback
+
+    import torch
+    from accelerate.state import AcceleratorState, GradientState
+
+    from tunelab.launch.inline import prepare
+    from tunelab.stopping import StopControl
+
+    saved_env, root = dict(os.environ), logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    threads, sigterm = torch.get_num_threads(), signal.getsignal(signal.SIGTERM)
+    err, code = io.StringIO(), 0
+    try:
+        os.environ.update({"ACCELERATE_USE_CPU": "1", **(env or {})})
+        script, script_args, run_env = prepare(launch_command(recipe, *args)[3:])
+        os.environ.update(run_env)
+        torch.set_num_threads(int(run_env["OMP_NUM_THREADS"]))
+        with contextlib.redirect_stderr(err):
+            try:
+                runpy.run_path(script, run_name="tunelab_recipe")["main"](script_args)
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else int(e.code is not None)
+            except Exception:  # noqa: BLE001 - as Python would end the process
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(level)
+        if StopControl._current is not None:
+            StopControl._current.close()
+            StopControl._current = None
+        signal.signal(signal.SIGTERM, sigterm)
+        torch.set_num_threads(threads)
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    if check and code != 0:
+        raise AssertionError(f"{recipe} failed ({code}):\n{err.getvalue()[-6000:]}")
+    return subprocess.CompletedProcess([recipe, *args], code, "", err.getvalue())
+
+
 def start(recipe: str, *args: str, stderr=subprocess.DEVNULL) -> subprocess.Popen:
     """Start a one-process recipe run in its own session, so a test can signal its whole process group."""
     return subprocess.Popen(

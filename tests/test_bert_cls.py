@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import kill_when, launch, start
+from conftest import kill_when, launch, run_recipe, start
 
 from tunelab.runs import Run
 
@@ -31,7 +31,7 @@ def train_losses(run_dir: Path) -> dict[int, float]:
 
 def test_tiny_run_learns_and_saves_a_loadable_model(tmp_path, tiny_bert, sentiment_csv):
     out = tmp_path / "run"
-    launch(
+    run_recipe(
         "bert_cls.py",
         "--model_name_or_path",
         str(tiny_bert),
@@ -167,7 +167,7 @@ def test_balanced_class_weights_raise_the_rare_labels_recall(tmp_path, tiny_bert
     recall = {}
     for weights in ("none", "balanced"):
         out = tmp_path / weights
-        proc = launch(
+        proc = run_recipe(
             "bert_cls.py",
             "--model_name_or_path",
             str(tiny_bert),
@@ -227,7 +227,7 @@ def test_a_numeric_target_trains_a_regression_model(tmp_path, tiny_bert):
         with (tmp_path / name).open("w", newline="") as f:
             csv.writer(f).writerows([("text", "score"), *rows])
     out = tmp_path / "run"
-    launch(
+    run_recipe(
         "bert_cls.py",
         "--model_name_or_path",
         str(tiny_bert),
@@ -341,7 +341,7 @@ def test_several_labels_per_text_train_a_multi_label_model(tmp_path, tiny_bert):
         with (tmp_path / name).open("w", newline="") as f:
             csv.writer(f).writerows([("text", "labels"), *((t, ";".join(labels)) for t, labels in rows)])
     out = tmp_path / "run"
-    launch(
+    run_recipe(
         "bert_cls.py",
         *("--model_name_or_path", str(tiny_bert), "--train_file", str(tmp_path / "train.csv")),
         *("--test_file", str(tmp_path / "test.csv"), "--num_train_epochs", "8"),
@@ -477,7 +477,7 @@ def test_lora_with_its_defaults_learns_sst2_and_the_merged_model_loads_without_p
     from tunelab.args import LORA_LEARNING_RATE
 
     out = tmp_path / "lora"
-    launch(
+    run_recipe(
         "bert_cls.py",
         *("--train_file", str(sst2_dir / "train.tsv"), "--validation_file", str(sst2_dir / "validation.tsv")),
         *("--max_train_samples", "2000", "--num_train_epochs", "2", "--use_peft", "true"),

@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 import yaml
-from conftest import ROOT, launch
+from conftest import ROOT, run_recipe
 
 if str(ROOT) not in sys.path:  # the app is a package at the repo root, not installed
     sys.path.insert(0, str(ROOT))
@@ -47,7 +47,7 @@ def tokenizer(embedded_encoder_path):
 @pytest.fixture(scope="module")
 def mlm_run(tmp_path_factory, tiny_bert, docs_file):
     out = tmp_path_factory.mktemp("mlm-run") / "run"
-    launch(
+    run_recipe(
         "bert_mlm.py",
         "--model_name_or_path",
         str(tiny_bert),
@@ -120,7 +120,7 @@ def test_bert_cls_fine_tunes_the_adapted_encoder(mlm_run, sentiment_csv, tmp_pat
     assert all(torch.equal(adapted[k], encoder[k]) for k in adapted)
 
     out = tmp_path / "cls"
-    launch(
+    run_recipe(
         "bert_cls.py",
         "--model_name_or_path",
         str(mlm_run),

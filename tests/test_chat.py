@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import CHAT_RUN, FIXTURES, greeting_chats, launch, write_jsonl
+from conftest import CHAT_RUN, FIXTURES, greeting_chats, run_recipe, write_jsonl
 
 from tunelab.data.chat import (
     CHAT_TEMPLATE,
@@ -132,7 +132,7 @@ def test_a_chat_fine_tuned_model_learns_the_reply_format_and_stops_at_the_end_of
 
     train, test = chat_data
     unmasked_run = tmp_path / "everything"
-    launch(
+    run_recipe(
         "gpt2_clm.py",
         *("--train_file", str(train), "--test_file", str(test), *CHAT_RUN, "--train_on_prompt", "true"),
         *("--cache_dir", str(tmp_path / "cache"), "--output_dir", str(unmasked_run)),

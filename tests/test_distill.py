@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FIXTURES, launch, sentiment_rows
+from conftest import FIXTURES, run_recipe, sentiment_rows
 
 from tunelab.runs import Run
 
@@ -84,7 +84,7 @@ def test_distilled_student_has_half_the_layers_starts_from_the_teacher_and_learn
     extra = [f"honestly, {text}" for text, _ in sentiment_rows(80, seed=5)]  # none is a training text
     unlabeled.write_text("\n".join(extra) + "\n")
     out = tmp_path / "run"
-    launch(
+    run_recipe(
         "distill_cls.py",
         "--teacher_name_or_path",
         str(teacher),
@@ -154,7 +154,7 @@ def test_student_with_another_label_set_is_refused(tmp_path, teacher, tiny_bert,
     rows = [(t, "good" if y == "pos" else "bad") for t, y in sentiment_rows(16)]
     student = fine_tune(tiny_bert, tmp_path / "student", rows, three, steps=1)
     out = tmp_path / "run"
-    proc = launch(
+    proc = run_recipe(
         "distill_cls.py",
         "--teacher_name_or_path",
         str(teacher),
@@ -177,7 +177,7 @@ def test_student_with_another_label_set_is_refused(tmp_path, teacher, tiny_bert,
 def test_class_weights_are_refused_with_the_reason(tmp_path, tiny_bert, sentiment_csv):
     """A student learns the teacher's probabilities: class weights belong to the teacher's run."""
     out = tmp_path / "run"
-    proc = launch(
+    proc = run_recipe(
         "distill_cls.py",
         "--teacher_name_or_path",
         str(tiny_bert),
@@ -199,7 +199,7 @@ def test_a_multi_label_training_file_is_refused_with_the_reason(tmp_path, tiny_b
     """The distillation loss compares one distribution over classes; a label set per text has none."""
     out = tmp_path / "run"
     train = FIXTURES / "good" / "ml_topics.jsonl"
-    proc = launch(
+    proc = run_recipe(
         "distill_cls.py",
         *("--teacher_name_or_path", str(tiny_bert), "--train_file", str(train), "--output_dir", str(out)),
         env=ONE_THREAD,

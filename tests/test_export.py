@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import launch
+from conftest import run_recipe
 
 from tunelab.errors import ConfigError
 from tunelab.export import ExportOptions, export_run, parse_prune, prune_model
@@ -44,7 +44,7 @@ def cls_run(tmp_path_factory, tiny_bert) -> Path:
         writer.writerow(["text", "label"])
         writer.writerows(sentiment_rows(200))
     out = work / "run"
-    launch(
+    run_recipe(
         "bert_cls.py",
         *("--model_name_or_path", str(tiny_bert), "--train_file", str(data), "--output_dir", str(out)),
         *("--max_train_steps", "30", "--per_device_train_batch_size", "16", "--learning_rate", "2e-3"),
@@ -112,7 +112,7 @@ def clm_run(tmp_path_factory) -> Path:
     data = work / "chat.txt"
     data.write_text("User: hello there\nAssistant: hello, how are you?\n" * 120)
     out = work / "run"
-    launch(
+    run_recipe(
         "gpt2_clm.py",
         *("--train_file", str(data), "--output_dir", str(out), "--max_train_steps", "15"),
         *("--block_size", "32", "--per_device_train_batch_size", "8", "--tokenizer_vocab_size", "300"),

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, kill_when, launch, start
+from conftest import FIXTURES, kill_when, launch, run_recipe, start
 
 from tunelab.runs import Run
 
@@ -42,7 +42,7 @@ def cache_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, shakespeare_small, cache_dir) -> tuple[Path, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("runs") / "clm"
-    proc = launch(
+    proc = run_recipe(
         "gpt2_clm.py", "--train_file", str(shakespeare_small), *TINY, "--max_train_steps", "60",
         "--eval_steps", "30", "--sample_prompts", "ROMEO:", "--sample_max_new_tokens", "8",
         "--cache_dir", str(cache_dir), "--output_dir", str(out),
@@ -117,7 +117,7 @@ def test_a_test_file_is_scored_by_the_final_model(tmp_path, shakespeare_small, s
     test_file = tmp_path / "held_out.txt"
     test_file.write_text(shakespeare_file.read_text()[300_000:306_000])  # text the run never saw
     out = tmp_path / "run"
-    launch(
+    run_recipe(
         "gpt2_clm.py", "--train_file", str(shakespeare_small), "--test_file", str(test_file), *TINY,
         "--max_train_steps", "20", "--mixed_precision", "no", "--cache_dir", str(tmp_path / "cache"),
         "--output_dir", str(out),
@@ -143,7 +143,7 @@ def test_second_run_on_the_same_data_hits_the_token_cache(
     cached = sorted((cache_dir / "tokens").glob("*.npy"))
     assert len(cached) == 1
     before = cached[0].stat().st_mtime_ns
-    proc = launch(
+    proc = run_recipe(
         "gpt2_clm.py",
         "--train_file",
         str(shakespeare_small),
@@ -239,7 +239,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, shakespeare_small
 )
 def test_bad_input_fails_fast_with_a_clear_message(tmp_path, fixture, extra, message):
     path = FIXTURES / "bad" / fixture
-    proc = launch(
+    proc = run_recipe(
         "gpt2_clm.py",
         "--train_file",
         str(path),
@@ -269,7 +269,7 @@ def test_bad_input_fails_fast_with_a_clear_message(tmp_path, fixture, extra, mes
 def test_a_bad_test_file_fails_before_training_with_a_clear_message(
     tmp_path, shakespeare_small, fixture, message
 ):
-    proc = launch(
+    proc = run_recipe(
         "gpt2_clm.py", "--train_file", str(shakespeare_small), "--test_file", str(FIXTURES / "bad" / fixture),
         *TINY, "--max_train_steps", "2", "--cache_dir", str(tmp_path / "cache"),
         "--output_dir", str(tmp_path / "run"), check=False,
@@ -289,7 +289,7 @@ def test_a_pretraining_run_is_chat_fine_tuned_with_a_template_added_to_its_token
     first, _ = trained_run
     train = write_jsonl(tmp_path / "chats.jsonl", greeting_chats(300))
     out = tmp_path / "chat"
-    launch(
+    run_recipe(
         "gpt2_clm.py", "--train_file", str(train), "--model_name_or_path", str(first), "--block_size", "64",
         "--per_device_train_batch_size", "16", "--learning_rate", "3e-3", "--max_train_steps", "30",
         "--eval_steps", "10", "--mixed_precision", "no", "--seed", "0", "--cache_dir", str(tmp_path / "cache"),
@@ -312,7 +312,7 @@ def test_a_pretraining_run_is_chat_fine_tuned_with_a_template_added_to_its_token
 def test_training_continues_from_a_finished_run(trained_run, tmp_path, shakespeare_small):
     first, _ = trained_run
     out = tmp_path / "continued"
-    launch(
+    run_recipe(
         "gpt2_clm.py",
         "--train_file",
         str(shakespeare_small),

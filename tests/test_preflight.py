@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, launch, sentiment_rows, shared_file
+from conftest import FIXTURES, run_recipe, sentiment_rows, shared_file
 
 from tunelab.data.classification import load_classification_data, preflight_classification
 from tunelab.errors import ConfigError, DataError
@@ -350,7 +350,7 @@ def recipe_stderr(stderr: str) -> str:
 )
 def test_recipe_rejects_bad_input_with_exit_1_and_no_traceback(tmp_path, tiny_bert, train, extra, fragment):
     output_dir = tmp_path / "run"
-    proc = launch(
+    proc = run_recipe(
         "bert_cls.py",
         "--train_file",
         str(train),

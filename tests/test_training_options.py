@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import launch, sentiment_rows
+from conftest import run_recipe, sentiment_rows
 
 from tunelab.args import ClassificationArguments, TrainingArguments, parse_args
 from tunelab.data.batching import classification_dataloaders, tokenize_classification
@@ -221,7 +221,7 @@ def test_schedule_and_optimizer_options_are_checked_before_training():
 def test_options_reach_the_run_config_and_model_card_through_the_recipe(tmp_path, tiny_bert, sentiment_csv):
     """One real launch with every option at once: the run records them and the model trained."""
     out = tmp_path / "run"
-    launch(
+    run_recipe(
         "bert_cls.py",
         "--model_name_or_path",
         str(tiny_bert),

@@ -156,12 +156,13 @@ def setup_logging(output_dir: Path, main: bool) -> None:
     root.addHandler(stream)
 
 
-def parse_or_exit(types: tuple[type, ...]) -> tuple:
-    """Parse the recipe's arguments; a bad argument prints one line and exits 2."""
+def parse_or_exit(types: tuple[type, ...], argv: list[str] | None = None) -> tuple:
+    """Parse the recipe's arguments (``argv``, default: the command line); a bad argument prints one line
+    and exits 2."""
     from .args import parse_args
 
     try:
-        return parse_args(types)
+        return parse_args(types, argv)
     except TuneLabError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

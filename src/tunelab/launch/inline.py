@@ -17,28 +17,37 @@ import sys
 from pathlib import Path
 
 
-def main(argv: list[str]) -> None:
+def prepare(argv: list[str]) -> tuple[str, list[str], dict[str, str]] | None:
+    """(script, its arguments, its whole environment) as accelerate's simple launcher would start it for
+    these `accelerate launch` arguments; None when accelerate would take another launcher."""
     from accelerate.commands.config.config_args import ComputeEnvironment
-    from accelerate.commands.launch import _validate_launch_command, launch_command, launch_command_parser
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
     from accelerate.utils.launch import prepare_simple_launcher_cmd_env
 
-    parser = launch_command_parser()
-    args, defaults, _ = _validate_launch_command(parser.parse_args(argv))
-    other_launcher = not args.cpu and (
+    args, defaults, _ = _validate_launch_command(launch_command_parser().parse_args(argv))
+    if not args.cpu and (
         args.use_deepspeed or args.use_fsdp or args.use_megatron_lm or args.multi_gpu or args.tpu
-    )
-    if other_launcher or (
-        defaults is not None and defaults.compute_environment == ComputeEnvironment.AMAZON_SAGEMAKER
     ):
-        launch_command(parser.parse_args(argv))
+        return None
+    if defaults is not None and defaults.compute_environment == ComputeEnvironment.AMAZON_SAGEMAKER:
+        return None
+    cmd, env = prepare_simple_launcher_cmd_env(args)  # [python, script, *script args], os.environ + its own
+    return cmd[1], cmd[2:], env
+
+
+def main(argv: list[str]) -> None:
+    prepared = prepare(argv)
+    if prepared is None:
+        from accelerate.commands.launch import launch_command, launch_command_parser
+
+        launch_command(launch_command_parser().parse_args(argv))
         return
-    cmd, env = prepare_simple_launcher_cmd_env(args)  # [python, script, *script args], the full environment
+    script, args, env = prepared
     os.environ.update(env)
     import torch
 
     torch.set_num_threads(int(env["OMP_NUM_THREADS"]))  # OpenMP read OMP_NUM_THREADS when torch loaded
-    script = cmd[1]
-    sys.argv = cmd[1:]
+    sys.argv = [script, *args]
     sys.path[0] = str(Path(script).resolve().parent)  # as `python script.py` sets it
     runpy.run_path(script, run_name="__main__")
 
