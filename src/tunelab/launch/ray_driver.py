@@ -65,9 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     if ns.workers < 1:
         parser.error("--workers must be at least 1")
 
-    import ray
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    try:
+        import ray
+        from ray.train import RunConfig, ScalingConfig
+        from ray.train.torch import TorchTrainer
+    except ImportError:
+        print("error: Ray is not installed here: pip install 'tunelab[ray]' (Ray Train)", file=sys.stderr)
+        return 2
 
     recipe = str(Path(ns.recipe).resolve())
     ray.init(address=ns.address, log_to_driver=True)
