@@ -29,23 +29,28 @@ def cluster():
         made.shutdown()
 
 
-def test_a_classifier_trains_as_two_gloo_workers_on_two_nodes_and_loads(
-    cluster, tiny_bert, sentiment_csv, tmp_path
-):
-    out = tmp_path / "run"
-    proc = subprocess.run(
-        [
-            *(sys.executable, "-m", "tunelab.launch.ray_driver", "--address", cluster.address),
-            *("--workers", "2", "--cpus-per-worker", "1", "recipes/bert_cls.py"),
-            *("--model_name_or_path", str(tiny_bert), "--train_file", str(sentiment_csv)),
-            *("--max_train_steps", "20", "--per_device_train_batch_size", "8", "--learning_rate", "1e-3"),
-            *("--max_length", "32", "--logging_steps", "5", "--output_dir", str(out)),
-        ],
+def drive(cluster, *args: str) -> subprocess.CompletedProcess:
+    """``python -m tunelab.launch.ray_driver --address <the cluster> ARGS`` from the repository root."""
+    return subprocess.run(
+        [sys.executable, "-m", "tunelab.launch.ray_driver", "--address", cluster.address, *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
         env={**os.environ, "RAY_DISABLE_USAGE_STATS": "1"},
         timeout=120,
+    )
+
+
+def test_a_classifier_trains_as_two_gloo_workers_on_two_nodes_and_loads(
+    cluster, tiny_bert, sentiment_csv, tmp_path
+):
+    out = tmp_path / "run"
+    proc = drive(
+        cluster,
+        *("--workers", "2", "--cpus-per-worker", "1", "recipes/bert_cls.py"),
+        *("--model_name_or_path", str(tiny_bert), "--train_file", str(sentiment_csv)),
+        *("--max_train_steps", "20", "--per_device_train_batch_size", "8", "--learning_rate", "1e-3"),
+        *("--max_length", "32", "--logging_steps", "5", "--output_dir", str(out)),
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     log = (out / "train.log").read_text()
@@ -62,17 +67,10 @@ def test_a_classifier_trains_as_two_gloo_workers_on_two_nodes_and_loads(
 
 
 def test_a_failed_recipe_fails_the_ray_run_with_its_reason(cluster, tmp_path):
-    proc = subprocess.run(
-        [
-            *(sys.executable, "-m", "tunelab.launch.ray_driver", "--address", cluster.address),
-            *("--workers", "2", "recipes/bert_cls.py", "--train_file", str(tmp_path / "missing.csv")),
-            *("--output_dir", str(tmp_path / "run")),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "RAY_DISABLE_USAGE_STATS": "1"},
-        timeout=120,
+    proc = drive(
+        cluster,
+        *("--workers", "2", "recipes/bert_cls.py", "--train_file", str(tmp_path / "missing.csv")),
+        *("--output_dir", str(tmp_path / "run")),
     )
     assert proc.returncode == 1
     assert "error: the run failed on the Ray cluster" in proc.stderr
