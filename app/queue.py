@@ -161,8 +161,9 @@ class RunQueue:
                 status = run.status()
                 if status.get("state") != "queued" or status.get("queue") != QUEUE:
                     continue
-                if status.get("target") == "slurm":  # the cluster schedules it: submitted at once
-                    if not (status.get("slurm") or {}).get("job_id") and self.dependency_ready(run):
+                target = status.get("target") or "local"
+                if target != "local":  # the cluster schedules it: submitted at once
+                    if not (status.get(target) or {}).get("job_id") and self.dependency_ready(run):
                         self._start(run)
                     continue
                 if self.dependency_ready(run):
@@ -177,7 +178,7 @@ class RunQueue:
         except TuneLabError as e:  # e.g. sbatch refused it: the run says why
             run.update_status(expect=ACTIVE_STATES, state="failed", stage="failed", reason=str(e))
             return
-        if isinstance(proc, subprocess.Popen):  # a Slurm job is not this app's child
+        if isinstance(proc, subprocess.Popen):  # a cluster's job is not this app's child
             self._procs[run.id] = proc
 
     def dependency_ready(self, run: Run) -> bool:

@@ -174,11 +174,11 @@ def describe(run: Run) -> str:
         f"Stage: **{status.get('stage', '—')}**"
         + (f" · step {status.get('step', 0)}/{status['max_steps']}" if status.get("max_steps") else ""),
     ]
-    from tunelab.launch.slurm import describe as slurm_job
+    from tunelab.launch.lifecycle import describe_job
 
-    job = slurm_job(status)
+    job = describe_job(status)
     if job:
-        lines.append(f"Slurm {job}.")
+        lines.append(f"{job}.")
     elif state == "queued":
         lines.append("Waiting for a free training slot on this machine.")
     if status.get("reason") and state in ("failed", "stopped"):

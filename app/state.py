@@ -47,6 +47,7 @@ class AppState:
     current_dataset: str | None = None  # the dataset the Data tab checked last: the Train tab starts there
     step_seconds: dict[tuple, float] = field(default_factory=dict)  # measured by Estimate, per setting
     slurm_defaults: dict[str, Any] = field(default_factory=dict)  # from the targets file
+    ray_defaults: dict[str, Any] = field(default_factory=dict)  # from the targets file
     reach: Reach = field(default_factory=Reach)  # what a browser may name beyond runs and data
 
     def allowed_model(self, spec: str) -> str:

@@ -48,9 +48,9 @@ def build_app(
     reach: Reach | None = None,
 ) -> gr.Blocks:
     """The Blocks app over ``runs_dir`` (run folders) and ``data_dir`` (datasets); starts the run queue.
-    ``targets_file``: Slurm defaults (partition, time, ...; default ~/.config/tunelab/targets.yaml);
+    ``targets_file``: Slurm and Ray defaults (partition, time, address, ...; default ~/.config/tunelab/targets.yaml);
     ``reach``: what a browser may name beyond them (default: anything, as on loopback)."""
-    from tunelab.launch.slurm import load_targets
+    from tunelab.launch.targets import load_targets
 
     runs_dir, data_dir = Path(runs_dir).resolve(), Path(data_dir).resolve()
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -60,7 +60,7 @@ def build_app(
         runs_dir=runs_dir,
         data_dir=data_dir,
         queue=queue,
-        slurm_defaults=load_targets(targets_file),
+        **{f"{name}_defaults": values for name, values in load_targets(targets_file).items()},
         reach=reach or Reach(),
     )
     # Gradio's copies of uploads and of files it served (Classify's texts and predictions) go after a day,

@@ -1,77 +1,227 @@
-"""A recipe on a real Ray cluster of two nodes on this machine (``ray.cluster_utils.Cluster``: a head and
-a second node, one CPU each), through Ray Train (``tunelab.launch.ray_driver``)."""
+"""Runs on a real Ray cluster of two nodes on this machine (``ray.cluster_utils.Cluster``: a head with its
+dashboard, which serves the Jobs API, and a second node; one CPU each): ``tunelab train --target ray``
+submits a job that runs ``tunelab.launch.ray_driver``, whose Ray Train workers run the recipe."""
 
 from __future__ import annotations
 
+import csv
 import os
+import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, sentiment_rows
 
-from tunelab.runs import Run
+from tunelab.launch import lifecycle
+from tunelab.runs import Run, list_runs
 
 pytest.importorskip("ray", reason="Ray is an optional dependency: pip install -e '.[ray]'")
+
+WAIT_S = 120
+STEPS = 8 * 144 // 8  # epochs x rows / (2 workers x 4)
+BIN = Path(sys.executable).with_name("tunelab")
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    """Two Ray nodes with one CPU each: two one-CPU workers can only run one on each. Stopped after."""
+    """Two Ray nodes with one CPU each (two one-CPU workers can only run one on each) and the head's
+    dashboard on a free loopback port. Stopped after the module's tests."""
     from ray.cluster_utils import Cluster
 
-    made = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+    head = {"num_cpus": 1, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port}
+    made = Cluster(initialize_head=True, head_node_args=head)
     try:
         made.add_node(num_cpus=1)
-        made.wait_for_nodes(timeout=120)
+        made.wait_for_nodes(timeout=WAIT_S)
+        made.url = f"http://{made.head_node.address_info['webui_url']}"
         yield made
     finally:
         made.shutdown()
 
 
-def drive(cluster, *args: str) -> subprocess.CompletedProcess:
-    """``python -m tunelab.launch.ray_driver --address <the cluster> ARGS`` from the repository root."""
+def tunelab(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "tunelab.launch.ray_driver", "--address", cluster.address, *args],
+        [str(BIN), *map(str, args)],
         capture_output=True,
         text=True,
         cwd=ROOT,
         env={**os.environ, "RAY_DISABLE_USAGE_STATS": "1"},
-        timeout=120,
+        timeout=WAIT_S,
     )
 
 
-def test_a_classifier_trains_as_two_gloo_workers_on_two_nodes_and_loads(
-    cluster, tiny_bert, sentiment_csv, tmp_path
-):
-    out = tmp_path / "run"
-    proc = drive(
-        cluster,
-        *("--workers", "2", "--cpus-per-worker", "1", "recipes/bert_cls.py"),
-        *("--model_name_or_path", str(tiny_bert), "--train_file", str(sentiment_csv)),
-        *("--max_train_steps", "20", "--per_device_train_batch_size", "8", "--learning_rate", "1e-3"),
-        *("--max_length", "32", "--logging_steps", "5", "--output_dir", str(out)),
+def run_config(tiny_bert: Path, train_file: Path) -> dict:
+    """Long enough to be stopped mid-training (8 epochs of 144 rows, 2 x 4 a step: 144 steps), a
+    checkpoint every 5 steps, every step's loss logged."""
+    return {
+        "model_name_or_path": str(tiny_bert),
+        "train_file": str(train_file),
+        "num_train_epochs": 8,
+        "per_device_train_batch_size": 4,
+        "learning_rate": 1e-3,
+        "max_length": 32,
+        "logging_steps": 1,
+        "checkpointing_steps": 5,
+        "mixed_precision": "no",
+        "seed": 11,
+    }
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("ray-data") / "reviews.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows(sentiment_rows(160))
+    return path
+
+
+@pytest.fixture(scope="module")
+def submitted(cluster, tiny_bert, data, tmp_path_factory):
+    """`tunelab train cls --target ray --nodes 2 --wait`, uninterrupted: (the command's result, its run)."""
+    runs = tmp_path_factory.mktemp("ray-runs")
+    flags = [f"--{k}={v}" for k, v in run_config(tiny_bert, data).items()]
+    proc = tunelab(
+        *("train", "cls", "--target", "ray", "--ray-address", cluster.url, "--nodes", "2"),
+        *("--cpus-per-node", "1", "--wait", "--runs-dir", runs, *flags),
     )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    log = (out / "train.log").read_text()
+    (run,) = list_runs(runs)
+    return proc, run
+
+
+def train_losses(run: Run) -> dict[int, float]:
+    return {e["step"]: e["train/loss"] for e in run.events("train")}
+
+
+def test_train_target_ray_trains_two_gloo_workers_on_two_nodes_and_the_model_loads(submitted):
+    proc, run = submitted
+    status = run.status()
+    assert proc.returncode == 0, (proc.stderr[-4000:], status)
+    assert status["state"] == "finished", status
+    job = status["ray"]["job_id"]
+    assert f"Ray job {job}" in proc.stderr
+    from ray.job_submission import JobSubmissionClient
+
     assert (
-        "processes = 2, device = cpu" in log and "total batch size (with parallel, accumulation) = 16" in log
-    )
-    assert Run(out).status()["state"] == "finished"
+        JobSubmissionClient(status["ray"]["address"]).get_job_status(job).value == "SUCCEEDED"
+    )  # Ray ran it
+    log = (run.path / "train.log").read_text()
+    assert "processes = 2, device = cpu" in log, log[-2000:]
+    assert "total batch size (with parallel, accumulation) = 8" in log
+    assert len(train_losses(run)) == STEPS
+    assert "ray job submit --address" in run.command()
+    output = (run.path / "process.log").read_text()  # the job's output, also in the run folder
+    assert "(RayTrainWorker pid=" in output and "processes = 2, device = cpu" in output, output[-3000:]
+
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    model = AutoModelForSequenceClassification.from_pretrained(out)
-    tokenizer = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForSequenceClassification.from_pretrained(run.path)
+    tokenizer = AutoTokenizer.from_pretrained(run.path)
     logits = model(**tokenizer(["the film is great and superb"], return_tensors="pt")).logits
     assert logits.shape == (1, 2)
 
+    shown = tunelab("runs", "show", run.id, "--runs-dir", run.path.parent)
+    assert f"ray (Ray job {job})" in shown.stdout, shown.stdout
 
-def test_a_failed_recipe_fails_the_ray_run_with_its_reason(cluster, tmp_path):
-    proc = drive(
-        cluster,
-        *("--workers", "2", "recipes/bert_cls.py", "--train_file", str(tmp_path / "missing.csv")),
-        *("--output_dir", str(tmp_path / "run")),
+
+def until(condition, what: str, run: Run, timeout: float = WAIT_S):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            log = (run.path / "process.log").read_text(errors="replace")[-3000:]
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{run.status()}\n{log}")
+        time.sleep(0.1)
+
+
+def test_stop_mid_run_checkpoints_and_resume_ends_as_the_uninterrupted_run(
+    cluster, tiny_bert, data, tmp_path, submitted
+):
+    from tunelab.launch import Resources
+
+    run = lifecycle.prepare_run(
+        "cls",
+        run_config(tiny_bert, data),
+        Resources(nodes=2, cpus_per_task=1),
+        target="ray",
+        target_options={"address": cluster.url},
+        runs_dir=tmp_path,
+        cwd=ROOT,
     )
-    assert proc.returncode == 1
-    assert "error: the run failed on the Ray cluster" in proc.stderr
-    assert Run(tmp_path / "run").status()["state"] == "failed"
+    first = lifecycle.start(run)
+    until(lambda: int(run.status().get("step") or 0) >= 12, "step 12", run)
+    said = lifecycle.stop(run, grace=WAIT_S)
+    status = run.status()
+    assert status["state"] == "stopped", (said, status)
+    assert run.checkpoints()
+    assert status["ray"]["state"] == "SUCCEEDED"  # the job ended by itself, not by stop_job
+    assert max(train_losses(run)) < STEPS
+
+    lifecycle.resume(run)
+    second = lifecycle.start(run)
+    assert second.job_id != first.job_id
+    status = lifecycle.wait(run, second, timeout=WAIT_S)
+    assert status["state"] == "finished", status
+    assert "Resumed from" in (run.path / "train.log").read_text()
+    reference, losses = train_losses(submitted[1]), train_losses(run)
+    assert len(reference) == STEPS and losses.keys() == reference.keys()
+    for step, loss in reference.items():
+        assert losses[step] == pytest.approx(loss, rel=1e-4, abs=1e-6), step
+
+
+def test_a_failed_recipe_fails_the_ray_run_with_the_recipes_reason(cluster, tmp_path):
+    from tunelab.launch import Resources
+
+    run = lifecycle.prepare_run(
+        "cls",
+        {"train_file": str(tmp_path / "missing.csv")},
+        Resources(nodes=2),
+        target="ray",
+        target_options={"address": cluster.url},
+        runs_dir=tmp_path / "runs",
+        cwd=ROOT,
+    )
+    job = lifecycle.start(run)
+    status = lifecycle.wait(run, job, timeout=WAIT_S)
+    assert status["state"] == "failed", status
+    assert "missing.csv" in status["reason"], status["reason"]
+    assert status["ray"]["state"] == "FAILED"
+
+
+def test_a_cluster_that_does_not_answer_is_one_line_and_no_run_folder(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    runs = tmp_path / "runs"
+    proc = tunelab(
+        *("train", "cls", "--target", "ray", "--ray-address", f"127.0.0.1:{closed}"),
+        *("--runs-dir", runs, "--train_file", tmp_path / "x.csv"),
+    )
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"no Ray cluster answers at http://127.0.0.1:{closed}" in lines[0], proc.stderr
+    assert not runs.exists() or not any(runs.iterdir())
+
+    proc = tunelab("train", "cls", "--target", "ray", "--train_file", tmp_path / "x.csv", "--dry-run")
+    assert "--target ray needs the cluster's address: --ray-address" in proc.stderr
+
+
+def test_a_run_folder_the_node_cannot_write_is_refused_in_one_line(tmp_path, capsys):
+    """What a runs dir that is not on a filesystem the cluster shares looks like from the node."""
+    from tunelab.launch import ray_driver
+
+    missing = tmp_path / "not-shared" / "run"
+    code = ray_driver.main(["--workers", "2", "--run-dir", str(missing), "recipes/bert_cls.py"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err == (
+        f"error: the run folder {missing} is not there on the Ray node {socket.gethostname()}: put the runs "
+        "dir on a filesystem every node of the cluster shares"
+    )

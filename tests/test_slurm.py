@@ -150,7 +150,7 @@ def test_train_target_slurm_submits_a_job_that_trains_a_loadable_model(slurm_env
     listed = tunelab("runs", "list", "--runs-dir", runs)
     assert run.id in listed.stdout and "finished" in listed.stdout, listed.stdout
     shown = tunelab("runs", "show", run.id, "--runs-dir", runs)
-    assert f"slurm (job {job}" in shown.stdout, shown.stdout
+    assert f"slurm (Slurm job {job}" in shown.stdout, shown.stdout
 
 
 def test_two_cpu_processes_inside_one_job_train_as_one_ddp_run(slurm_env, tiny_bert, data, tmp_path):

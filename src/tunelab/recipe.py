@@ -133,6 +133,16 @@ def guard(run: Run | None, main: bool) -> Iterator[None]:
         raise
 
 
+def ours_or_warnings(record: logging.LogRecord) -> bool:
+    """What a run's log shows: TuneLab's and Accelerate's information, and every library's warnings (not
+    the information other libraries log where a host such as a Ray worker turns it on)."""
+    return record.levelno >= logging.WARNING or record.name.split(".")[0] in (
+        "tunelab",
+        "accelerate",
+        "__main__",
+    )
+
+
 def setup_logging(output_dir: Path, main: bool) -> None:
     """Library log to train.log (main process) and stderr; transformers' own chatter kept quiet."""
     import datasets
@@ -149,9 +159,11 @@ def setup_logging(output_dir: Path, main: bool) -> None:
         output_dir.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(output_dir / LOG_FILE)
         handler.setFormatter(fmt)
+        handler.addFilter(ours_or_warnings)
         root.addHandler(handler)
     stream = logging.StreamHandler(sys.stderr)
     stream.setFormatter(fmt)
+    stream.addFilter(ours_or_warnings)
     stream.setLevel(logging.INFO if main else logging.WARNING)
     root.addHandler(stream)
 

@@ -37,7 +37,7 @@ def cmd_app(args: argparse.Namespace) -> int:
         print(f"{args.hash_password}:{auth.hash_password(password)}")
         return 0
     access = auth.resolve_access(args.host, args.auth, args.auth_file, args.token, args.no_auth)
-    from tunelab.launch.slurm import load_targets
+    from tunelab.launch.targets import load_targets
 
     load_targets(args.targets)  # a wrong targets file is one line, before gradio loads
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

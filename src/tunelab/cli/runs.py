@@ -35,10 +35,10 @@ def shown_state(status: dict[str, Any]) -> str:
     return state
 
 
-def _slurm_job(status: dict[str, Any]) -> str:
-    from tunelab.launch.slurm import describe
+def _cluster_job(status: dict[str, Any]) -> str:
+    from tunelab.launch.lifecycle import describe_job
 
-    job = describe(status)
+    job = describe_job(status)
     return f" ({job})" if job else ""
 
 
@@ -115,7 +115,7 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
         ("step", f"{step if step is not None else '-'}/{status.get('max_steps') or '-'}"),
         ("started", format_time(status.get("started") or status.get("created"))),
         ("duration", format_duration(run.elapsed(status))),
-        ("target", where.get("target", "local") + _slurm_job(status)),
+        ("target", where.get("target", "local") + _cluster_job(status)),
         ("best", best_metric(run)),
         ("checkpoints", ", ".join(p.name for p in run.checkpoints()) or "-"),
         ("model", "yes (from_pretrained works on the folder)" if run.has_model() else "not saved yet"),

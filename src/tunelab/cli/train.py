@@ -25,8 +25,9 @@ def resolved_config(task: str, recipe_args: list[str]) -> dict[str, Any]:
 
 
 def placement(args: argparse.Namespace):
-    """(Resources, target, target options) from the command line."""
+    """(Resources, target, target options) from the command line and the targets file."""
     from tunelab.launch import Resources
+    from tunelab.launch.targets import RESOURCE_KEYS, load_targets
 
     target = getattr(args, "target", "local") or "local"
     cluster = {
@@ -34,27 +35,49 @@ def placement(args: argparse.Namespace):
         "gpus_per_node": getattr(args, "gpus_per_node", None),
         "cpus_per_task": getattr(args, "cpus_per_task", None),
     }
-    options = {
+    slurm_options = {
         key: getattr(args, key, None)
         for key in ("partition", "time", "account", "qos")
         if getattr(args, key, None)
     }
     if getattr(args, "sbatch_arg", None):
-        options["sbatch_args"] = list(args.sbatch_arg)
-    if target == "local" and (options or any(v is not None for v in cluster.values())):
-        flags = [f"--{k.replace('_', '-')}" for k, v in {**cluster, **options}.items() if v]
-        raise CliError(f"{', '.join(flags)}: cluster options; add --target slurm")
-    if target == "slurm" and getattr(args, "gpus", None):
-        raise CliError("--gpus names this machine's GPUs; on Slurm ask for --gpus-per-node")
-    if target == "slurm":  # what the command line leaves out comes from the targets file
-        from tunelab.launch.slurm import RESOURCE_KEYS, load_targets
+        slurm_options["sbatch_args"] = list(args.sbatch_arg)
+    ray_options = {
+        key: getattr(args, key, None)
+        for key in ("ray_address", "max_failures")
+        if getattr(args, key, None) is not None
+    }
 
-        defaults = load_targets(getattr(args, "targets", None))
+    def flags(values: dict[str, Any]) -> str:
+        return ", ".join(f"--{k.replace('_', '-')}" for k, v in values.items() if v is not None)
+
+    if target == "local" and (slurm_options or ray_options or any(v is not None for v in cluster.values())):
+        raise CliError(
+            f"{flags({**cluster, **slurm_options, **ray_options})}: cluster options; add --target slurm or ray"
+        )
+    if target == "ray" and slurm_options:
+        raise CliError(
+            f"{flags(slurm_options)}: Slurm options; --target ray takes --ray-address, --max-failures"
+        )
+    if target == "slurm" and ray_options:
+        raise CliError(f"{flags(ray_options)}: Ray options; add --target ray")
+    if target != "local" and getattr(args, "gpus", None):
+        raise CliError(f"--gpus names this machine's GPUs; on {target.title()} ask for --gpus-per-node")
+    options: dict[str, Any] = {}
+    if target != "local":  # what the command line leaves out comes from the targets file
+        defaults = load_targets(getattr(args, "targets", None))[target]
         cluster = {k: v if v is not None else defaults.get(k) for k, v in cluster.items()}
-        extra = [*defaults.get("sbatch_args", []), *options.get("sbatch_args", [])]  # the file's, then these
-        options = {**{k: v for k, v in defaults.items() if k not in RESOURCE_KEYS}, **options}
+        options = {k: v for k, v in defaults.items() if k not in RESOURCE_KEYS}
+    if target == "slurm":
+        extra = [
+            *options.get("sbatch_args", []),
+            *slurm_options.get("sbatch_args", []),
+        ]  # the file's, then these
+        options.update(slurm_options)
         if extra:
             options["sbatch_args"] = extra
+    elif target == "ray":
+        options.update({k.removeprefix("ray_"): v for k, v in ray_options.items()})
     resources = Resources(
         device=getattr(args, "device", "auto"),
         num_processes=args.num_processes,
@@ -127,13 +150,16 @@ def start_and_follow(args: argparse.Namespace, run) -> int:
         raise
     if proc is None:
         raise CliError(f"run {run.id} was started by someone else meanwhile (it is {run.state})")
-    if isinstance(proc, launch.SlurmJob) and not getattr(args, "wait", False):
-        info(
-            args,
-            f"run {run.id}: submitted as Slurm job {proc.job_id}\n  folder: {run.path}\n"
-            f"  follow it with `tunelab runs show {run.id}`; stop it with `tunelab runs stop {run.id}`",
-        )
-        return 0
+    if isinstance(proc, launch.ClusterJob):
+        if getattr(args, "wait", False):
+            info(args, f"run {run.id}: submitted as {proc}; following its log (Ctrl-C stops it)")
+        else:
+            info(
+                args,
+                f"run {run.id}: submitted as {proc}\n  folder: {run.path}\n"
+                f"  follow it with `tunelab runs show {run.id}`; stop it with `tunelab runs stop {run.id}`",
+            )
+            return 0
     tail = threading.Thread(target=_echo_log, args=(args, run, proc), daemon=True)
     tail.start()
     interrupts = 0
@@ -144,10 +170,8 @@ def start_and_follow(args: argparse.Namespace, run) -> int:
         if interrupts == 1:
             info(args, "stopping: the run saves a checkpoint and exits (Ctrl-C again to kill it)")
             threading.Thread(target=launch.stop, args=(run,), kwargs={"grace": STOP_GRACE_S}).start()
-        elif isinstance(proc, launch.SlurmJob):
-            from tunelab.launch.slurm import cancel
-
-            cancel(proc.job_id)
+        elif isinstance(proc, launch.ClusterJob):
+            proc.cancel()
         else:
             from tunelab.launch.process import ProcessRef, kill_run
 
@@ -198,17 +222,26 @@ def report_run(args: argparse.Namespace, run, status: dict[str, Any]) -> None:
 
 def cluster_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
-        "on a Slurm cluster (--target slurm: the runs dir must be on the cluster's shared filesystem)"
+        "on a cluster (--target slurm or ray: the runs dir must be on a filesystem the cluster's nodes share)"
     )
     group.add_argument(
         "--target",
-        choices=("local", "slurm"),
+        choices=("local", "slurm", "ray"),
         default="local",
-        help="local: this machine; slurm: submit a batch job (job.sbatch in the run folder) and return",
+        help="local: this machine; slurm: submit a batch job (job.sbatch in the run folder) and return; "
+        "ray: submit a Ray job (Ray Train workers) and return",
     )
     group.add_argument("--nodes", type=int, default=None, metavar="N", help="nodes (one task per node)")
     group.add_argument("--gpus-per-node", type=int, default=None, metavar="G", help="GPUs on each node")
-    group.add_argument("--cpus-per-task", type=int, default=None, metavar="C", help="CPU cores on each node")
+    group.add_argument(
+        "--cpus-per-task",
+        "--cpus-per-node",
+        dest="cpus_per_task",
+        type=int,
+        default=None,
+        metavar="C",
+        help="CPU cores on each node",
+    )
     group.add_argument("--partition", default=None, metavar="P")
     group.add_argument("--time", default=None, metavar="HH:MM:SS", help="the job's time limit")
     group.add_argument("--account", default=None, metavar="A")
@@ -221,7 +254,20 @@ def cluster_options(parser: argparse.ArgumentParser) -> None:
         help='one more sbatch option, e.g. --sbatch-arg="--constraint=a100" (repeatable)',
     )
     group.add_argument(
-        "--wait", action="store_true", help="follow a Slurm run's log until its job ends (Ctrl-C stops it)"
+        "--ray-address",
+        default=None,
+        metavar="URL",
+        help="the Ray cluster's dashboard, as `ray job submit --address` takes (http://HEAD:8265)",
+    )
+    group.add_argument(
+        "--max-failures",
+        type=int,
+        default=None,
+        metavar="F",
+        help="Ray: lost workers Ray Train restarts from the last checkpoint (default 0)",
+    )
+    group.add_argument(
+        "--wait", action="store_true", help="follow a cluster run's log until its job ends (Ctrl-C stops it)"
     )
     group.add_argument(
         "--targets",

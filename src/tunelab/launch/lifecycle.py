@@ -1,7 +1,8 @@
 """Prepare, start, watch, stop, resume and reap runs: the one lifecycle every caller uses.
 
 A run is prepared once (config.yaml, launch.json, command.txt, status "queued") and then started on its
-target: a process group on this machine, or a Slurm job (``slurm``; launch.json records which). Starting a run that has a checkpoint
+target: a process group on this machine, a Slurm job (``slurm``) or a Ray job (``ray_jobs``); launch.json
+records which. Starting a run that has a checkpoint
 of its own continues it (``--resume_from_checkpoint latest``), so "resume" is "queue it again"; the
 command is planned again from config.yaml and launch.json every time, never read back from command.txt.
 
@@ -27,7 +28,7 @@ from .command import LaunchCommand, Resources, accelerate_command
 from .process import RUN_ID_ENV, ProcessRef, boot_id, hostname, is_alive, kill_run, start_time
 
 STOP_GRACE_S = 60.0  # from the stop request to SIGKILL (or scancel): one value for every caller
-TARGETS = ("local", "slurm")
+TARGETS = ("local", "slurm", "ray")
 ATTEMPT_ENV = "TUNELAB_ATTEMPT_START"  # a stop file older than this belongs to an earlier attempt
 # Quiet, unbuffered output for a run's log; the user's Hub token never reaches a training process.
 RUN_ENV = {
@@ -87,6 +88,10 @@ def plan(
         from . import slurm
 
         record["slurm"] = slurm.clean_options(target_options)
+    elif target == "ray":
+        from . import ray_jobs
+
+        record["ray"] = ray_jobs.clean_options(target_options)
     elif target_options:
         raise ConfigError(f"{', '.join(sorted(target_options))}: cluster options need a cluster target")
     return run, config, record, planned_command_text(run, record, config, hardware)
@@ -112,6 +117,10 @@ def prepare_run(
 
         slurm.validate(command, record["slurm"], run_environment(run))
         command = slurm.submit_text(run)
+    elif target == "ray":  # a cluster that does not answer is said before the run folder exists
+        from . import ray_jobs
+
+        ray_jobs.check(record["ray"])
     run.path.mkdir(parents=True, exist_ok=True)
     run.write_config(config)
     run.write_launch_record(record)
@@ -124,7 +133,13 @@ def planned_command_text(
     run: Run, record: dict[str, Any], config: dict[str, Any] | None = None, hardware: Hardware | None = None
 ) -> str:
     """What command.txt says: the command a user pastes to run it again (from the recorded cwd); for a
-    Slurm run, the batch script (command.txt then says how to submit it)."""
+    Slurm run, the batch script (command.txt then says how to submit it); for a Ray run, its job as
+    ``ray job submit`` sends it."""
+    if record.get("target") == "ray":
+        from . import ray_jobs
+
+        config = run.config() if config is None else config
+        return ray_jobs.submit_text(run, record, config, job_environment(run))
     if record.get("target") == "slurm":
         from . import slurm
 
@@ -182,6 +197,8 @@ def start(run: Run, startable: tuple[str, ...] = ("queued",)) -> subprocess.Pope
         raise LaunchError(f"run {run.id} is for the target {record['target']!r}, which this TuneLab lacks")
     if record.get("target") == "slurm":
         return start_slurm(run, record, startable)
+    if record.get("target") == "ray":
+        return start_ray(run, record, startable)
     return start_local(run, record, startable)
 
 
@@ -209,11 +226,29 @@ def start_slurm(run: Run, record: dict[str, Any], startable: tuple[str, ...]) ->
     return SlurmJob(run, job_id)
 
 
-class SlurmJob:
-    """A submitted run's Slurm job, with the part of Popen's interface callers use (poll, wait)."""
+class ClusterJob:
+    """A submitted run's job on a cluster, with the part of Popen's interface callers use (poll, wait)."""
+
+    kind = "cluster"
 
     def __init__(self, run: Run, job_id: str):
-        self.run, self.job_id, self.args = run, job_id, ["sbatch", job_id]
+        self.run, self.job_id, self.args = run, job_id, [self.kind, job_id]
+
+    def __str__(self) -> str:
+        return f"{self.kind} job {self.job_id}"
+
+    def cancel(self) -> None:
+        """End the job at once (its last complete checkpoint is kept)."""
+        raise NotImplementedError
+
+
+class SlurmJob(ClusterJob):
+    kind = "Slurm"
+
+    def cancel(self) -> None:
+        from . import slurm
+
+        slurm.cancel(self.job_id)
 
     def poll(self) -> int | None:
         from . import slurm
@@ -229,6 +264,54 @@ class SlurmJob:
         except TimeoutError as e:
             raise subprocess.TimeoutExpired(self.args, timeout or 0, output=str(e)) from e
         return self.poll() or 0
+
+
+def start_ray(run: Run, record: dict[str, Any], startable: tuple[str, ...]) -> RayJob | None:
+    """Submit the run's job to the Ray cluster (planned again from config.yaml and launch.json)."""
+    from . import ray_jobs
+
+    run.clear_stop_request()
+    with run.status_lock() as txn:
+        if txn.status.get("state") not in startable:
+            return None
+        attempt = (txn.status.get("attempts") or 0) + 1
+        env = {**job_environment(run), ATTEMPT_ENV: f"{time.time():.3f}"}
+        try:
+            job_id = ray_jobs.submit(run, record, run.config(), env, attempt)
+        except ray_jobs.RayTargetError as e:
+            txn.update(state="failed", stage="failed", reason=str(e))
+            raise
+        address = record["ray"]["address"]
+        txn.update(
+            stage="queued", ray={"job_id": job_id, "address": address, "state": "PENDING"}, attempts=attempt
+        )
+    with open(run.path / PROCESS_LOG, "ab") as log:
+        log.write(f"\n$ ray job submit --address {address} ...  # Ray job {job_id}\n".encode())
+    return RayJob(run, job_id)
+
+
+class RayJob(ClusterJob):
+    kind = "Ray"
+
+    def cancel(self) -> None:
+        from . import ray_jobs
+
+        ray_jobs.stop_job((self.run.status().get("ray") or {}).get("address"), self.job_id)
+
+    def poll(self) -> int | None:
+        from . import ray_jobs
+
+        state, _ = ray_jobs.job_state((self.run.status().get("ray") or {}).get("address"), self.job_id)
+        return None if ray_jobs.in_queue(state) else (0 if state == "SUCCEEDED" else 1)
+
+    def wait(self, timeout: float | None = None) -> int:
+        from . import ray_jobs
+
+        try:
+            state = ray_jobs.wait_for_job(self.run, timeout)
+        except TimeoutError as e:
+            raise subprocess.TimeoutExpired(self.args, timeout or 0, output=str(e)) from e
+        return 0 if state == "SUCCEEDED" else 1
 
 
 def start_local(run: Run, record: dict[str, Any], startable: tuple[str, ...]) -> subprocess.Popen | None:
@@ -271,7 +354,7 @@ def wait(
     its ending), then settle its status. ``timeout``: seconds before ``subprocess.TimeoutExpired``."""
     deadline = None if timeout is None else time.monotonic() + timeout
     proc.wait(timeout)
-    if isinstance(proc, SlurmJob):
+    if isinstance(proc, ClusterJob):
         return refresh(run)
     ref = ProcessRef.from_dict(run.status().get("process"))
     while is_alive(ref, run.id):
@@ -290,6 +373,15 @@ def refresh(run: Run) -> dict[str, Any]:
     status = run.status()
     if status.get("target") == "slurm":
         return _refresh_slurm(run, status)
+    if status.get("target") == "ray":
+        from . import ray_jobs
+
+        job = status.get("ray") or {}
+        # Until Ray says the job ended (the recipe may have written its own ending first).
+        if not job.get("job_id") or not ray_jobs.in_queue(job.get("state") or ""):
+            return status
+        with run.status_lock() as txn:
+            return ray_jobs.settle(run, txn)
     if status.get("state") != "running":
         return status
     with run.status_lock() as txn:
@@ -326,6 +418,18 @@ def _refresh_slurm(run: Run, status: dict[str, Any]) -> dict[str, Any]:
         return slurm.settle(run, txn)
 
 
+def describe_job(status: dict[str, Any]) -> str:
+    """'Slurm job 12 pending (Resources)', 'Ray job tunelab-...-1 running': a cluster run's job for lists
+    and the app; '' for a local run."""
+    if status.get("target") == "ray":
+        from . import ray_jobs
+
+        return ray_jobs.describe(status)
+    from . import slurm
+
+    return slurm.describe(status)
+
+
 def last_error_line(run: Run) -> str:
     """The last line of the run's process.log that names an error ('' when none)."""
     try:
@@ -348,7 +452,7 @@ def is_active(run: Run) -> bool:
 def is_local_and_running_here(run: Run) -> bool:
     """A run that holds one of this machine's training slots."""
     status = refresh(run)
-    if status.get("target") == "slurm":
+    if (status.get("target") or "local") != "local":
         return False
     ref = ProcessRef.from_dict(status.get("process"))
     return status.get("state") == "running" and (ref is None or ref.on_this_machine())
@@ -369,6 +473,11 @@ def stop(
         from . import slurm
 
         slurm.cancel(str(job))
+    ray_job = (status.get("ray") or {}) if status.get("target") == "ray" else {}
+    if state == "queued" and ray_job.get("job_id"):  # pending on the Ray cluster
+        from . import ray_jobs
+
+        ray_jobs.stop_job(ray_job["address"], ray_job["job_id"])
     if state == "queued":
         run.update_status(
             expect=("queued",), state="stopped", stage="stopped", reason="removed from the queue"
@@ -387,6 +496,8 @@ def stop(
 def _kill_after(run: Run, grace: float) -> str:
     if run.status().get("target") == "slurm":
         return _cancel_after(run, grace)
+    if run.status().get("target") == "ray":
+        return _stop_ray_job_after(run, grace)
     deadline = time.monotonic() + grace
     ref = ProcessRef.from_dict(run.status().get("process"))
     while is_alive(ref, run.id) and time.monotonic() < deadline:
@@ -419,6 +530,24 @@ def _cancel_after(run: Run, grace: float) -> str:
     return f"{status.get('state')}: {status.get('reason') or 'done'}"
 
 
+def _stop_ray_job_after(run: Run, grace: float) -> str:
+    """A stopping Ray run: its ranks saw the stop file; the job is stopped if still there after grace."""
+    from . import ray_jobs
+
+    info = run.status().get("ray") or {}
+    try:
+        ray_jobs.wait_for_job(run, grace)
+        stopped = False
+    except TimeoutError:
+        ray_jobs.stop_job(info["address"], info["job_id"])
+        ray_jobs.wait_for_job(run, STOP_GRACE_S)
+        stopped = True
+    status = refresh(run)
+    if stopped:
+        return f"Ray job {info['job_id']} stopped after {grace:.0f} s without stopping (its last checkpoint is kept)"
+    return f"{status.get('state')}: {status.get('reason') or 'done'}"
+
+
 def resume(run: Run) -> Run:
     """Queue a stopped or failed run again in its folder; started, it continues from its checkpoint."""
     status = refresh(run)
@@ -434,7 +563,8 @@ def resume(run: Run) -> Run:
         stage="queued",
         reason=None,
         queued_at=time.time(),
-        slurm=None,  # a Slurm run gets a new job when it starts
+        slurm=None,  # a Slurm or Ray run gets a new job when it starts
+        ray=None,
     )
     return run
 

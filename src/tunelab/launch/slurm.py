@@ -27,7 +27,6 @@ Stopping and preemption:
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil
@@ -41,6 +40,7 @@ from ..hardware import Hardware
 from ..runs import PROCESS_LOG, STOP_FILE, Run
 from ..tasks import get_task
 from .command import LaunchCommand, Rendezvous, Resources, accelerate_command
+from .targets import RESOURCE_KEYS  # noqa: F401 - the Slurm options that are resources
 
 JOB_SCRIPT = "job.sbatch"
 REQUEUE_WARNING_S = 120  # Slurm's USR1 to the batch script this long before the time limit
@@ -81,58 +81,6 @@ def clean_options(options: dict[str, Any] | None) -> dict[str, Any]:
     if extra:
         out["sbatch_args"] = [str(a) for a in extra]
     return out
-
-
-RESOURCE_KEYS = ("nodes", "gpus_per_node", "cpus_per_task")
-
-
-def targets_file(path: str | Path | None = None) -> Path:
-    """The targets file: ``path``, else ``$XDG_CONFIG_HOME/tunelab/targets.yaml`` (~/.config/...)."""
-    if path:
-        return Path(path).expanduser()
-    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return config_home / "tunelab" / "targets.yaml"
-
-
-def load_targets(path: str | Path | None = None) -> dict[str, Any]:
-    """The Slurm defaults of the targets file (partition, time, account, qos, sbatch_args, nodes,
-    gpus_per_node, cpus_per_task), e.g.::
-
-        slurm:
-          partition: gpu
-          time: "04:00:00"
-          gpus_per_node: 4
-          sbatch_args: ["--constraint=a100"]
-
-    No file at the default place: no defaults. A named file that is missing or wrong is an error."""
-    import yaml
-
-    file = targets_file(path)
-    if not file.exists():
-        if path:
-            raise ConfigError(f"targets file {file} does not exist")
-        return {}
-    try:
-        data = yaml.safe_load(file.read_text()) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ConfigError(f"targets file {file} is not valid YAML{where}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("slurm", {}), dict):
-        raise ConfigError(f"targets file {file}: expected a mapping with a `slurm:` section")
-    unknown = sorted(set(data) - {"slurm"})
-    if unknown:
-        raise ConfigError(f"targets file {file}: unknown target(s) {', '.join(unknown)}; known: slurm")
-    slurm_section = dict(data.get("slurm") or {})
-    resources = {k: slurm_section.pop(k) for k in RESOURCE_KEYS if k in slurm_section}
-    for key, value in resources.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ConfigError(f"targets file {file}: slurm.{key} must be a whole number, got {value!r}")
-    try:
-        options = clean_options(slurm_section)
-    except ConfigError as e:
-        raise ConfigError(f"targets file {file}: {e}") from None
-    return {**options, **resources}
 
 
 def node_hardware(resources: Resources) -> Hardware:
@@ -410,11 +358,11 @@ def wait_for_job(run: Run, timeout: float | None = None, poll_s: float = 1.0) ->
 
 
 def describe(status: dict[str, Any]) -> str:
-    """'job 12 pending (Resources)' for lists and the app; '' for a run that is not a Slurm job."""
+    """'Slurm job 12 pending (Resources)' for lists and the app; '' for a run that is not a Slurm job."""
     info = status.get("slurm") or {}
     if not info.get("job_id"):
         return ""
     if status.get("state") not in ("queued", "running"):
-        return f"job {info['job_id']}"
-    text = f"job {info['job_id']} {str(info.get('state') or 'submitted').lower()}"
+        return f"Slurm job {info['job_id']}"
+    text = f"Slurm job {info['job_id']} {str(info.get('state') or 'submitted').lower()}"
     return text + (f" ({info['reason']})" if info.get("reason") else "")
