@@ -34,7 +34,7 @@ from .state import COLUMN_FIELDS, AppState, UserError, clean_message
 TASKS = tuple(t.app_name for t in REGISTRY.values())  # classification, causal-lm, masked-lm, distillation
 CLASSIFIER_TASKS = ("classification", "distillation")  # labeled data, a classifier comes out
 BASE_KINDS = ("default", "finished run", "local folder", "Hub id")
-TARGET_CHOICES = (("This machine", "local"), ("Slurm cluster", "slurm"))
+TARGET_CHOICES = (("This machine", "local"), ("Slurm cluster", "slurm"), ("Ray cluster", "ray"))
 
 # Where the widgets sit, in order: the main settings, three accordions, and (beside them) where it runs.
 SECTIONS = {
@@ -44,6 +44,7 @@ SECTIONS = {
     "distillation": "Distillation (task: distillation)",
     "target": None,
     "slurm": None,  # one row, shown when Run on is a Slurm cluster
+    "ray": None,  # one row, shown when Run on is a Ray cluster
 }
 
 
@@ -76,6 +77,7 @@ ALL = TASKS
 TEXTS = ("classification", "distillation")  # labeled texts, one label column
 DROPOUT_TASKS = ("classification", "masked-lm", "causal-lm")
 _slurm = lambda key, empty: lambda state: state.slurm_defaults.get(key) or empty  # noqa: E731
+_ray = lambda key, empty: lambda state: state.ray_defaults.get(key) or empty  # noqa: E731
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(
@@ -576,7 +578,7 @@ SETTINGS: tuple[Setting, ...] = (
         "unlabeled_file",
         "a dataset whose texts the teacher labels (its labels are not used)",
     ),
-    # where the run trains: this machine, or a Slurm cluster (blank Slurm fields: the targets file's default)
+    # where the run trains: this machine, a Slurm or a Ray cluster (blank fields: the targets file's default)
     Setting(
         "target",
         "radio",
@@ -584,7 +586,7 @@ SETTINGS: tuple[Setting, ...] = (
         "target",
         choices=TARGET_CHOICES,
         default="local",
-        info="a Slurm cluster needs this app's runs folder on its shared filesystem",
+        info="a cluster needs this app's runs folder on a filesystem its nodes share",
         elem_id="train-target",
     ),
     Setting(
@@ -609,6 +611,27 @@ SETTINGS: tuple[Setting, ...] = (
         info="0: the partition's default",
     ),
     Setting("slurm_time", "text", "Time limit", "slurm", default=_slurm("time", ""), placeholder="HH:MM:SS"),
+    Setting(
+        "ray_address",
+        "text",
+        "Ray address",
+        "ray",
+        default=_ray("address", ""),
+        placeholder="http://head:8265",
+        info="the cluster's dashboard, as `ray job submit --address` takes",
+    ),
+    Setting("ray_nodes", "int", "Nodes", "ray", default=_ray("nodes", 1), minimum=1),
+    Setting("ray_gpus_per_node", "int", "GPUs per node", "ray", default=_ray("gpus_per_node", 0), minimum=0),
+    Setting("ray_cpus_per_task", "int", "CPUs per node", "ray", default=_ray("cpus_per_task", 1), minimum=1),
+    Setting(
+        "ray_max_failures",
+        "int",
+        "Restarts",
+        "ray",
+        default=_ray("max_failures", 0),
+        minimum=0,
+        info="lost workers Ray Train restarts from the last checkpoint",
+    ),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 FIELDS = list(BY_NAME)  # the automation API's JSON settings, and the Train tab's inputs in this order

@@ -308,8 +308,8 @@ def submit(state: AppState, settings: dict[str, Any]) -> tuple[str, str]:
         raise UserError(str(e)) from None
     waiting = len(state.queue.queued())
     note = "it starts in a moment" if waiting <= 1 else f"{waiting} runs are waiting"
-    if where.target == "slurm":
-        note = "it is submitted to Slurm in a moment"
+    if where.target != "local":
+        note = f"it is submitted to {'Slurm' if where.target == 'slurm' else 'the Ray cluster'} in a moment"
     if first is not None:
         return (
             f"Queued **{first.id}** (masked-LM adaptation to this file's texts), then **{run.id}** "
@@ -375,8 +375,12 @@ def build(state: AppState) -> None:
             with gr.Column(scale=2):
                 build_section(state, "target", w)
                 (slurm_row,) = build_section(state, "slurm", w, visible=False)
+                (ray_row,) = build_section(state, "ray", w, visible=False)
                 w["target"].change(
-                    lambda t: gr.update(visible=t == "slurm"), [w["target"]], [slurm_row], api_name=False
+                    lambda t: (gr.update(visible=t == "slurm"), gr.update(visible=t == "ray")),
+                    [w["target"]],
+                    [slurm_row, ray_row],
+                    api_name=False,
                 )
                 with gr.Row():
                     check_btn = gr.Button("Check data", elem_id="train-check")

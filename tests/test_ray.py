@@ -5,6 +5,7 @@ submits a job that runs ``tunelab.launch.ray_driver``, whose Ray Train workers r
 from __future__ import annotations
 
 import csv
+import json
 import os
 import socket
 import subprocess
@@ -225,3 +226,83 @@ def test_a_run_folder_the_node_cannot_write_is_refused_in_one_line(tmp_path, cap
         f"error: the run folder {missing} is not there on the Ray node {socket.gethostname()}: put the runs "
         "dir on a filesystem every node of the cluster shares"
     )
+
+
+def test_a_run_submitted_from_the_app_to_the_ray_cluster_finishes_and_is_listed(
+    cluster, tiny_bert, data, tmp_path
+):
+    """Train tab "Run on: Ray cluster" through gradio_client, the address and nodes from a targets file."""
+    gradio_client = pytest.importorskip("gradio_client")
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from app.ui import build_app, launch_options
+
+    runs, data_dir = tmp_path / "runs", tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "reviews.csv").write_text(data.read_text())
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(f"ray:\n  address: {cluster.url}\n  nodes: 2\n")
+    demo = build_app(runs, data_dir, targets_file=targets)
+    _, url, _ = demo.launch(
+        server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_options(runs, data_dir)
+    )
+    try:
+        client = gradio_client.Client(url, verbose=False)
+        settings = {
+            "task": "classification",
+            "dataset": "reviews.csv",
+            "base_kind": "local folder",
+            "base_path": str(tiny_bert),
+            "num_train_epochs": 1,
+            "per_device_train_batch_size": 8,
+            "learning_rate": 1e-3,
+            "max_train_samples": 0,
+            "mixed_precision": "no",
+            "target": "ray",
+        }
+        _, command = client.predict(json.dumps(settings), api_name="/preview_run")
+        assert f"ray job submit --address {cluster.url}" in command and "--workers 2" in command, command
+        message, run_id = client.predict(json.dumps(settings), api_name="/submit_run")
+        assert run_id in message and "Ray cluster" in message, message
+        run = Run(runs / run_id)
+        until(lambda: lifecycle.refresh(run).get("state") in ("finished", "failed"), "the run to end", run)
+        assert run.status()["state"] == "finished", run.status()
+        assert "processes = 2, device = cpu" in (run.path / "train.log").read_text()
+        listed = {r["id"]: r for r in client.predict(api_name="/list_runs")}
+        assert listed[run_id]["state"] == "finished", listed
+    finally:
+        demo.tunelab_state.queue.shutdown()
+        demo.close()
+
+
+def test_a_lost_node_with_max_failures_1_restarts_from_the_last_checkpoint_and_ends_as_uninterrupted(
+    cluster, tiny_bert, data, tmp_path, submitted
+):
+    """The second node dies mid-run (its raylet and workers killed); a new node joins; Ray Train restarts
+    the worker group (FailureConfig(max_failures=1)) and the recipe continues from its last checkpoint."""
+    from tunelab.launch import Resources
+
+    run = lifecycle.prepare_run(
+        "cls",
+        run_config(tiny_bert, data),
+        Resources(nodes=2, cpus_per_task=1),
+        target="ray",
+        target_options={"address": cluster.url, "max_failures": 1},
+        runs_dir=tmp_path,
+        cwd=ROOT,
+    )
+    assert "--max-failures 1" in run.command()
+    job = lifecycle.start(run)
+    until(lambda: int(run.status().get("step") or 0) >= 12, "step 12", run)
+    (second,) = [node for node in cluster.list_all_nodes() if node is not cluster.head_node]
+    cluster.remove_node(second, allow_graceful=False)
+    cluster.add_node(num_cpus=1)  # room for the restarted worker group
+    status = lifecycle.wait(run, job, timeout=WAIT_S)
+    output = (run.path / "process.log").read_text(errors="replace")
+    assert status["state"] == "finished", (status, output[-4000:])
+    assert status["ray"]["state"] == "SUCCEEDED"
+    assert "Resumed from" in (run.path / "train.log").read_text(), output[-4000:]
+    reference, losses = train_losses(submitted[1]), train_losses(run)
+    assert losses.keys() == reference.keys()
+    for step, loss in reference.items():
+        assert losses[step] == pytest.approx(loss, rel=1e-4, abs=1e-6), step
