@@ -131,6 +131,8 @@ def test_train_target_ray_trains_two_gloo_workers_on_two_nodes_and_the_model_loa
 
     shown = tunelab("runs", "show", run.id, "--runs-dir", run.path.parent)
     assert f"ray (Ray job {job})" in shown.stdout, shown.stdout
+    job_logs = shown.stdout.split(f"all: ray job logs {job} --address")[1]
+    assert "(RayTrainWorker pid=" in job_logs, shown.stdout  # read from Ray through the Jobs API
 
 
 def until(condition, what: str, run: Run, timeout: float = WAIT_S):

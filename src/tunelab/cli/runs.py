@@ -137,6 +137,15 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     if tail:
         print(f"\nlog (last {args.lines} lines of {run.path / 'train.log'}):")
         print("  " + tail.replace("\n", "\n  "))
+    job = status.get("ray") or {}
+    if status.get("target") == "ray" and job.get("job_id"):  # the job's own output, from the Jobs API
+        from tunelab.launch.ray_jobs import job_logs
+
+        tail = "\n".join(job_logs(job["address"], job["job_id"]).splitlines()[-args.lines :])
+        print(
+            f"\nRay job logs (last {args.lines} lines; all: ray job logs {job['job_id']} --address {job['address']}):"
+        )
+        print("  " + (tail.replace("\n", "\n  ") if tail else "(the cluster does not answer)"))
     return 0
 
 
