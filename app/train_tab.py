@@ -363,6 +363,18 @@ def build_section(
     return made
 
 
+def build_target(state: AppState, w: dict[str, Any]) -> None:
+    """Run on: this machine, or a cluster whose row of settings shows when it is chosen."""
+    build_section(state, "target", w)
+    rows = {name: build_section(state, name, w, visible=False)[0] for name in ("slurm", "ray")}
+    w["target"].change(
+        lambda t: tuple(gr.update(visible=t == name) for name in rows),
+        [w["target"]],
+        list(rows.values()),
+        api_name=False,
+    )
+
+
 def build(state: AppState) -> None:
     with gr.Tab("Train", id="train") as tab:
         w: dict[str, Any] = {}  # every setting's widget, by name (app/settings.py declares them)
@@ -373,15 +385,7 @@ def build(state: AppState) -> None:
                     with gr.Accordion(SECTIONS[section], open=False):
                         build_section(state, section, w)
             with gr.Column(scale=2):
-                build_section(state, "target", w)
-                (slurm_row,) = build_section(state, "slurm", w, visible=False)
-                (ray_row,) = build_section(state, "ray", w, visible=False)
-                w["target"].change(
-                    lambda t: (gr.update(visible=t == "slurm"), gr.update(visible=t == "ray")),
-                    [w["target"]],
-                    [slurm_row, ray_row],
-                    api_name=False,
-                )
+                build_target(state, w)
                 with gr.Row():
                     check_btn = gr.Button("Check data", elem_id="train-check")
                     estimate_btn = gr.Button("Estimate", elem_id="train-estimate")
