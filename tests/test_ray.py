@@ -47,12 +47,12 @@ def cluster():
         made.shutdown()
 
 
-def tunelab(*args: str) -> subprocess.CompletedProcess:
+def tunelab(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(BIN), *map(str, args)],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=cwd,
         env={**os.environ, "RAY_DISABLE_USAGE_STATS": "1"},
         timeout=WAIT_S,
     )
@@ -87,14 +87,16 @@ def data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def submitted(cluster, tiny_bert, data, tmp_path_factory):
-    """`tunelab train cls --target ray --nodes 2 --wait`, uninterrupted: (the command's result, its run)."""
-    runs = tmp_path_factory.mktemp("ray-runs")
+    """`tunelab train cls --target ray --nodes 2 --wait`, uninterrupted: (the command's result, its run).
+    From a project folder with a relative runs dir, as a user types it: the workers find the config."""
+    project = tmp_path_factory.mktemp("ray-project")
     flags = [f"--{k}={v}" for k, v in run_config(tiny_bert, data).items()]
     proc = tunelab(
         *("train", "cls", "--target", "ray", "--ray-address", cluster.url, "--nodes", "2"),
-        *("--cpus-per-node", "1", "--wait", "--runs-dir", runs, *flags),
+        *("--cpus-per-node", "1", "--wait", "--runs-dir", "runs", *flags),
+        cwd=project,
     )
-    (run,) = list_runs(runs)
+    (run,) = list_runs(project / "runs")
     return proc, run
 
 
@@ -118,7 +120,7 @@ def test_train_target_ray_trains_two_gloo_workers_on_two_nodes_and_the_model_loa
     assert "processes = 2, device = cpu" in log, log[-2000:]
     assert "total batch size (with parallel, accumulation) = 8" in log
     assert len(train_losses(run)) == STEPS
-    assert "ray job submit --address" in run.command()
+    assert "ray job submit --address" in run.command() and "--config runs/" in run.command()
     output = (run.path / "process.log").read_text()  # the job's output, also in the run folder
     assert "(RayTrainWorker pid=" in output and "processes = 2, device = cpu" in output, output[-3000:]
 
@@ -159,7 +161,7 @@ def test_stop_mid_run_checkpoints_and_resume_ends_as_the_uninterrupted_run(
         cwd=ROOT,
     )
     first = lifecycle.start(run)
-    until(lambda: int(run.status().get("step") or 0) >= 12, "step 12", run)
+    until(lambda: int(run.status().get("step") or 0) >= 6, "step 6", run)  # early: CI's machines are fast
     said = lifecycle.stop(run, grace=WAIT_S)
     status = run.status()
     assert status["state"] == "stopped", (said, status)
@@ -295,7 +297,7 @@ def test_a_lost_node_with_max_failures_1_restarts_from_the_last_checkpoint_and_e
     )
     assert "--max-failures 1" in run.command()
     job = lifecycle.start(run)
-    until(lambda: int(run.status().get("step") or 0) >= 12, "step 12", run)
+    until(lambda: run.checkpoints(), "the first checkpoint (step 5)", run)  # early: CI's machines are fast
     (second,) = [node for node in cluster.list_all_nodes() if node is not cluster.head_node]
     cluster.remove_node(second, allow_graceful=False)
     cluster.add_node(num_cpus=1)  # room for the restarted worker group

@@ -1,7 +1,7 @@
 """A recipe on a Ray cluster, through Ray Train:
 
     python -m tunelab.launch.ray_driver --workers N [--use-gpu] [--cpus-per-worker C] [--address ADDR]
-        [--mixed-precision P] [--max-failures F] [--run-dir DIR] [--storage-path DIR]
+        [--mixed-precision P] [--max-failures F] [--run-dir DIR] [--cwd DIR] [--storage-path DIR]
         recipes/<recipe>.py <recipe arguments>
 
 Ray Train's ``TorchTrainer`` starts N workers on the cluster (``ScalingConfig``) and links them in one
@@ -66,6 +66,7 @@ def run_recipe(config: dict[str, Any]) -> None:
     why = unwritable(config.get("run_dir"))
     if why:
         raise RuntimeError(why)
+    os.chdir(config["cwd"])  # the recipe's relative paths are the driver's (a Ray worker starts elsewhere)
     os.environ.update(config["env"])
     # The recipe logs to the console as it does in a local launch (rank 0 tells, the others warn):
     # Ray Train's own console handler on the root logger would show every line again, from every rank.
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         help="where the workers go (Ray's placement strategies; SPREAD: one per node where it can)",
     )
     parser.add_argument("--run-dir", default=None, help="the run folder: refused when a node cannot write it")
+    parser.add_argument("--cwd", default=None, help="where the recipe's relative paths start (default: here)")
     parser.add_argument(
         "--storage-path", default=None, help="Ray Train's own results (default: ~/ray_results)"
     )
@@ -116,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     if why:
         print(f"error: {why}", file=sys.stderr)
         return 2
+    if ns.cwd:
+        os.chdir(ns.cwd)
 
     for key, value in DRIVER_LOG_ENV.items():  # read when Ray is imported
         os.environ.setdefault(key, value)
@@ -137,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             "env": worker_environment(recipe, ns.recipe_args, ns.mixed_precision, ns.use_gpu),
             "cpus_per_worker": ns.cpus_per_worker,
             "run_dir": ns.run_dir,
+            "cwd": os.getcwd(),
         },
         scaling_config=ScalingConfig(
             num_workers=ns.workers,

@@ -100,7 +100,7 @@ def driver_argv(run: Run, record: dict[str, Any], config: dict[str, Any]) -> lis
         # "auto" is resolved by the recipe on the workers' own devices ("no" lets it choose).
         *("--mixed-precision", "no" if precision == "auto" else precision),
         *("--max-failures", str(options.get("max_failures") or 0)),
-        *("--run-dir", str(folder), "--storage-path", str(folder / "ray")),
+        *("--run-dir", str(folder), "--cwd", str(cwd), "--storage-path", str(folder / "ray")),
         shown_path(get_task(record["task"]).recipe_path(), cwd),
         *recipe_args(run, record, resume=False),
         *("--resume_from_checkpoint", "latest"),
@@ -108,13 +108,10 @@ def driver_argv(run: Run, record: dict[str, Any], config: dict[str, Any]) -> lis
 
 
 def entrypoint(run: Run, record: dict[str, Any], config: dict[str, Any]) -> str:
-    """The job's entrypoint: the driver, from the recorded working directory, its output also appended
-    to the run's process.log (its exit status is the driver's)."""
+    """The job's entrypoint: the driver (which checks the run folder, then works from the recorded
+    directory), its output also appended to the run's process.log (its exit status is the driver's)."""
     log = shlex.quote(str(run.path.resolve() / PROCESS_LOG))
-    inner = (
-        f"set -o pipefail; cd {shlex.quote(record['cwd'])} && "
-        f"{shlex.join(driver_argv(run, record, config))} 2>&1 | tee -a {log}"
-    )
+    inner = f"set -o pipefail; {shlex.join(driver_argv(run, record, config))} 2>&1 | tee -a {log}"
     return f"bash -c {shlex.quote(inner)}"
 
 
