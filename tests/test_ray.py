@@ -279,11 +279,14 @@ def test_a_run_submitted_from_the_app_to_the_ray_cluster_finishes_and_is_listed(
         demo.close()
 
 
-def test_a_lost_node_with_max_failures_1_restarts_from_the_last_checkpoint_and_ends_as_uninterrupted(
-    cluster, tiny_bert, data, tmp_path, submitted
+@pytest.mark.parametrize("max_failures", [0, 1])
+def test_a_lost_node_fails_the_run_or_with_max_failures_restarts_it_and_it_ends_as_uninterrupted(
+    cluster, tiny_bert, data, tmp_path, submitted, max_failures
 ):
-    """The second node dies mid-run (its raylet and workers killed); a new node joins; Ray Train restarts
-    the worker group (FailureConfig(max_failures=1)) and the recipe continues from its last checkpoint."""
+    """The second node dies mid-run (its raylet and workers killed) and a new node joins. With
+    --max-failures 1 Ray Train restarts the worker group and the recipe continues from its last
+    checkpoint; with 0 the run fails as Ray reports it, its checkpoint kept, and Resume continues it.
+    Either way every step's loss is the uninterrupted run's."""
     from tunelab.launch import Resources
 
     run = lifecycle.prepare_run(
@@ -291,11 +294,11 @@ def test_a_lost_node_with_max_failures_1_restarts_from_the_last_checkpoint_and_e
         run_config(tiny_bert, data),
         Resources(nodes=2, cpus_per_task=1),
         target="ray",
-        target_options={"address": cluster.url, "max_failures": 1},
+        target_options={"address": cluster.url, "max_failures": max_failures},
         runs_dir=tmp_path,
         cwd=ROOT,
     )
-    assert "--max-failures 1" in run.command()
+    assert f"--max-failures {max_failures}" in run.command()
     job = lifecycle.start(run)
     until(lambda: run.checkpoints(), "the first checkpoint (step 5)", run)  # early: CI's machines are fast
     (second,) = [node for node in cluster.list_all_nodes() if node is not cluster.head_node]
@@ -303,6 +306,13 @@ def test_a_lost_node_with_max_failures_1_restarts_from_the_last_checkpoint_and_e
     cluster.add_node(num_cpus=1)  # room for the restarted worker group
     status = lifecycle.wait(run, job, timeout=WAIT_S)
     output = (run.path / "process.log").read_text(errors="replace")
+    if not max_failures:
+        assert status["state"] == "failed" and status["ray"]["state"] == "FAILED", (status, output[-4000:])
+        assert status["reason"].startswith(f"Ray job {job.job_id} ended FAILED: "), status["reason"]
+        assert run.checkpoints()
+        lifecycle.resume(run)
+        status = lifecycle.wait(run, lifecycle.start(run), timeout=WAIT_S)
+        output = (run.path / "process.log").read_text(errors="replace")
     assert status["state"] == "finished", (status, output[-4000:])
     assert status["ray"]["state"] == "SUCCEEDED"
     assert "Resumed from" in (run.path / "train.log").read_text(), output[-4000:]
