@@ -294,7 +294,10 @@ def register(commands) -> None:
         "  tunelab train clm --train_file input.txt --num-processes 2 --mixed-precision bf16\n"
         "  tunelab train mlm --train_file notes.txt --max_train_steps 300 --output_dir runs/mlm-notes\n"
         "  tunelab train cls --train_file labelled.csv --model_name_or_path runs/mlm-notes\n"
-        "  tunelab train distill --train_file labelled.csv --teacher_name_or_path runs/cls-big",
+        "  tunelab train distill --train_file labelled.csv --teacher_name_or_path runs/cls-big\n"
+        "  tunelab train cls --train_file /shared/reviews.csv --runs-dir /shared/runs --target slurm --nodes 2\n"
+        "  tunelab train cls --train_file /shared/reviews.csv --runs-dir /shared/runs --target ray \\\n"
+        "      --ray-address http://head:8265 --nodes 2 --gpus-per-node 4",
         allow_abbrev=False,
     )
     train.add_argument(
