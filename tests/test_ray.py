@@ -330,3 +330,22 @@ def test_a_lost_node_fails_the_run_or_with_max_failures_restarts_it_and_it_ends_
     assert losses.keys() == reference.keys()
     for step, loss in reference.items():
         assert losses[step] == pytest.approx(loss, rel=1e-4, abs=1e-6), step
+
+
+def test_a_failed_jobs_reason_is_the_drivers_line_even_when_rays_forwarded_logs_come_after_it():
+    from tunelab.launch.ray_jobs import failure_line
+
+    output = (
+        "(RayTrainWorker pid=2916) RuntimeError: Connection closed by peer\n"
+        "error: the run failed on the Ray cluster: Training failed due to worker errors: A worker health "
+        "check failed\n"
+        "(TrainController pid=2796) ray.exceptions.ActorDiedError: The actor died unexpectedly\n"
+    )
+    assert failure_line(output) == (
+        "error: the run failed on the Ray cluster: Training failed due to worker errors: A worker health check "
+        "failed"
+    )
+    assert (
+        failure_line(output.splitlines()[0])
+        == "(RayTrainWorker pid=2916) RuntimeError: Connection closed by peer"
+    )

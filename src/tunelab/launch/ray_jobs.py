@@ -211,8 +211,6 @@ def job_logs(address: str, job_id: str) -> str:
 
 def settle(run: Run, txn) -> dict[str, Any]:
     """status.json against Ray's view of the run's job (called under the run's status lock)."""
-    from .lifecycle import last_error_line
-
     status = txn.status
     info = status.get("ray") or {}
     job, address = info.get("job_id"), info.get("address")
@@ -232,7 +230,7 @@ def settle(run: Run, txn) -> dict[str, Any]:
         request = run.stop_request()
         if request or state == "STOPPED" and status.get("stage") == "stopping":
             return txn.update(state="stopped", stage="stopped", reason="stopped by request", ray=fields)
-        last = last_error_line(run) or _last_error(job_logs(address, job)) or _one_line(message, 300)
+        last = failure_line(_read_log(run)) or failure_line(job_logs(address, job)) or _one_line(message, 300)
         why = f"Ray job {job} ended {state}"
         return txn.update(
             state="failed", stage="failed", reason=why + (f": {last}" if last else ""), ray=fields
@@ -240,9 +238,19 @@ def settle(run: Run, txn) -> dict[str, Any]:
     return txn.update(ray=fields)
 
 
-def _last_error(text: str) -> str:
-    lines = text.splitlines()
-    return next((ln.strip()[:300] for ln in reversed(lines) if "error" in ln.lower() and ln.strip()), "")
+def failure_line(text: str) -> str:
+    """Why a job failed, from its output: the driver's or the recipe's one-line error ('error: ...'), else
+    the last line naming an error (Ray's forwarded worker logs can arrive after the driver's line)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    said = next((ln for ln in reversed(lines) if ln.startswith("error: ")), "")
+    return (said or next((ln for ln in reversed(lines) if "error" in ln.lower()), ""))[:300]
+
+
+def _read_log(run: Run) -> str:
+    try:
+        return (run.path / PROCESS_LOG).read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def wait_for_job(run: Run, timeout: float | None = None, poll_s: float = 1.0) -> str:
