@@ -12,6 +12,7 @@ After ``STOP_GRACE_S`` a run still alive is killed (its last complete checkpoint
 
 from __future__ import annotations
 
+import abc
 import os
 import subprocess
 import sys
@@ -226,10 +227,12 @@ def start_slurm(run: Run, record: dict[str, Any], startable: tuple[str, ...]) ->
     return SlurmJob(run, job_id)
 
 
-class ClusterJob:
-    """A submitted run's job on a cluster, with the part of Popen's interface callers use (poll, wait)."""
+class ClusterJob(abc.ABC):
+    """A submitted run's job on a cluster, with the part of Popen's interface callers use (poll, wait),
+    and ``cancel``."""
 
     kind = "cluster"
+    ended = "cancelled"  # what cancel does, in the cluster's words
 
     def __init__(self, run: Run, job_id: str):
         self.run, self.job_id, self.args = run, job_id, [self.kind, job_id]
@@ -237,9 +240,26 @@ class ClusterJob:
     def __str__(self) -> str:
         return f"{self.kind} job {self.job_id}"
 
+    @abc.abstractmethod
     def cancel(self) -> None:
         """End the job at once (its last complete checkpoint is kept)."""
-        raise NotImplementedError
+
+    @abc.abstractmethod
+    def poll(self) -> int | None:
+        """None while the job is queued or running, else 0 when it succeeded and 1 when not."""
+
+    @abc.abstractmethod
+    def wait(self, timeout: float | None = None) -> int:
+        """Until the job has ended (``subprocess.TimeoutExpired`` after ``timeout``); ``poll``'s code."""
+
+
+def cluster_job(run: Run) -> ClusterJob | None:
+    """The run's current job on its cluster; None for a local run or one not submitted yet."""
+    status = run.status()
+    kinds = {"slurm": SlurmJob, "ray": RayJob}
+    target = status.get("target")
+    job_id = (status.get(target) or {}).get("job_id") if target in kinds else None
+    return kinds[target](run, str(job_id)) if job_id else None
 
 
 class SlurmJob(ClusterJob):
@@ -292,6 +312,7 @@ def start_ray(run: Run, record: dict[str, Any], startable: tuple[str, ...]) -> R
 
 class RayJob(ClusterJob):
     kind = "Ray"
+    ended = "stopped"
 
     def cancel(self) -> None:
         from . import ray_jobs
@@ -468,16 +489,9 @@ def stop(
     (``block=False``: what is happening; the kill, if needed, comes from a background thread)."""
     status = refresh(run)
     state = status.get("state")
-    job = (status.get("slurm") or {}).get("job_id") if status.get("target") == "slurm" else None
-    if state == "queued" and job:  # pending in Slurm's queue
-        from . import slurm
-
-        slurm.cancel(str(job))
-    ray_job = (status.get("ray") or {}) if status.get("target") == "ray" else {}
-    if state == "queued" and ray_job.get("job_id"):  # pending on the Ray cluster
-        from . import ray_jobs
-
-        ray_jobs.stop_job(ray_job["address"], ray_job["job_id"])
+    job = cluster_job(run)
+    if state == "queued" and job:  # pending in the cluster's queue
+        job.cancel()
     if state == "queued":
         run.update_status(
             expect=("queued",), state="stopped", stage="stopped", reason="removed from the queue"
@@ -494,10 +508,9 @@ def stop(
 
 
 def _kill_after(run: Run, grace: float) -> str:
-    if run.status().get("target") == "slurm":
-        return _cancel_after(run, grace)
-    if run.status().get("target") == "ray":
-        return _stop_ray_job_after(run, grace)
+    job = cluster_job(run)
+    if job:
+        return _cancel_after(run, job, grace)
     deadline = time.monotonic() + grace
     ref = ProcessRef.from_dict(run.status().get("process"))
     while is_alive(ref, run.id) and time.monotonic() < deadline:
@@ -512,39 +525,19 @@ def _kill_after(run: Run, grace: float) -> str:
     return f"{status.get('state')}: {status.get('reason') or 'done'}"
 
 
-def _cancel_after(run: Run, grace: float) -> str:
-    """A stopping Slurm run: its ranks saw the stop file; the job is cancelled if still there after grace."""
-    from . import slurm
-
-    job = str((run.status().get("slurm") or {}).get("job_id"))
+def _cancel_after(run: Run, job: ClusterJob, grace: float) -> str:
+    """A stopping cluster run: its ranks saw the stop file; its job is cancelled (Slurm's scancel, Ray's
+    stop_job) if still there after grace."""
     try:
-        slurm.wait_for_job(run, grace)
+        job.wait(grace)
         cancelled = False
-    except TimeoutError:
-        slurm.cancel(job)
-        slurm.wait_for_job(run, STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        job.cancel()
+        job.wait(STOP_GRACE_S)
         cancelled = True
     status = refresh(run)
     if cancelled:
-        return f"Slurm job {job} cancelled after {grace:.0f} s without stopping (its last checkpoint is kept)"
-    return f"{status.get('state')}: {status.get('reason') or 'done'}"
-
-
-def _stop_ray_job_after(run: Run, grace: float) -> str:
-    """A stopping Ray run: its ranks saw the stop file; the job is stopped if still there after grace."""
-    from . import ray_jobs
-
-    info = run.status().get("ray") or {}
-    try:
-        ray_jobs.wait_for_job(run, grace)
-        stopped = False
-    except TimeoutError:
-        ray_jobs.stop_job(info["address"], info["job_id"])
-        ray_jobs.wait_for_job(run, STOP_GRACE_S)
-        stopped = True
-    status = refresh(run)
-    if stopped:
-        return f"Ray job {info['job_id']} stopped after {grace:.0f} s without stopping (its last checkpoint is kept)"
+        return f"{job} {job.ended} after {grace:.0f} s without stopping (its last checkpoint is kept)"
     return f"{status.get('state')}: {status.get('reason') or 'done'}"
 
 
