@@ -39,6 +39,7 @@ from tunelab.recipe import (
     setup_logging,
     start_trackers,
 )
+from tunelab.sparse_embeddings import enable_sparse_embeddings
 from tunelab.train import Task, build_accelerator, classification_loss, train
 
 logger = logging.getLogger("tunelab")
@@ -119,6 +120,8 @@ def main(argv: list[str] | None = None) -> None:
         logger.info("Model: %s (%s parameters)", data_args.model_name_or_path, f"{count_parameters(model):,}")
         if data_args.freeze_embeddings:
             model.get_input_embeddings().requires_grad_(False)
+        if data_args.sparse_embeddings and not lora_args.use_peft:
+            enable_sparse_embeddings(model, train_args, accelerator.num_processes)
         if lora_args.use_peft:
             model = wrap_lora(
                 model,

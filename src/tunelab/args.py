@@ -290,6 +290,14 @@ class ClassificationArguments:
             "a MiniLM's weights), so each step is faster, most on a CPU."
         },
     )
+    sparse_embeddings: bool = field(
+        default=False,
+        metadata={
+            "help": "Update only the word-embedding rows of each batch's tokens (sparse gradients, torch's "
+            "SparseAdam; the other weights keep the optimizer): faster steps with the embeddings still "
+            "learning. One process, adamw/adam."
+        },
+    )
     hidden_dropout: float | None = field(
         default=None, metadata={"help": "Dropout of the encoder's hidden states (model default if unset)."}
     )
