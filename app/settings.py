@@ -383,6 +383,16 @@ SETTINGS: tuple[Setting, ...] = (
         info="far less padding, so faster steps, at the same accuracy",
     ),
     Setting(
+        "sparse_embeddings",
+        "bool",
+        "Sparse word-embedding updates",
+        "advanced",
+        6,
+        tasks=("classification",),
+        default=True,
+        info="only the rows of each batch's tokens are updated: faster steps, same accuracy (README)",
+    ),
+    Setting(
         "freeze_embeddings",
         "bool",
         "Freeze word embeddings",
