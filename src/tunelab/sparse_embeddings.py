@@ -7,6 +7,11 @@ hundred of its 30,522. With ``sparse_embeddings`` the embedding gives a sparse g
 batch did not touch keep their moments and weights), while every other weight keeps the configured dense
 optimizer. Measured on the embedded MiniLM, batch 32, bf16, 2-core Xeon: a step 13% faster.
 
+SparseAdam runs with beta1 = 0: with momentum, a lazy update gives a row about a tenth of the step dense
+Adam spreads over the following steps (its moment keeps moving the row after the batch), and rare tokens
+barely learn. Full SST-2, the shipped config: 0.899 validation accuracy with beta1 0.9, 0.911 with 0
+(dense AdamW: 0.908).
+
 Not for tied embeddings (the decoder of a language model shares them and needs a dense gradient), several
 processes (NCCL reduces no sparse gradient), ``torch_compile``, LoRA or frozen embeddings.
 """
