@@ -58,6 +58,7 @@ from tunelab.recipe import (
     setup_logging,
     start_trackers,
 )
+from tunelab.sparse_embeddings import enable_sparse_embeddings
 from tunelab.train import Task, build_accelerator, train
 
 logger = logging.getLogger("tunelab")
@@ -133,6 +134,10 @@ def main(argv: list[str] | None = None) -> None:
             student.config.num_hidden_layers,
             f"{count_parameters(student):,}",
         )
+        if data_args.freeze_embeddings:
+            student.get_input_embeddings().requires_grad_(False)
+        if data_args.sparse_embeddings:
+            enable_sparse_embeddings(student, train_args, accelerator.num_processes)
 
         if main_process:
             run.update_status(stage="tokenizing")

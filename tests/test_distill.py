@@ -104,6 +104,8 @@ def test_distilled_student_has_half_the_layers_starts_from_the_teacher_and_learn
         "16",
         "--seed",
         "7",
+        "--sparse_embeddings",  # the student's word embeddings: row by row, as in bert_cls.py
+        "true",
         # fp32 everywhere: the cached logits are compared with an fp32 forward below (with bf16, which
         # `auto` picks on a CPU with AMX, they differ by ~1e-2, as any bf16 forward does)
         "--mixed_precision",
@@ -113,6 +115,7 @@ def test_distilled_student_has_half_the_layers_starts_from_the_teacher_and_learn
         env=ONE_THREAD,
     )
     assert Run(out).status()["state"] == "finished"
+    assert "Word embeddings: sparse gradients" in (out / "train.log").read_text()
     report = json.loads((out / "eval_results.json").read_text())
     # Half the layers, and the config says so (the saved student loads with plain transformers).
     assert report["teacher"]["layers"] == 2 and report["student"]["layers"] == 1
