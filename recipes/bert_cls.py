@@ -120,8 +120,6 @@ def main(argv: list[str] | None = None) -> None:
         logger.info("Model: %s (%s parameters)", data_args.model_name_or_path, f"{count_parameters(model):,}")
         if data_args.freeze_embeddings:
             model.get_input_embeddings().requires_grad_(False)
-        if data_args.sparse_embeddings and not lora_args.use_peft:
-            enable_sparse_embeddings(model, train_args, accelerator.num_processes)
         if lora_args.use_peft:
             model = wrap_lora(
                 model,
@@ -131,6 +129,9 @@ def main(argv: list[str] | None = None) -> None:
                 lora_args.lora_dropout,
                 lora_args.lora_target_modules,
             )
+
+        if data_args.sparse_embeddings:  # after LoRA, which freezes them: then they stay dense
+            enable_sparse_embeddings(model, train_args, accelerator.num_processes)
 
         train_dl, eval_dl = classification_dataloaders(
             train_set,

@@ -10,8 +10,9 @@ import pytest
 import torch
 from conftest import run_recipe, sentiment_rows
 
+from tunelab.args import TrainingArguments
 from tunelab.runs import Run
-from tunelab.sparse_embeddings import clip_grad_norm
+from tunelab.sparse_embeddings import clip_grad_norm, enable_sparse_embeddings
 
 ARGS = [
     "--per_device_train_batch_size", "8",
@@ -94,3 +95,30 @@ def test_clipping_scales_sparse_and_dense_gradients_by_the_norm_over_both():
     clipped = [embedding.weight.grad.to_dense(), linear.weight.grad, linear.bias.grad]
     for got, before in zip(clipped, dense_grads, strict=True):
         assert torch.allclose(got, before * scale, rtol=1e-4, atol=1e-7)
+
+
+def test_where_sparse_updates_cannot_work_the_embeddings_stay_dense_and_the_log_says_why(caplog):
+    from transformers import BertConfig, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel
+
+    def sparse_after(model, processes=1, **args):
+        caplog.clear()
+        with caplog.at_level("INFO", logger="tunelab.sparse_embeddings"):
+            enabled = enable_sparse_embeddings(model, TrainingArguments(**args), processes)
+        assert enabled == model.get_input_embeddings().sparse
+        return enabled, caplog.text
+
+    def bert():
+        return BertForSequenceClassification(
+            BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=1)
+        )
+
+    enabled, log = sparse_after(bert())
+    assert enabled and "sparse gradients" in log
+    assert "densely: several processes" in sparse_after(bert(), processes=2)[1]
+    assert "densely: torch_compile" in sparse_after(bert(), torch_compile=True)[1]
+    assert "densely: optimizer sgd" in sparse_after(bert(), optimizer="sgd")[1]
+    frozen = bert()
+    frozen.get_input_embeddings().requires_grad_(False)
+    assert "frozen" in sparse_after(frozen)[1]
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=8, n_layer=1, n_head=1))
+    assert "tied to the output layer" in sparse_after(gpt2)[1]

@@ -33,19 +33,22 @@ def enable_sparse_embeddings(model: torch.nn.Module, args: Any, num_processes: i
     why not and keep them dense. ``args`` are the run's TrainingArguments."""
     embeddings = model.get_input_embeddings()
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    reason = None
-    if num_processes > 1:
-        reason = "several processes (their gradients are reduced dense)"
+    if isinstance(embeddings, torch.nn.Embedding) and not embeddings.weight.requires_grad:
+        logger.info("sparse_embeddings: the word embeddings are frozen (freeze_embeddings or LoRA).")
+        return False
+    dense = None  # why they are updated densely here
+    if not isinstance(embeddings, torch.nn.Embedding):
+        dense = f"they are a {type(embeddings).__name__}, not an nn.Embedding"
+    elif num_processes > 1:
+        dense = "several processes reduce their gradients dense"
     elif args.torch_compile:
-        reason = "torch_compile"
+        dense = "torch_compile traces dense gradients"
     elif args.optimizer not in SPARSE_OPTIMIZERS:
-        reason = f"optimizer {args.optimizer} (sparse updates are Adam's: adamw or adam)"
-    elif not isinstance(embeddings, torch.nn.Embedding) or not embeddings.weight.requires_grad:
-        reason = "embeddings that are not trained (frozen, or LoRA)"
+        dense = f"optimizer {args.optimizer}: sparse updates are Adam's (adamw or adam)"
     elif output is not None and output.weight is embeddings.weight:
-        reason = "embeddings tied to the output layer"
-    if reason:
-        logger.info("sparse_embeddings: not with %s; the embeddings are updated densely.", reason)
+        dense = "they are tied to the output layer"
+    if dense:
+        logger.info("sparse_embeddings: the word embeddings are updated densely: %s.", dense)
         return False
     embeddings.sparse = True
     logger.info("Word embeddings: sparse gradients, updated row by row (SparseAdam).")
