@@ -61,8 +61,11 @@ def measure_step(
     repeats: int = 3,
     steps_per_epoch: int = 1,
     num_processes: int = 1,
+    enough_seconds: float = 2.0,
 ) -> Estimate:
-    """Time ``repeats`` training steps after one warm-up step; the model is left trained a little (a copy).
+    """Time up to ``repeats`` training steps after one warm-up step, fewer once the timed ones add up to
+    ``enough_seconds`` (a slow step is measured well by itself, and the user waits for each one); the
+    median is the step's time. The model is left trained a little (a copy).
     ``model(**batch)`` returns the loss, or an output with ``.loss``. "auto" precision is the training's
     own pick (tunelab.hardware.resolve_precision)."""
     from .hardware import detect_hardware, resolve_precision
@@ -78,8 +81,10 @@ def measure_step(
     rss_before = _rss_bytes()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times = []
+    times: list[float] = []
     for i in range(repeats + 1):
+        if sum(times) >= enough_seconds:
+            break
         start = time.perf_counter()
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             out = model(**batch)
