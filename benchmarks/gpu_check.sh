@@ -67,6 +67,7 @@ python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 
 }
 OUT=${OUT:-benchmarks/results/gpu_check}
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
 WORK=$(mktemp -d)
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" \
   "$WHEELS"/*.whl
@@ -75,7 +76,11 @@ export TUNELAB_SHARED_DATA="$PWD/$WHEELS/data" HF_HUB_OFFLINE=1 TQDM_DISABLE=1 T
 SST2="$TUNELAB_SHARED_DATA/sst2"
 
 step() { echo; echo "=== $1 ($(date +%T))"; }
-fail() { echo "GPU CHECK FAILED: $1" >&2; exit 1; }
+fail() {  # the runs' logs come back with $OUT (their models stay behind)
+  if [[ -d $WORK/runs ]]; then (cd "$WORK" && find runs -name '*.log' -exec cp --parents {} "$OUT" \;); fi
+  echo "GPU CHECK FAILED: $1" >&2
+  exit 1
+}
 
 step "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
@@ -113,10 +118,11 @@ cp "$LOG" "$OUT/planned_run_train.log"
 
 step "2. GPT-2 124M: TuneLab's recipe vs a plain compiled PyTorch loop"
 timeout 200 python3 benchmarks/gpt2_gpu.py --steps 60 --batch 16 \
-  --train_file "$TUNELAB_SHARED_DATA/tinyshakespeare/input.txt" --out "$OUT/gpt2_gpu.json" | tail -6
+  --train_file "$TUNELAB_SHARED_DATA/tinyshakespeare/input.txt" --out "$OUT/gpt2_gpu.json" | tail -6 ||
+  fail "the GPT-2 benchmark failed (its error is above)"
 
 step "3. bert_cls, BERT-base-sized from scratch, 20,000 SST-2 sentences: TuneLab vs the Trainer at its best"
 timeout 200 python3 benchmarks/bert_cls_vs_trainer.py --model "$BERT" --samples 20000 --no-compile \
-  --output "$OUT/bert_cls_gpu.json" | tail -6
+  --output "$OUT/bert_cls_gpu.json" | tail -6 || fail "the bert_cls benchmark failed (its error is above)"
 
 step "done: results in $OUT"
