@@ -170,7 +170,7 @@ def trainer_worker(out: Path, samples: int, model_path: str, best: bool, compile
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(data.labels))
     import torch
 
-    gpu = torch.cuda.is_available()
+    gpu = on_gpu()
     bf16 = best and (torch.cuda.is_bf16_supported() if gpu else cpu_has_fast_bf16())
     args = TrainingArguments(
         output_dir=str(out / "model"),

@@ -8,6 +8,7 @@ import time
 
 import pytest
 import torch
+from transformers import AutoModelForSequenceClassification
 
 from tunelab.estimate import estimate_classification, measure_step
 
@@ -31,9 +32,9 @@ def test_a_step_is_timed_after_a_warm_up_until_three_steps_or_two_seconds(delay,
     model = TimedStep(delay)
     result = measure_step(model, {"x": torch.ones(4)}, "no", steps_per_epoch=10)
     assert model.calls == calls  # the warm-up, then 3 fast steps, or 2 slow ones (2.4 s >= 2 s)
-    assert delay <= result.step_seconds < delay + 0.25
+    assert delay <= result.step_seconds < 1.5 * delay + 0.1  # a step's time, not the steps' sum
     assert result.epoch_seconds == pytest.approx(10 * result.step_seconds)
-    assert (result.parameters, result.trainable, result.device) == (4, 4, "CPU")
+    assert (result.parameters, result.trainable) == (4, 4)
 
 
 def test_a_classifier_is_measured_on_the_data_and_its_epoch_counts_its_steps(tiny_bert):
@@ -41,8 +42,6 @@ def test_a_classifier_is_measured_on_the_data_and_its_epoch_counts_its_steps(tin
     result = estimate_classification(
         str(tiny_bert), texts, ["neg", "pos"], rows=100, batch_size=8, max_length=16
     )
-    from transformers import AutoModelForSequenceClassification
-
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
     assert result.parameters == sum(p.numel() for p in model.parameters())
     assert result.steps_per_epoch == math.ceil(100 / 8)
