@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:  # the app is a package at the repo root, not inst
 gradio_client = pytest.importorskip("gradio_client")
 
 RUN_TIMEOUT_S = 300
-STEPS_TOGETHER = 150  # tiny steps: long enough that a run still trains while a second one starts
+STEPS_TOGETHER = 150  # tiny steps: long enough that a run still trains while the other one starts up
 RUNS_DIR: list[Path] = [Path("runs")]
 
 
@@ -661,14 +661,16 @@ def test_two_runs_train_at_once_and_a_full_queue_refuses_more(app_server, upload
         per_device_train_batch_size=4,
         logging_steps=25,
     )
-    queue.max_concurrent, queue.max_queued = 2, 1
+    queue.max_concurrent = 2
     try:
-        first = submit(client, **settings)
-        wait_for(client, first, ("running",))
-        second = submit(client, **settings)
+        # Both submitted at once, so they start up side by side: a second run submitted only once the
+        # first is running could still be starting when the first has finished its steps (a loaded CPU).
+        first, second = submit(client, **settings), submit(client, **settings)
         training = lambda s: s.get("stage") == "training" and s.get("step", 0) >= 1  # noqa: E731
+        wait_for(client, first, ("running",), until=training)
         wait_for(client, second, ("running",), until=training)
         assert training(client.predict(first, api_name="/run_status")), "the first run ended too soon"
+        queue.max_queued = 1
         waiting = submit(client, **settings)
         assert client.predict(waiting, api_name="/run_status")["state"] == "queued"  # both slots are taken
         before = sorted(p.name for p in app_server["runs"].iterdir())
