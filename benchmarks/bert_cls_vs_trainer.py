@@ -115,9 +115,9 @@ def tunelab_result(out: Path, wall: float) -> dict:
 
 
 def on_gpu() -> bool:
-    import torch
+    from tunelab.hardware import detect_hardware
 
-    return torch.cuda.is_available()
+    return detect_hardware().gpus > 0
 
 
 def run_trainer(samples: int, model: str, out: Path, best: bool, compile_: bool = False) -> dict:
@@ -149,7 +149,7 @@ def trainer_worker(out: Path, samples: int, model_path: str, best: bool, compile
     )
 
     from tunelab.data.classification import load_classification_data
-    from tunelab.hardware import cpu_has_fast_bf16
+    from tunelab.hardware import detect_hardware, resolve_precision
     from tunelab.models import resolve_model_path
 
     s = TRAINER_BEST
@@ -168,10 +168,8 @@ def trainer_worker(out: Path, samples: int, model_path: str, best: bool, compile
     train = data.train.map(tokenize, batched=True, remove_columns=["text"])
     validation = data.validation.map(tokenize, batched=True, remove_columns=["text"])
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(data.labels))
-    import torch
-
     gpu = on_gpu()
-    bf16 = best and (torch.cuda.is_bf16_supported() if gpu else cpu_has_fast_bf16())
+    bf16 = best and resolve_precision("auto", detect_hardware(), gpu) == "bf16"  # as TuneLab's "auto"
     args = TrainingArguments(
         output_dir=str(out / "model"),
         per_device_train_batch_size=s["batch_size"],
@@ -256,8 +254,9 @@ def main() -> None:
         return
     import torch
 
-    from tunelab.hardware import cpu_has_fast_bf16
+    from tunelab.hardware import detect_hardware
 
+    hardware = detect_hardware()
     sides = {
         "tunelab": lambda out: run_tunelab(args.samples, args.model, out),
         "trainer_best": lambda out: run_trainer(args.samples, args.model, out, best=True),
@@ -285,7 +284,7 @@ def main() -> None:
     print(
         f"\n{samples} training sentences, medians of {args.rounds} alternating round(s), launch to saved model"
     )
-    print(f"model: {args.model}; device: {torch.cuda.get_device_name() if on_gpu() else 'CPU'}")
+    print(f"model: {args.model}; device: {hardware.describe()}")
     print(
         f"{'run':<27}{'precision':>10}{'wall s':>9}{'train s':>9}{'samples/s':>11}{'accuracy':>10}"
         f"{'TuneLab is':>12}"
@@ -309,12 +308,12 @@ def main() -> None:
             "cpu": platform.processor() or platform.machine(),
             "cores": os.cpu_count(),
             "torch": torch.__version__,
-            "native_bf16": cpu_has_fast_bf16(),
-            "gpu": torch.cuda.get_device_name() if on_gpu() else None,
+            "native_bf16": hardware.cpu_bf16,
+            "gpu": hardware.gpu_name or None,
         },
         "date": time.strftime("%Y-%m-%d"),
     }
-    name = f"bert_cls_{'gpu' if on_gpu() else 'cpu'}{'' if args.samples else '_full'}.json"
+    name = f"bert_cls_{'gpu' if hardware.gpus else 'cpu'}{'' if args.samples else '_full'}.json"
     output = Path(args.output or ROOT / "benchmarks/results" / name)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2))

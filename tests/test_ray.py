@@ -143,6 +143,39 @@ def test_train_target_ray_trains_two_gloo_workers_on_two_nodes_and_the_model_loa
     assert "(RayTrainWorker pid=" in job_logs, shown.stdout  # read from Ray through the Jobs API
 
 
+def two_node_run(cluster, tiny_bert: Path, data: Path, runs_dir: Path, max_failures: int) -> Run:
+    """A run of run_config() prepared for the cluster's two nodes, one worker on each."""
+    from tunelab.launch import Resources
+
+    run = lifecycle.prepare_run(
+        "cls",
+        run_config(tiny_bert, data),
+        Resources(nodes=2, cpus_per_task=1),
+        target="ray",
+        target_options={"address": cluster.url, "max_failures": max_failures},
+        runs_dir=runs_dir,
+        cwd=ROOT,
+    )
+    assert f"--max-failures {max_failures}" in run.command()
+    return run
+
+
+def lose_second_node(cluster) -> None:
+    """The second node dies (its raylet and workers killed, no grace) and a new one joins: room for the
+    workers of a restarted worker group or of the next job."""
+    (second,) = [node for node in cluster.list_all_nodes() if node is not cluster.head_node]
+    cluster.remove_node(second, allow_graceful=False)
+    cluster.add_node(num_cpus=1)
+
+
+def assert_same_losses(run: Run, reference: Run) -> None:
+    """Every step's training loss is the uninterrupted run's."""
+    expected, losses = train_losses(reference), train_losses(run)
+    assert len(expected) == STEPS and losses.keys() == expected.keys()
+    for step, loss in expected.items():
+        assert losses[step] == pytest.approx(loss, rel=1e-4, abs=1e-6), step
+
+
 def until(condition, what: str, run: Run, timeout: float = WAIT_S):
     deadline = time.monotonic() + timeout
     while not condition():
@@ -159,18 +192,7 @@ def test_a_stopped_run_resumes_then_a_lost_node_fails_it_and_resume_ends_as_the_
     run): stopped mid-run, it checkpoints and its job ends by itself; resumed, its second node dies (raylet
     and workers killed) after a new checkpoint, and with --max-failures 0 the run fails as Ray reports it,
     its checkpoint kept; resumed again, every step's loss is the uninterrupted run's."""
-    from tunelab.launch import Resources
-
-    run = lifecycle.prepare_run(
-        "cls",
-        run_config(tiny_bert, data),
-        Resources(nodes=2, cpus_per_task=1),
-        target="ray",
-        target_options={"address": cluster.url, "max_failures": 0},
-        runs_dir=tmp_path,
-        cwd=ROOT,
-    )
-    assert "--max-failures 0" in run.command()
+    run = two_node_run(cluster, tiny_bert, data, tmp_path, max_failures=0)
     first = lifecycle.start(run)
     until(lambda: int(run.status().get("step") or 0) >= 6, "step 6", run)  # early: CI's machines are fast
     said = lifecycle.stop(run, grace=WAIT_S)
@@ -185,9 +207,7 @@ def test_a_stopped_run_resumes_then_a_lost_node_fails_it_and_resume_ends_as_the_
     second = lifecycle.start(run)
     assert second.job_id != first.job_id
     until(lambda: run.checkpoints()[-1:] != stopped_at[-1:], "a checkpoint after the resume", run)
-    (node,) = [node for node in cluster.list_all_nodes() if node is not cluster.head_node]
-    cluster.remove_node(node, allow_graceful=False)
-    cluster.add_node(num_cpus=1)  # room for the next job's workers
+    lose_second_node(cluster)
     status = lifecycle.wait(run, second, timeout=WAIT_S)
     output = (run.path / "process.log").read_text(errors="replace")
     assert status["state"] == "failed" and status["ray"]["state"] == "FAILED", (status, output[-4000:])
@@ -204,10 +224,7 @@ def test_a_stopped_run_resumes_then_a_lost_node_fails_it_and_resume_ends_as_the_
     output = (run.path / "process.log").read_text(errors="replace")
     assert status["state"] == "finished" and status["ray"]["state"] == "SUCCEEDED", (status, output[-4000:])
     assert "Resumed from" in (run.path / "train.log").read_text()
-    reference, losses = train_losses(submitted[1]), train_losses(run)
-    assert len(reference) == STEPS and losses.keys() == reference.keys()
-    for step, loss in reference.items():
-        assert losses[step] == pytest.approx(loss, rel=1e-4, abs=1e-6), step
+    assert_same_losses(run, submitted[1])
 
 
 def test_a_failed_recipe_fails_the_ray_run_with_the_recipes_reason(cluster, tmp_path):
@@ -314,32 +331,16 @@ def test_a_lost_node_with_max_failures_restarts_the_workers_and_the_run_ends_as_
     """The second node dies mid-run (its raylet and workers killed) and a new node joins: with
     --max-failures 1 Ray Train restarts the worker group and the recipe continues from its last checkpoint,
     within the same job; every step's loss is the uninterrupted run's."""
-    from tunelab.launch import Resources
-
-    run = lifecycle.prepare_run(
-        "cls",
-        run_config(tiny_bert, data),
-        Resources(nodes=2, cpus_per_task=1),
-        target="ray",
-        target_options={"address": cluster.url, "max_failures": 1},
-        runs_dir=tmp_path,
-        cwd=ROOT,
-    )
-    assert "--max-failures 1" in run.command()
+    run = two_node_run(cluster, tiny_bert, data, tmp_path, max_failures=1)
     job = lifecycle.start(run)
     until(lambda: run.checkpoints(), "the first checkpoint (step 5)", run)  # early: CI's machines are fast
-    (second,) = [node for node in cluster.list_all_nodes() if node is not cluster.head_node]
-    cluster.remove_node(second, allow_graceful=False)
-    cluster.add_node(num_cpus=1)  # room for the restarted worker group
+    lose_second_node(cluster)
     status = lifecycle.wait(run, job, timeout=WAIT_S)
     output = (run.path / "process.log").read_text(errors="replace")
     assert status["state"] == "finished", (status, output[-4000:])
     assert status["ray"]["state"] == "SUCCEEDED" and status["attempts"] == 1, status  # one job, restarted
     assert "Resumed from" in (run.path / "train.log").read_text(), output[-4000:]
-    reference, losses = train_losses(submitted[1]), train_losses(run)
-    assert losses.keys() == reference.keys()
-    for step, loss in reference.items():
-        assert losses[step] == pytest.approx(loss, rel=1e-4, abs=1e-6), step
+    assert_same_losses(run, submitted[1])
 
 
 def test_a_failed_jobs_reason_is_the_drivers_line_even_when_rays_forwarded_logs_come_after_it():
